@@ -1,0 +1,132 @@
+//! The result of evaluation: an action, a stable reason code and the rule that decided.
+
+use crate::{Action, Mode};
+
+/// Why a decision was made. The `code()` strings are stable: audit records, metrics
+/// and tests depend on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// The peer presented no certificate.
+    NoPeerCert,
+    /// The peer certificate could not be parsed.
+    BadPeerCert,
+    /// The certificate has no `spiffe://` URI SAN.
+    NoSpiffeId,
+    /// The certificate has more than one `spiffe://` URI SAN.
+    MultipleSpiffeIds,
+    /// The certificate's SPIFFE ID is not a valid SPIFFE ID.
+    InvalidSpiffeId,
+    /// Issuer and serial are in the revocation set.
+    RevokedSerial,
+    /// The SHA-256 fingerprint is in the revocation set.
+    RevokedFingerprint,
+    /// The SPIFFE ID's trust domain is not one of the policy's.
+    UntrustedDomain,
+    /// The key type is not allowed.
+    KeyTypeNotAllowed,
+    /// The RSA key is smaller than `rsaMinBits`.
+    WeakRsaKey,
+    /// The ECDSA curve is not in `ecdsaCurves`.
+    CurveNotAllowed,
+    /// The signature algorithm uses a forbidden hash.
+    ForbiddenSignature,
+    /// `notAfter - notBefore` exceeds `maxLifetime`.
+    LifetimeTooLong,
+    /// The negotiated TLS version is below `minVersion`.
+    TlsVersionTooLow,
+    /// The negotiated TLS version is unknown while `minVersion` is set.
+    TlsVersionUnknown,
+    /// A deny rule matched.
+    DenyRule,
+    /// An allow rule matched.
+    AllowRule,
+    /// No rule matched and the default action is deny.
+    DefaultDeny,
+    /// No rule matched and the default action is allow.
+    DefaultAllow,
+}
+
+impl Reason {
+    /// Every reason, in declaration order (for metrics defined up front).
+    pub const ALL: [Reason; 19] = [
+        Reason::NoPeerCert,
+        Reason::BadPeerCert,
+        Reason::NoSpiffeId,
+        Reason::MultipleSpiffeIds,
+        Reason::InvalidSpiffeId,
+        Reason::RevokedSerial,
+        Reason::RevokedFingerprint,
+        Reason::UntrustedDomain,
+        Reason::KeyTypeNotAllowed,
+        Reason::WeakRsaKey,
+        Reason::CurveNotAllowed,
+        Reason::ForbiddenSignature,
+        Reason::LifetimeTooLong,
+        Reason::TlsVersionTooLow,
+        Reason::TlsVersionUnknown,
+        Reason::DenyRule,
+        Reason::AllowRule,
+        Reason::DefaultDeny,
+        Reason::DefaultAllow,
+    ];
+
+    /// The stable snake_case code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::NoPeerCert => "no_peer_cert",
+            Reason::BadPeerCert => "bad_peer_cert",
+            Reason::NoSpiffeId => "no_spiffe_id",
+            Reason::MultipleSpiffeIds => "multiple_spiffe_ids",
+            Reason::InvalidSpiffeId => "invalid_spiffe_id",
+            Reason::RevokedSerial => "revoked_serial",
+            Reason::RevokedFingerprint => "revoked_fingerprint",
+            Reason::UntrustedDomain => "untrusted_domain",
+            Reason::KeyTypeNotAllowed => "key_type_not_allowed",
+            Reason::WeakRsaKey => "weak_rsa_key",
+            Reason::CurveNotAllowed => "curve_not_allowed",
+            Reason::ForbiddenSignature => "forbidden_signature",
+            Reason::LifetimeTooLong => "lifetime_too_long",
+            Reason::TlsVersionTooLow => "tls_version_too_low",
+            Reason::TlsVersionUnknown => "tls_version_unknown",
+            Reason::DenyRule => "deny_rule",
+            Reason::AllowRule => "allow_rule",
+            Reason::DefaultDeny => "default_deny",
+            Reason::DefaultAllow => "default_allow",
+        }
+    }
+
+    /// Parses a stable code back into a reason.
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+/// The engine's answer for one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision<'t> {
+    /// What the policy decides (in audit mode: what enforce mode would do).
+    pub action: Action,
+    /// Why.
+    pub reason: Reason,
+    /// The name of the rule that decided, if a rule did.
+    pub rule: Option<&'t str>,
+    /// The name of the policy that declared the deciding rule, if a rule decided.
+    pub policy: Option<&'t str>,
+    /// The table's mode when the decision was made.
+    pub mode: Mode,
+    /// The peer's SPIFFE ID, when one was established.
+    pub identity: Option<&'t str>,
+}
+
+impl Decision<'_> {
+    /// Whether the host must let the connection through: allow decisions, and
+    /// every decision in audit mode.
+    pub fn admits(&self) -> bool {
+        self.action == Action::Allow || self.mode == Mode::Audit
+    }
+
+    /// Audit mode and the policy would have denied.
+    pub fn would_deny(&self) -> bool {
+        self.action == Action::Deny && self.mode == Mode::Audit
+    }
+}

@@ -1,0 +1,488 @@
+//! Bytes → table, for untrusted input: every read is bounds-checked, every count is
+//! checked against a named limit before anything is allocated for it, enumerations
+//! reject unknown values, lists that must be sorted are checked, and trailing bytes
+//! (after a section or after the table) are an error. Layout: `ruleset/FORMAT.md`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::encode::{CURVE_BITS, HASH_BITS};
+use crate::format::*;
+use crate::{
+    Action, AuditLog, Cidr, Constraints, KeyPolicy, Mode, Pattern, PortRange, Revocation,
+    RevokedSerial, Rule, Table, TlsVersion,
+};
+
+/// Why bytes are not a valid table. Hosts must treat any of these as "no table":
+/// the filter refuses its configuration, the CLI exits non-zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The input ends before `what` could be read.
+    Truncated {
+        /// The field being read.
+        what: &'static str,
+    },
+    /// The input does not start with the table magic.
+    BadMagic,
+    /// A format version this build does not read.
+    UnsupportedVersion(u16),
+    /// Reserved flag bits are set.
+    UnknownFlags(u16),
+    /// The header's body length disagrees with the input length.
+    LengthMismatch {
+        /// Length announced by the header.
+        declared: u64,
+        /// Length actually present.
+        actual: u64,
+    },
+    /// The body's CRC-32 does not match the header.
+    Checksum {
+        /// Checksum in the header.
+        expected: u32,
+        /// Checksum of the body.
+        actual: u32,
+    },
+    /// The input is larger than the format allows.
+    TooLarge,
+    /// A section tag other than the one expected at this position.
+    UnexpectedSection {
+        /// Expected tag.
+        expected: u8,
+        /// Tag found.
+        found: u8,
+    },
+    /// A section's payload is longer than what its fields use.
+    TrailingBytes {
+        /// The section with unused bytes.
+        section: &'static str,
+    },
+    /// A count or length exceeds a format limit.
+    Limit {
+        /// What exceeded the limit.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// A field holds a value outside its domain.
+    BadValue {
+        /// The field.
+        what: &'static str,
+    },
+    /// A string is not UTF-8.
+    BadUtf8 {
+        /// The field.
+        what: &'static str,
+    },
+    /// A principal pattern or trust domain does not parse.
+    BadPattern(String),
+    /// A list that must be strictly ascending is not.
+    Unsorted {
+        /// The list.
+        what: &'static str,
+    },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated { what } => {
+                write!(f, "truncated table: input ends inside {what}")
+            }
+            DecodeError::BadMagic => write!(f, "not a certgate table (bad magic)"),
+            DecodeError::UnsupportedVersion(v) => write!(
+                f,
+                "unsupported table format version {v} (this build reads version {VERSION})"
+            ),
+            DecodeError::UnknownFlags(x) => write!(f, "unknown header flags {x:#06x}"),
+            DecodeError::LengthMismatch { declared, actual } => write!(
+                f,
+                "table length mismatch: header declares {declared} body bytes, {actual} present"
+            ),
+            DecodeError::Checksum { expected, actual } => write!(
+                f,
+                "table checksum mismatch: header {expected:08x}, body {actual:08x} (corrupt table)"
+            ),
+            DecodeError::TooLarge => write!(f, "table larger than {MAX_TABLE_LEN} bytes"),
+            DecodeError::UnexpectedSection { expected, found } => {
+                write!(f, "expected section {expected}, found section {found}")
+            }
+            DecodeError::TrailingBytes { section } => {
+                write!(f, "unexpected bytes at the end of the {section}")
+            }
+            DecodeError::Limit { what, limit } => write!(f, "{what} exceeds the limit of {limit}"),
+            DecodeError::BadValue { what } => write!(f, "invalid value for {what}"),
+            DecodeError::BadUtf8 { what } => write!(f, "{what} is not valid UTF-8"),
+            DecodeError::BadPattern(e) => write!(f, "invalid principal pattern: {e}"),
+            DecodeError::Unsorted { what } => write!(f, "{what} are not strictly ascending"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        if n > self.buf.len() {
+            return Err(DecodeError::Truncated { what });
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(u8::from_le_bytes(self.array(what)?))
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    fn flag(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::BadValue { what }),
+        }
+    }
+    /// Reads a count and checks it against `limit` and against the bytes left, given
+    /// the smallest encoding of one item, before the caller allocates for it.
+    fn count(
+        &mut self,
+        limit: usize,
+        min_item: usize,
+        what: &'static str,
+    ) -> Result<usize, DecodeError> {
+        let n = usize::try_from(self.u32(what)?).map_err(|_| DecodeError::Limit { what, limit })?;
+        if n > limit {
+            return Err(DecodeError::Limit { what, limit });
+        }
+        if n.saturating_mul(min_item) > self.buf.len() {
+            return Err(DecodeError::Truncated { what });
+        }
+        Ok(n)
+    }
+    fn str(&mut self, what: &'static str) -> Result<&'a str, DecodeError> {
+        let len = usize::from(self.u16(what)?);
+        if len > MAX_STRING_LEN {
+            return Err(DecodeError::Limit {
+                what,
+                limit: MAX_STRING_LEN,
+            });
+        }
+        std::str::from_utf8(self.take(len, what)?).map_err(|_| DecodeError::BadUtf8 { what })
+    }
+    fn strs(&mut self, limit: usize, what: &'static str) -> Result<Vec<&'a str>, DecodeError> {
+        let n = self.count(limit, 2, what)?;
+        (0..n).map(|_| self.str(what)).collect()
+    }
+    fn patterns(&mut self, what: &'static str) -> Result<Vec<Pattern>, DecodeError> {
+        self.strs(MAX_RULE_LIST, what)?
+            .into_iter()
+            .map(|s| Pattern::parse(s).map_err(|e| DecodeError::BadPattern(format!("`{s}`: {e}"))))
+            .collect()
+    }
+    /// Reads a section header and returns a reader over exactly its payload.
+    fn section(&mut self, expected: u8) -> Result<Reader<'a>, DecodeError> {
+        let found = self.u8("section tag")?;
+        if found != expected {
+            return Err(DecodeError::UnexpectedSection { expected, found });
+        }
+        let len =
+            usize::try_from(self.u32("section length")?).map_err(|_| DecodeError::TooLarge)?;
+        Ok(Reader {
+            buf: self.take(len, "section payload")?,
+        })
+    }
+    fn finish(&self, section: &'static str) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes { section })
+        }
+    }
+}
+
+fn mode(b: u8) -> Result<Mode, DecodeError> {
+    match b {
+        0 => Ok(Mode::Enforce),
+        1 => Ok(Mode::Audit),
+        _ => Err(DecodeError::BadValue { what: "mode" }),
+    }
+}
+fn action(b: u8, what: &'static str) -> Result<Action, DecodeError> {
+    match b {
+        0 => Ok(Action::Allow),
+        1 => Ok(Action::Deny),
+        _ => Err(DecodeError::BadValue { what }),
+    }
+}
+fn audit_log(b: u8) -> Result<AuditLog, DecodeError> {
+    match b {
+        0 => Ok(AuditLog::All),
+        1 => Ok(AuditLog::Deny),
+        2 => Ok(AuditLog::None),
+        _ => Err(DecodeError::BadValue { what: "audit log" }),
+    }
+}
+fn tls(b: u8) -> Result<Option<TlsVersion>, DecodeError> {
+    match b {
+        0 => Ok(None),
+        1 => Ok(Some(TlsVersion::V1_0)),
+        2 => Ok(Some(TlsVersion::V1_1)),
+        3 => Ok(Some(TlsVersion::V1_2)),
+        4 => Ok(Some(TlsVersion::V1_3)),
+        _ => Err(DecodeError::BadValue {
+            what: "TLS version",
+        }),
+    }
+}
+fn bits<T: Copy>(mask: u8, known: &[(T, u8)], what: &'static str) -> Result<Vec<T>, DecodeError> {
+    let all = known.iter().fold(0u8, |acc, (_, b)| acc | b);
+    if mask & !all != 0 {
+        return Err(DecodeError::BadValue { what });
+    }
+    Ok(known
+        .iter()
+        .filter(|(_, b)| mask & b != 0)
+        .map(|(t, _)| *t)
+        .collect())
+}
+
+fn header(bytes: &[u8]) -> Result<([u8; 32], &[u8]), DecodeError> {
+    if bytes.len() > MAX_TABLE_LEN {
+        return Err(DecodeError::TooLarge);
+    }
+    let mut r = Reader { buf: bytes };
+    if r.array::<4>("magic")? != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let version = r.u16("version")?;
+    if version != VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let flags = r.u16("flags")?;
+    if flags != 0 {
+        return Err(DecodeError::UnknownFlags(flags));
+    }
+    let body_len = r.u32("body length")?;
+    let crc = r.u32("checksum")?;
+    let digest = r.array::<32>("policy digest")?;
+    let body = r.buf;
+    if u64::from(body_len) != body.len() as u64 {
+        return Err(DecodeError::LengthMismatch {
+            declared: u64::from(body_len),
+            actual: body.len() as u64,
+        });
+    }
+    let actual = crc32(body);
+    if actual != crc {
+        return Err(DecodeError::Checksum {
+            expected: crc,
+            actual,
+        });
+    }
+    Ok((digest, body))
+}
+
+/// Decodes a table from untrusted bytes.
+pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
+    let (policy_digest, body) = header(bytes)?;
+    let mut r = Reader { buf: body };
+
+    let mut s = r.section(SECTION_META)?;
+    let mode = mode(s.u8("mode")?)?;
+    let default_action = action(s.u8("default action")?, "default action")?;
+    let audit_log = audit_log(s.u8("audit log")?)?;
+    let policy_names = s
+        .strs(MAX_POLICIES, "policy names")?
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    s.finish("meta section")?;
+
+    let mut s = r.section(SECTION_CONSTRAINTS)?;
+    let min_tls = tls(s.u8("minimum TLS version")?)?;
+    let max_lifetime_secs = if s.flag("max lifetime flag")? {
+        Some(s.u64("max lifetime")?)
+    } else {
+        None
+    };
+    let keys = if s.flag("key policy flag")? {
+        let rsa_min_bits = if s.flag("RSA flag")? {
+            Some(s.u32("RSA minimum bits")?)
+        } else {
+            None
+        };
+        let ecdsa_curves = bits(s.u8("curves")?, &CURVE_BITS, "curves")?;
+        let ed25519 = s.flag("ed25519 flag")?;
+        Some(KeyPolicy {
+            rsa_min_bits,
+            ecdsa_curves,
+            ed25519,
+        })
+    } else {
+        None
+    };
+    let forbid_sig_hashes = bits(s.u8("signature hashes")?, &HASH_BITS, "signature hashes")?;
+    let trust_domains = s
+        .strs(MAX_TRUST_DOMAINS, "trust domains")?
+        .into_iter()
+        .map(|td| {
+            crate::spiffe::validate_trust_domain(td)
+                .map(|()| td.to_owned())
+                .map_err(|e| DecodeError::BadPattern(format!("trust domain `{td}`: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    s.finish("constraints section")?;
+    let constraints = Constraints {
+        min_tls,
+        trust_domains,
+        max_lifetime_secs,
+        keys,
+        forbid_sig_hashes,
+    };
+
+    let mut s = r.section(SECTION_RULES)?;
+    // Smallest rule: name length, policy, action and five empty lists.
+    let n = s.count(MAX_RULES, 2 + 2 + 1 + 5 * 4, "rules")?;
+    let mut rules = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = s.str("rule name")?.to_owned();
+        let policy = s.u16("rule policy")?;
+        let action = action(s.u8("rule action")?, "rule action")?;
+        let principals = s.patterns("principals")?;
+        let not_principals = s.patterns("notPrincipals")?;
+        let np = s.count(MAX_RULE_LIST, 4, "ports")?;
+        let ports = (0..np)
+            .map(|_| {
+                let start = s.u16("port")?;
+                let end = s.u16("port")?;
+                if end < start {
+                    return Err(DecodeError::BadValue { what: "port range" });
+                }
+                Ok(PortRange { start, end })
+            })
+            .collect::<Result<_, _>>()?;
+        let sni = s
+            .strs(MAX_RULE_LIST, "sni")?
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let nc = s.count(MAX_RULE_LIST, 6, "sourceCidrs")?;
+        let source_cidrs = (0..nc)
+            .map(|_| {
+                let (addr, max) = match s.u8("address family")? {
+                    4 => (
+                        IpAddr::V4(Ipv4Addr::from(s.array::<4>("IPv4 address")?)),
+                        32,
+                    ),
+                    6 => (
+                        IpAddr::V6(Ipv6Addr::from(s.array::<16>("IPv6 address")?)),
+                        128,
+                    ),
+                    _ => {
+                        return Err(DecodeError::BadValue {
+                            what: "address family",
+                        })
+                    }
+                };
+                let prefix = s.u8("prefix length")?;
+                if prefix > max {
+                    return Err(DecodeError::BadValue {
+                        what: "prefix length",
+                    });
+                }
+                Ok(Cidr { addr, prefix })
+            })
+            .collect::<Result<_, _>>()?;
+        rules.push(Rule {
+            name,
+            policy,
+            action,
+            principals,
+            not_principals,
+            ports,
+            sni,
+            source_cidrs,
+        });
+    }
+    s.finish("rules section")?;
+
+    let mut s = r.section(SECTION_SERIALS)?;
+    let n = s.count(MAX_SERIALS, 2, "revoked serials")?;
+    let mut serials: Vec<RevokedSerial> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let issuer = if s.flag("issuer flag")? {
+            Some(s.u64("issuer id")?)
+        } else {
+            None
+        };
+        let len = usize::from(s.u8("serial length")?);
+        if len > crate::cert::MAX_SERIAL_LEN {
+            return Err(DecodeError::Limit {
+                what: "serial length",
+                limit: crate::cert::MAX_SERIAL_LEN,
+            });
+        }
+        let serial = s.take(len, "serial")?;
+        if serial.first() == Some(&0) {
+            return Err(DecodeError::BadValue {
+                what: "serial (leading zero)",
+            });
+        }
+        let entry = RevokedSerial {
+            issuer,
+            serial: serial.to_vec(),
+        };
+        // INVARIANT: strictly ascending, so lookups can binary-search.
+        if serials.last().is_some_and(|prev| *prev >= entry) {
+            return Err(DecodeError::Unsorted {
+                what: "revoked serials",
+            });
+        }
+        serials.push(entry);
+    }
+    s.finish("revoked serials section")?;
+
+    let mut s = r.section(SECTION_FINGERPRINTS)?;
+    let n = s.count(MAX_FINGERPRINTS, 32, "revoked fingerprints")?;
+    let mut sha256_fingerprints: Vec<[u8; 32]> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let f = s.array::<32>("fingerprint")?;
+        if sha256_fingerprints.last().is_some_and(|prev| *prev >= f) {
+            return Err(DecodeError::Unsorted {
+                what: "revoked fingerprints",
+            });
+        }
+        sha256_fingerprints.push(f);
+    }
+    s.finish("revoked fingerprints section")?;
+    r.finish("table")?;
+
+    Ok(Table {
+        policy_names,
+        policy_digest,
+        mode,
+        default_action,
+        audit_log,
+        constraints,
+        revocation: Revocation {
+            serials,
+            sha256_fingerprints,
+        },
+        rules,
+    })
+}

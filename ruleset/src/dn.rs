@@ -1,0 +1,228 @@
+//! Issuer identity for revocation: one 64-bit id per distinguished name, computed the
+//! same way from a policy string (`CN=Intermediate CA,O=Example`), a CRL's issuer and
+//! a certificate's issuer, so that attribute order, spacing and letter case in the
+//! policy do not decide whether a revocation entry applies.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use x509_parser::x509::X509Name;
+
+/// Attribute names accepted in policy strings, with their OIDs.
+const ATTRIBUTE_NAMES: &[(&str, &str)] = &[
+    ("CN", "2.5.4.3"),
+    ("SN", "2.5.4.4"),
+    ("SERIALNUMBER", "2.5.4.5"),
+    ("C", "2.5.4.6"),
+    ("L", "2.5.4.7"),
+    ("ST", "2.5.4.8"),
+    ("STREET", "2.5.4.9"),
+    ("O", "2.5.4.10"),
+    ("OU", "2.5.4.11"),
+    ("TITLE", "2.5.4.12"),
+    ("POSTALCODE", "2.5.4.17"),
+    ("GIVENNAME", "2.5.4.42"),
+    ("DNQUALIFIER", "2.5.4.46"),
+    ("PSEUDONYM", "2.5.4.65"),
+    ("ORGANIZATIONIDENTIFIER", "2.5.4.97"),
+    ("UID", "0.9.2342.19200300.100.1.1"),
+    ("DC", "0.9.2342.19200300.100.1.25"),
+    ("EMAILADDRESS", "1.2.840.113549.1.9.1"),
+    ("E", "1.2.840.113549.1.9.1"),
+];
+
+/// Why a distinguished-name string could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnError {
+    /// The string is empty.
+    Empty,
+    /// A component has no `=`.
+    MissingEquals(String),
+    /// An attribute name certgate does not know and that is not a dotted OID.
+    UnknownAttribute(String),
+    /// A component has an empty value.
+    EmptyValue(String),
+    /// A backslash escape is incomplete or not valid hex.
+    BadEscape,
+}
+
+impl fmt::Display for DnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DnError::Empty => write!(f, "the distinguished name is empty"),
+            DnError::MissingEquals(c) => write!(f, "`{c}` is not of the form `NAME=value`"),
+            DnError::UnknownAttribute(a) => write!(
+                f,
+                "unknown attribute `{a}` (use CN, O, OU, C, L, ST, DC, UID, emailAddress, … or a dotted OID)"
+            ),
+            DnError::EmptyValue(a) => write!(f, "attribute `{a}` has an empty value"),
+            DnError::BadEscape => write!(f, "invalid backslash escape"),
+        }
+    }
+}
+
+impl std::error::Error for DnError {}
+
+/// Lowercases, trims and collapses inner whitespace, so that comparisons follow the
+/// spirit of RFC 5280's caseIgnoreMatch for the ASCII names CAs use.
+fn normalize_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for word in v.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.chars().flat_map(char::to_lowercase));
+    }
+    out
+}
+
+/// Hashes a set of `(oid, value)` attributes into the issuer id.
+fn id_of(mut attrs: Vec<(String, String)>) -> u64 {
+    attrs.sort();
+    let mut h = Sha256::new();
+    for (oid, value) in &attrs {
+        h.update(oid.as_bytes());
+        h.update(b"=");
+        h.update(value.as_bytes());
+        h.update([0u8]);
+    }
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(digest.get(..8).unwrap_or(&[0u8; 8]));
+    u64::from_be_bytes(first)
+}
+
+/// The issuer id of a parsed X.509 name (certificate or CRL issuer).
+pub fn issuer_id_of(name: &X509Name<'_>) -> u64 {
+    let attrs = name
+        .iter_attributes()
+        .map(|a| {
+            let value = match a.as_str() {
+                Ok(s) => normalize_value(s),
+                Err(_) => match std::str::from_utf8(a.as_slice()) {
+                    Ok(s) => normalize_value(s),
+                    Err(_) => format!("#{}", crate::cert::hex_lower(a.as_slice())),
+                },
+            };
+            (a.attr_type().to_id_string(), value)
+        })
+        .collect();
+    id_of(attrs)
+}
+
+/// Splits on unescaped `sep`.
+fn split_unescaped(s: &str, seps: &[char]) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut escaped = false;
+    for c in s.chars() {
+        if escaped {
+            cur.push('\\');
+            cur.push(c);
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if seps.contains(&c) {
+            parts.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    if escaped {
+        cur.push('\\');
+    }
+    parts.push(cur);
+    parts
+}
+
+/// Resolves RFC 4514 backslash escapes (`\,`, `\+`, `\\`, `\4F`).
+fn unescape(v: &str) -> Result<String, DnError> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut bytes = v.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        let first = bytes.next().ok_or(DnError::BadEscape)?;
+        if first.is_ascii_hexdigit() {
+            let second = bytes.next().ok_or(DnError::BadEscape)?;
+            let hex = [first, second];
+            let hex = std::str::from_utf8(&hex).map_err(|_| DnError::BadEscape)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| DnError::BadEscape)?);
+        } else {
+            out.push(first);
+        }
+    }
+    String::from_utf8(out).map_err(|_| DnError::BadEscape)
+}
+
+/// Parses an RFC 4514 distinguished name string into its issuer id. Attribute order
+/// does not matter; names are case-insensitive; values compare case-insensitively.
+pub fn parse_dn_string(s: &str) -> Result<u64, DnError> {
+    if s.trim().is_empty() {
+        return Err(DnError::Empty);
+    }
+    let mut attrs = Vec::new();
+    for component in split_unescaped(s, &[',', ';', '+']) {
+        let component = component.trim();
+        let (name, value) = component
+            .split_once('=')
+            .ok_or_else(|| DnError::MissingEquals(component.to_owned()))?;
+        let name = name.trim();
+        let oid = if name.chars().all(|c| c.is_ascii_digit() || c == '.') && name.contains('.') {
+            name.to_owned()
+        } else {
+            let upper = name.to_ascii_uppercase();
+            ATTRIBUTE_NAMES
+                .iter()
+                .find(|(n, _)| *n == upper)
+                .map(|(_, oid)| (*oid).to_owned())
+                .ok_or_else(|| DnError::UnknownAttribute(name.to_owned()))?
+        };
+        let value = normalize_value(&unescape(value.trim())?);
+        if value.is_empty() {
+            return Err(DnError::EmptyValue(name.to_owned()));
+        }
+        attrs.push((oid, value));
+    }
+    Ok(id_of(attrs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_case_and_spacing_do_not_matter() {
+        let a = parse_dn_string("CN=Intermediate CA,O=Example").unwrap();
+        let b = parse_dn_string("o=example ,  cn = intermediate   ca").unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, parse_dn_string("CN=Intermediate CA,O=Other").unwrap());
+    }
+
+    #[test]
+    fn escapes_and_oids() {
+        let a = parse_dn_string(r"CN=Acme\, Inc,O=X").unwrap();
+        let b = parse_dn_string(r"2.5.4.3=Acme\2C Inc,2.5.4.10=X").unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn errors_are_specific() {
+        assert_eq!(parse_dn_string(""), Err(DnError::Empty));
+        assert_eq!(
+            parse_dn_string("CN"),
+            Err(DnError::MissingEquals("CN".into()))
+        );
+        assert_eq!(
+            parse_dn_string("XX=1"),
+            Err(DnError::UnknownAttribute("XX".into()))
+        );
+        assert_eq!(
+            parse_dn_string("CN= "),
+            Err(DnError::EmptyValue("CN".into()))
+        );
+        assert_eq!(parse_dn_string(r"CN=a\"), Err(DnError::BadEscape));
+    }
+}

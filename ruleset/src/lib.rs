@@ -1,0 +1,45 @@
+//! certgate's shared core: the compiled table (its model and its binary format), the
+//! decision engine, and the one place that turns a certificate into [`Peer`] facts.
+//!
+//! The compiler, the proxy-wasm filter and the browser playground all decide through
+//! [`Engine::evaluate`], so a decision explained in CI is the decision Envoy makes.
+//!
+//! ```text
+//! Table --encode--> bytes --decode--> Table --Engine::new--> Engine --evaluate(Peer)--> Decision
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+pub mod cert;
+mod decision;
+pub mod decode;
+pub mod dn;
+pub mod encode;
+mod eval;
+mod format;
+mod model;
+mod pattern;
+mod peer;
+pub mod spiffe;
+
+pub use decision::{Decision, Reason};
+pub use decode::{decode, DecodeError};
+pub use encode::{encode, EncodeError};
+pub use eval::Engine;
+pub use format::{MAGIC, VERSION};
+pub use model::{
+    Action, AuditLog, Cidr, Constraints, Curve, KeyPolicy, Mode, PortRange, Revocation,
+    RevokedSerial, Rule, SigHash, Table, TlsVersion,
+};
+pub use pattern::{Pattern, Segment};
+pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, SigInfo};

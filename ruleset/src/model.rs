@@ -1,0 +1,343 @@
+//! The typed, in-memory form of a compiled table. The compiler builds it, `encode`
+//! turns it into bytes, `decode` turns bytes back into it, and `eval` decides on it.
+
+use std::net::IpAddr;
+
+/// What a policy does with its decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Deny decisions close the connection.
+    Enforce,
+    /// Every decision is recorded; nothing is rejected.
+    Audit,
+}
+
+/// The outcome a rule or the default asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Let the connection through.
+    Allow,
+    /// Reject the connection.
+    Deny,
+}
+
+/// Which decisions produce an audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditLog {
+    /// Every decision.
+    All,
+    /// Deny decisions (and audit-mode would-deny decisions) only.
+    Deny,
+    /// No audit records.
+    None,
+}
+
+/// A TLS protocol version, ordered oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsVersion {
+    /// TLS 1.0
+    V1_0,
+    /// TLS 1.1
+    V1_1,
+    /// TLS 1.2
+    V1_2,
+    /// TLS 1.3
+    V1_3,
+}
+
+/// A named elliptic curve of an ECDSA key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Curve {
+    /// NIST P-256 (secp256r1)
+    P256,
+    /// NIST P-384 (secp384r1)
+    P384,
+    /// NIST P-521 (secp521r1)
+    P521,
+}
+
+/// A hash function used in a certificate signature algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SigHash {
+    /// MD5 (broken)
+    Md5,
+    /// SHA-1 (broken for certificates)
+    Sha1,
+    /// SHA-224
+    Sha224,
+    /// SHA-256
+    Sha256,
+    /// SHA-384
+    Sha384,
+    /// SHA-512
+    Sha512,
+    /// The algorithm has no separate hash (Ed25519) or it is not known to certgate.
+    Other,
+}
+
+/// Key constraints. `None` in a field means that key type is not allowed at all,
+/// unless the whole `KeyPolicy` is absent from [`Constraints`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyPolicy {
+    /// Minimum RSA modulus size in bits; `None` forbids RSA keys.
+    pub rsa_min_bits: Option<u32>,
+    /// Allowed ECDSA curves; empty forbids ECDSA keys.
+    pub ecdsa_curves: Vec<Curve>,
+    /// Whether Ed25519 keys are allowed.
+    pub ed25519: bool,
+}
+
+/// Certificate and connection constraints checked before any rule (decision step 3).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Constraints {
+    /// Lowest TLS version accepted; `None` accepts whatever Envoy negotiated.
+    pub min_tls: Option<TlsVersion>,
+    /// Trust domains a peer's SPIFFE ID must belong to; empty accepts any.
+    pub trust_domains: Vec<String>,
+    /// Longest accepted `notAfter - notBefore`, in seconds.
+    pub max_lifetime_secs: Option<u64>,
+    /// Accepted key types and sizes; `None` accepts any key.
+    pub keys: Option<KeyPolicy>,
+    /// Signature hash functions that are refused.
+    pub forbid_sig_hashes: Vec<SigHash>,
+}
+
+/// One revoked certificate, named by its issuer and serial number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RevokedSerial {
+    /// [`crate::dn::issuer_id`] of the issuer, or `None` for "any issuer".
+    pub issuer: Option<u64>,
+    /// The serial's big-endian magnitude without leading zero bytes.
+    pub serial: Vec<u8>,
+}
+
+/// The revocation set (decision step 2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Revocation {
+    /// Revoked serials. INVARIANT (after `Table::normalize`): sorted, no duplicates.
+    pub serials: Vec<RevokedSerial>,
+    /// SHA-256 fingerprints of revoked certificates. INVARIANT: sorted, no duplicates.
+    pub sha256_fingerprints: Vec<[u8; 32]>,
+}
+
+/// An inclusive destination port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    /// First port in the range.
+    pub start: u16,
+    /// Last port in the range (>= `start`).
+    pub end: u16,
+}
+
+/// A source address block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    /// Network address (host bits are zero).
+    pub addr: IpAddr,
+    /// Prefix length: at most 32 for IPv4, 128 for IPv6.
+    pub prefix: u8,
+}
+
+/// One rule: it matches a peer when every present condition holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Unique name, reported with each decision the rule makes.
+    pub name: String,
+    /// Index into [`Table::policy_names`] of the policy that declared the rule.
+    pub policy: u16,
+    /// What the rule decides when it matches.
+    pub action: Action,
+    /// SPIFFE ID patterns; the identity must match one. Empty means any identity.
+    pub principals: Vec<crate::Pattern>,
+    /// SPIFFE ID patterns the identity must match none of.
+    pub not_principals: Vec<crate::Pattern>,
+    /// Destination ports; empty means any port.
+    pub ports: Vec<PortRange>,
+    /// Requested server names (exact, or `*.` + suffix for one label); empty means any.
+    pub sni: Vec<String>,
+    /// Source address blocks; empty means any source.
+    pub source_cidrs: Vec<Cidr>,
+}
+
+/// A compiled table: everything the engine needs to decide, and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Names of the policies compiled into this table, in compile order.
+    pub policy_names: Vec<String>,
+    /// SHA-256 over the policy sources the compiler read; identifies this policy version.
+    pub policy_digest: [u8; 32],
+    /// Enforce or audit.
+    pub mode: Mode,
+    /// Decision when no rule matches.
+    pub default_action: Action,
+    /// Which decisions are recorded.
+    pub audit_log: AuditLog,
+    /// Checks before the rules.
+    pub constraints: Constraints,
+    /// Revoked certificates.
+    pub revocation: Revocation,
+    /// Rules in policy order (deny rules are tried before allow rules at evaluation).
+    pub rules: Vec<Rule>,
+}
+
+macro_rules! keyword_enum {
+    ($ty:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The keyword used in policies, tables and audit records.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $s),+ }
+            }
+            /// Parses the keyword written by [`Self::as_str`].
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some($ty::$variant),)+ _ => None }
+            }
+        }
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+keyword_enum!(Mode { Enforce => "enforce", Audit => "audit" });
+keyword_enum!(Action { Allow => "allow", Deny => "deny" });
+keyword_enum!(AuditLog { All => "all", Deny => "deny", None => "none" });
+keyword_enum!(Curve { P256 => "P-256", P384 => "P-384", P521 => "P-521" });
+keyword_enum!(SigHash {
+    Md5 => "md5", Sha1 => "sha1", Sha224 => "sha224", Sha256 => "sha256",
+    Sha384 => "sha384", Sha512 => "sha512", Other => "other",
+});
+
+impl TlsVersion {
+    /// Every version, oldest first.
+    pub const ALL: [TlsVersion; 4] = [
+        TlsVersion::V1_0,
+        TlsVersion::V1_1,
+        TlsVersion::V1_2,
+        TlsVersion::V1_3,
+    ];
+
+    /// The policy form: `1.0` … `1.3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_0 => "1.0",
+            TlsVersion::V1_1 => "1.1",
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+
+    /// The form Envoy reports in `connection.tls_version`: `TLSv1.3`.
+    pub fn as_envoy(self) -> &'static str {
+        match self {
+            TlsVersion::V1_0 => "TLSv1",
+            TlsVersion::V1_1 => "TLSv1.1",
+            TlsVersion::V1_2 => "TLSv1.2",
+            TlsVersion::V1_3 => "TLSv1.3",
+        }
+    }
+
+    /// Parses `1.2`, `TLSv1.2` (Envoy's form) and `TLSv1` (TLS 1.0).
+    pub fn parse(s: &str) -> Option<TlsVersion> {
+        let s = s.trim();
+        let bare = s.strip_prefix("TLSv").unwrap_or(s);
+        match bare {
+            "1" | "1.0" => Some(TlsVersion::V1_0),
+            "1.1" => Some(TlsVersion::V1_1),
+            "1.2" => Some(TlsVersion::V1_2),
+            "1.3" => Some(TlsVersion::V1_3),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PortRange {
+    /// Whether `port` lies in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        self.start <= port && port <= self.end
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` lies in the block. IPv4-mapped IPv6 addresses match IPv4 blocks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Compares the first `prefix` bits of two addresses of the same family.
+fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let mut bits = usize::from(prefix);
+    for (x, y) in a.iter().zip(b) {
+        if bits == 0 {
+            return true;
+        }
+        let take = u32::try_from(bits.min(8)).unwrap_or(8);
+        // take is 1..=8, so the shift amount is 0..=7.
+        let mask = 0xffu8.checked_shl(8u32.saturating_sub(take)).unwrap_or(0);
+        if (x ^ y) & mask != 0 {
+            return false;
+        }
+        bits = bits.saturating_sub(8);
+    }
+    true
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Revocation {
+    /// Sorts and deduplicates both lists, establishing the invariants the encoder,
+    /// the decoder and lookups rely on.
+    pub fn normalize(&mut self) {
+        self.serials.sort();
+        self.serials.dedup();
+        self.sha256_fingerprints.sort();
+        self.sha256_fingerprints.dedup();
+    }
+
+    /// Whether a certificate from `issuer_id` with `serial` (normalised) is revoked,
+    /// either for that issuer or by an entry that applies to every issuer.
+    pub fn is_serial_revoked(&self, issuer_id: u64, serial: &[u8]) -> bool {
+        let find = |issuer: Option<u64>| {
+            self.serials
+                .binary_search_by(|e| (e.issuer, e.serial.as_slice()).cmp(&(issuer, serial)))
+                .is_ok()
+        };
+        find(Some(issuer_id)) || find(None)
+    }
+
+    /// Whether a certificate with this SHA-256 fingerprint is revoked.
+    pub fn is_fingerprint_revoked(&self, sha256: &[u8; 32]) -> bool {
+        self.sha256_fingerprints.binary_search(sha256).is_ok()
+    }
+}
+
+impl Table {
+    /// Establishes the table invariants (see [`Revocation::normalize`]).
+    pub fn normalize(&mut self) {
+        self.revocation.normalize();
+    }
+}
