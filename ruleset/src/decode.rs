@@ -279,6 +279,8 @@ fn header(bytes: &[u8]) -> Result<([u8; 32], &[u8]), DecodeError> {
     }
     let body_len = r.u32("body length")?;
     let crc = r.u32("checksum")?;
+    // The checksum covers the policy digest and the body.
+    let covered = r.buf;
     let digest = r.array::<32>("policy digest")?;
     let body = r.buf;
     if u64::from(body_len) != body.len() as u64 {
@@ -287,7 +289,7 @@ fn header(bytes: &[u8]) -> Result<([u8; 32], &[u8]), DecodeError> {
             actual: body.len() as u64,
         });
     }
-    let actual = crc32(body);
+    let actual = crc32(covered);
     if actual != crc {
         return Err(DecodeError::Checksum {
             expected: crc,

@@ -295,8 +295,14 @@ pub fn encode(table: &Table) -> Result<Vec<u8>, EncodeError> {
             .map_err(|_| too_big)?
             .to_le_bytes(),
     );
-    out.extend_from_slice(&crc32(&body).to_le_bytes());
+    let crc_at = out.len();
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&table.policy_digest);
     out.extend_from_slice(&body);
+    // The checksum covers the policy digest and the body.
+    let crc = crc32(out.get(crc_at.saturating_add(4)..).unwrap_or_default());
+    if let Some(slot) = out.get_mut(crc_at..crc_at.saturating_add(4)) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
     Ok(out)
 }

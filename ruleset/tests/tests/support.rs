@@ -1,0 +1,68 @@
+//! Builders shared by the test modules.
+
+use ruleset::*;
+
+pub fn pat(s: &str) -> Pattern {
+    Pattern::parse(s).unwrap()
+}
+
+pub fn rule(name: &str, action: Action, principals: &[&str]) -> Rule {
+    Rule {
+        name: name.into(),
+        policy: 0,
+        action,
+        principals: principals.iter().map(|p| pat(p)).collect(),
+        not_principals: vec![],
+        ports: vec![],
+        sni: vec![],
+        source_cidrs: vec![],
+    }
+}
+
+pub fn table(rules: Vec<Rule>) -> Table {
+    Table {
+        policy_names: vec!["test-policy".into()],
+        policy_digest: [7; 32],
+        mode: Mode::Enforce,
+        default_action: Action::Deny,
+        audit_log: AuditLog::Deny,
+        constraints: Constraints::default(),
+        revocation: Revocation::default(),
+        rules,
+    }
+}
+
+pub fn facts(spiffe: &[&str]) -> CertFacts {
+    CertFacts {
+        serial: vec![0x4f, 0x38, 0x0a],
+        issuer: "CN=Intermediate CA, O=Example".into(),
+        issuer_id: ruleset::dn::parse_dn_string("CN=Intermediate CA,O=Example").unwrap(),
+        subject: "O=Example".into(),
+        not_before: 1_700_000_000,
+        not_after: 1_700_000_000 + 3600,
+        key: KeyInfo::Ecdsa {
+            curve: Some(Curve::P256),
+        },
+        signature: SigInfo {
+            name: "ecdsa-with-SHA256".into(),
+            hash: SigHash::Sha256,
+        },
+        uri_sans: spiffe.iter().map(|s| s.to_string()).collect(),
+        dns_sans: vec![],
+        sha256: [0x11; 32],
+    }
+}
+
+pub fn peer(f: CertFacts) -> Peer {
+    Peer {
+        cert: PeerCert::Parsed(Box::new(f)),
+        tls_version: Some(TlsVersion::V1_3),
+        port: Some(8443),
+        sni: None,
+        source_ip: None,
+    }
+}
+
+pub fn who(id: &str) -> Peer {
+    peer(facts(&[id]))
+}
