@@ -1,0 +1,294 @@
+//! The few host calls the filter makes, behind a trait so the glue can be tested
+//! natively with a fake host.
+//!
+//! [`ProxyHost`] forwards to proxy-wasm's hostcalls. Those wrappers `panic!` on a status
+//! they do not expect (a panic kills the VM, and with fail-closed that is an outage), so
+//! each call here is one whose statuses are known for Envoy 1.40: properties are read
+//! and written only from stream contexts (or a root context after a successful
+//! [`Host::enter_context`]), and only `Downstream` is ever resumed or closed (Envoy
+//! answers `Unimplemented` for `Upstream`, which proxy-wasm 0.2.5 turns into a panic).
+
+/// A log level; mirrors proxy-wasm's levels the filter uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Host calls, as the filter needs them. Methods never fail loudly: a host error
+/// reads as "absent" and the decision engine fails closed on absent facts.
+pub trait Host {
+    /// Reads a property (`connection.peer_certificate`, `destination.port`, ...).
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Sets a property; `["certgate.audit"]` becomes filter state `wasm.certgate.audit`.
+    fn set_property(&self, path: &[&str], value: &[u8]);
+    /// Writes one line to the Envoy log.
+    fn log(&self, level: Level, message: &str);
+    /// Whether a message at `level` would be written (avoids building debug lines).
+    fn log_enabled(&self, level: Level) -> bool;
+    /// Defines (or finds) a counter; `None` if the host refused.
+    fn define_counter(&self, name: &str) -> Option<u32>;
+    /// Adds one to a counter defined by [`Host::define_counter`].
+    fn increment_counter(&self, id: u32);
+    /// Closes the downstream connection of the current (or entered) context.
+    fn close_downstream(&self);
+    /// Resumes a downstream connection paused in `on_new_connection`.
+    fn resume_downstream(&self);
+    /// Makes later calls act on stream context `context_id` (from a root-context
+    /// tick); false if the context is gone.
+    fn enter_context(&self, context_id: u32) -> bool;
+    /// Answers the current HTTP request locally.
+    fn send_http_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]);
+    /// The plugin configuration bytes.
+    fn plugin_configuration(&self) -> Option<Vec<u8>>;
+    /// Wall-clock time in nanoseconds since the Unix epoch (0 if unknown).
+    fn now_nanos(&self) -> u64;
+    /// Asks for `on_tick` every `millis` milliseconds.
+    fn set_tick_period_millis(&self, millis: u64);
+}
+
+/// The real host: proxy-wasm hostcalls into Envoy.
+#[cfg(target_arch = "wasm32")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxyHost;
+
+#[cfg(target_arch = "wasm32")]
+impl Host for ProxyHost {
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        proxy_wasm::hostcalls::get_property(path.to_vec())
+            .ok()
+            .flatten()
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) {
+        let _ = proxy_wasm::hostcalls::set_property(path.to_vec(), Some(value));
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let _ = proxy_wasm::hostcalls::log(to_proxy_level(level), message);
+    }
+
+    fn log_enabled(&self, level: Level) -> bool {
+        use proxy_wasm::types::LogLevel;
+        let rank = |l: LogLevel| l as u32;
+        match proxy_wasm::hostcalls::get_log_level() {
+            Ok(current) => rank(to_proxy_level(level)) >= rank(current),
+            Err(_) => true,
+        }
+    }
+
+    fn define_counter(&self, name: &str) -> Option<u32> {
+        proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, name).ok()
+    }
+
+    fn increment_counter(&self, id: u32) {
+        let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+    }
+
+    fn close_downstream(&self) {
+        let _ = proxy_wasm::hostcalls::close_downstream();
+    }
+
+    fn resume_downstream(&self) {
+        let _ = proxy_wasm::hostcalls::resume_downstream();
+    }
+
+    fn enter_context(&self, context_id: u32) -> bool {
+        proxy_wasm::hostcalls::set_effective_context(context_id).is_ok()
+    }
+
+    fn send_http_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        let _ = proxy_wasm::hostcalls::send_http_response(status, headers.to_vec(), Some(body));
+    }
+
+    fn plugin_configuration(&self) -> Option<Vec<u8>> {
+        proxy_wasm::hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+    }
+
+    fn now_nanos(&self) -> u64 {
+        proxy_wasm::hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_nanos()).ok())
+            .unwrap_or(0)
+    }
+
+    fn set_tick_period_millis(&self, millis: u64) {
+        let _ = proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(millis));
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn to_proxy_level(level: Level) -> proxy_wasm::types::LogLevel {
+    use proxy_wasm::types::LogLevel;
+    match level {
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+    }
+}
+
+/// An in-memory host for native tests: properties per context, recorded effects.
+#[cfg(test)]
+pub mod fake {
+    use std::cell::{Cell, RefCell};
+    use std::collections::{BTreeMap, HashMap};
+
+    use super::{Host, Level};
+
+    /// A local HTTP response the filter sent.
+    #[derive(Debug, Clone)]
+    pub struct Response {
+        pub context: u32,
+        pub status: u32,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    /// What the fake host saw and holds. Context 0 is the root.
+    #[derive(Debug, Default)]
+    pub struct FakeHost {
+        pub config: RefCell<Option<Vec<u8>>>,
+        /// Properties per context id, keyed by the dotted path.
+        pub props: RefCell<HashMap<u32, HashMap<String, Vec<u8>>>>,
+        /// Properties set, per context id.
+        pub set_props: RefCell<HashMap<u32, HashMap<String, Vec<u8>>>>,
+        pub logs: RefCell<Vec<(Level, String)>>,
+        pub counters: RefCell<BTreeMap<String, u64>>,
+        counter_ids: RefCell<Vec<String>>,
+        pub closed: RefCell<Vec<u32>>,
+        pub resumed: RefCell<Vec<u32>>,
+        pub responses: RefCell<Vec<Response>>,
+        /// Every property read, in order, as (context, path).
+        pub reads: RefCell<Vec<(u32, String)>>,
+        pub current: Cell<u32>,
+        pub tick_millis: Cell<Option<u64>>,
+        pub now: Cell<u64>,
+    }
+
+    impl FakeHost {
+        pub fn set(&self, ctx: u32, path: &str, value: impl Into<Vec<u8>>) {
+            self.props
+                .borrow_mut()
+                .entry(ctx)
+                .or_default()
+                .insert(path.to_owned(), value.into());
+        }
+
+        pub fn counter(&self, name: &str) -> u64 {
+            self.counters.borrow().get(name).copied().unwrap_or(0)
+        }
+
+        pub fn audit(&self, ctx: u32) -> Option<String> {
+            self.set_props
+                .borrow()
+                .get(&ctx)
+                .and_then(|m| m.get("certgate.audit"))
+                .map(|v| String::from_utf8(v.clone()).unwrap())
+        }
+
+        pub fn reads_of(&self, path: &str) -> usize {
+            self.reads
+                .borrow()
+                .iter()
+                .filter(|(_, p)| p == path)
+                .count()
+        }
+
+        pub fn logged(&self, level: Level) -> Vec<String> {
+            self.logs
+                .borrow()
+                .iter()
+                .filter(|(l, _)| *l == level)
+                .map(|(_, m)| m.clone())
+                .collect()
+        }
+    }
+
+    impl Host for FakeHost {
+        fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+            let key = path.join(".");
+            let ctx = self.current.get();
+            self.reads.borrow_mut().push((ctx, key.clone()));
+            self.props
+                .borrow()
+                .get(&ctx)
+                .and_then(|m| m.get(&key).cloned())
+        }
+        fn set_property(&self, path: &[&str], value: &[u8]) {
+            let ctx = self.current.get();
+            assert_ne!(ctx, 0, "set_property from the root context");
+            self.set_props
+                .borrow_mut()
+                .entry(ctx)
+                .or_default()
+                .insert(path.join("."), value.to_vec());
+        }
+        fn log(&self, level: Level, message: &str) {
+            self.logs.borrow_mut().push((level, message.to_owned()));
+        }
+        fn log_enabled(&self, _level: Level) -> bool {
+            true
+        }
+        fn define_counter(&self, name: &str) -> Option<u32> {
+            let mut ids = self.counter_ids.borrow_mut();
+            let id = match ids.iter().position(|n| n == name) {
+                Some(i) => i,
+                None => {
+                    ids.push(name.to_owned());
+                    self.counters.borrow_mut().insert(name.to_owned(), 0);
+                    ids.len() - 1
+                }
+            };
+            Some(id as u32)
+        }
+        fn increment_counter(&self, id: u32) {
+            let name = self.counter_ids.borrow()[id as usize].clone();
+            *self.counters.borrow_mut().get_mut(&name).unwrap() += 1;
+        }
+        fn close_downstream(&self) {
+            self.closed.borrow_mut().push(self.current.get());
+        }
+        fn resume_downstream(&self) {
+            self.resumed.borrow_mut().push(self.current.get());
+        }
+        fn enter_context(&self, context_id: u32) -> bool {
+            if self.props.borrow().contains_key(&context_id) {
+                self.current.set(context_id);
+                true
+            } else {
+                false
+            }
+        }
+        fn send_http_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+            let headers = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            self.responses.borrow_mut().push(Response {
+                context: self.current.get(),
+                status,
+                headers,
+                body: body.to_vec(),
+            });
+        }
+        fn plugin_configuration(&self) -> Option<Vec<u8>> {
+            self.config.borrow().clone()
+        }
+        fn now_nanos(&self) -> u64 {
+            self.now.get()
+        }
+        fn set_tick_period_millis(&self, millis: u64) {
+            self.tick_millis.set(Some(millis));
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! A tiny JSON reader (for the plugin configuration) and writer (for audit records).
+//!
+//! serde_json would cost tens of kilobytes in a module that must stay small, and the
+//! filter reads one flat object and writes another. The reader is strict (RFC 8259,
+//! no trailing commas, no comments, no duplicate keys) and bounded in nesting depth,
+//! because the configuration is untrusted bytes like everything else a filter reads.
+
+use std::fmt::Write as _;
+use std::iter::Peekable;
+use std::str::Chars;
+
+/// Deepest nesting accepted; the configuration needs two levels.
+const MAX_DEPTH: u8 = 8;
+
+/// A parsed JSON value. Numbers keep their source text: the caller decides which
+/// numeric type it wants and reports a range error in its own words.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Number(String),
+    String(String),
+    Array(Vec<Value>),
+    /// Members in source order; keys are unique.
+    Object(Vec<(String, Value)>),
+}
+
+impl Value {
+    /// The JSON type name, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+}
+
+/// Why a document is not JSON; the text is lowercase and meant for a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+/// Parses one JSON document; trailing non-whitespace is an error.
+pub fn parse(text: &str) -> Result<Value, ParseError> {
+    let mut p = Parser {
+        chars: text.chars().peekable(),
+    };
+    let value = p.value(0)?;
+    p.skip_ws();
+    match p.chars.next() {
+        None => Ok(value),
+        Some(c) => Err(ParseError(format!("unexpected `{c}` after the document"))),
+    }
+}
+
+struct Parser<'a> {
+    chars: Peekable<Chars<'a>>,
+}
+
+impl Parser<'_> {
+    fn skip_ws(&mut self) {
+        while matches!(self.chars.peek(), Some(' ' | '\t' | '\n' | '\r')) {
+            self.chars.next();
+        }
+    }
+
+    fn expect_word(&mut self, word: &str, value: Value) -> Result<Value, ParseError> {
+        for want in word.chars() {
+            if self.chars.next() != Some(want) {
+                return Err(ParseError(format!("invalid literal, expected `{word}`")));
+            }
+        }
+        Ok(value)
+    }
+
+    fn value(&mut self, depth: u8) -> Result<Value, ParseError> {
+        if depth > MAX_DEPTH {
+            return Err(ParseError("nesting too deep".into()));
+        }
+        self.skip_ws();
+        let next_depth = depth.saturating_add(1);
+        match self.chars.peek().copied() {
+            None => Err(ParseError("unexpected end of input".into())),
+            Some('{') => self.object(next_depth),
+            Some('[') => self.array(next_depth),
+            Some('"') => self.string().map(Value::String),
+            Some('t') => self.expect_word("true", Value::Bool(true)),
+            Some('f') => self.expect_word("false", Value::Bool(false)),
+            Some('n') => self.expect_word("null", Value::Null),
+            Some(c) if c == '-' || c.is_ascii_digit() => self.number(),
+            Some(c) => Err(ParseError(format!("unexpected `{c}`"))),
+        }
+    }
+
+    fn object(&mut self, depth: u8) -> Result<Value, ParseError> {
+        self.chars.next();
+        let mut members: Vec<(String, Value)> = Vec::new();
+        self.skip_ws();
+        if self.chars.peek() == Some(&'}') {
+            self.chars.next();
+            return Ok(Value::Object(members));
+        }
+        loop {
+            self.skip_ws();
+            if self.chars.peek() != Some(&'"') {
+                return Err(ParseError("expected a string key".into()));
+            }
+            let key = self.string()?;
+            if members.iter().any(|(k, _)| *k == key) {
+                return Err(ParseError(format!("duplicate key `{key}`")));
+            }
+            self.skip_ws();
+            if self.chars.next() != Some(':') {
+                return Err(ParseError(format!("expected `:` after key `{key}`")));
+            }
+            let value = self.value(depth)?;
+            members.push((key, value));
+            self.skip_ws();
+            match self.chars.next() {
+                Some(',') => continue,
+                Some('}') => return Ok(Value::Object(members)),
+                _ => return Err(ParseError("expected `,` or `}` in object".into())),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: u8) -> Result<Value, ParseError> {
+        self.chars.next();
+        let mut items = Vec::new();
+        self.skip_ws();
+        if self.chars.peek() == Some(&']') {
+            self.chars.next();
+            return Ok(Value::Array(items));
+        }
+        loop {
+            items.push(self.value(depth)?);
+            self.skip_ws();
+            match self.chars.next() {
+                Some(',') => continue,
+                Some(']') => return Ok(Value::Array(items)),
+                _ => return Err(ParseError("expected `,` or `]` in array".into())),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<Value, ParseError> {
+        let mut text = String::new();
+        while let Some(&c) = self.chars.peek() {
+            if c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E') {
+                text.push(c);
+                self.chars.next();
+            } else {
+                break;
+            }
+        }
+        // Shape check per RFC 8259: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+        let body = text.strip_prefix('-').unwrap_or(&text);
+        let (mantissa, exponent) = match body.find(['e', 'E']) {
+            Some(at) => (
+                body.get(..at).unwrap_or(""),
+                body.get(at.saturating_add(1)..),
+            ),
+            None => (body, None),
+        };
+        let (int, frac) = match mantissa.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (mantissa, None),
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let int_ok = digits(int) && (int == "0" || !int.starts_with('0'));
+        let frac_ok = frac.is_none_or(digits);
+        let exp_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)));
+        if int_ok && frac_ok && exp_ok {
+            Ok(Value::Number(text))
+        } else {
+            Err(ParseError(format!("invalid number `{text}`")))
+        }
+    }
+
+    fn string(&mut self) -> Result<String, ParseError> {
+        self.chars.next(); // opening quote
+        let mut out = String::new();
+        loop {
+            match self.chars.next() {
+                None => return Err(ParseError("unterminated string".into())),
+                Some('"') => return Ok(out),
+                Some('\\') => {
+                    let c = match self.chars.next() {
+                        Some('"') => '"',
+                        Some('\\') => '\\',
+                        Some('/') => '/',
+                        Some('b') => '\u{8}',
+                        Some('f') => '\u{c}',
+                        Some('n') => '\n',
+                        Some('r') => '\r',
+                        Some('t') => '\t',
+                        Some('u') => self.unicode_escape()?,
+                        _ => return Err(ParseError("invalid escape in string".into())),
+                    };
+                    out.push(c);
+                }
+                Some(c) if u32::from(c) < 0x20 => {
+                    return Err(ParseError("control character in string".into()))
+                }
+                Some(c) => out.push(c),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, ParseError> {
+        let mut v: u32 = 0;
+        for _ in 0..4 {
+            let d = self
+                .chars
+                .next()
+                .and_then(|c| c.to_digit(16))
+                .ok_or_else(|| ParseError("invalid \\u escape".into()))?;
+            v = (v << 4) | d;
+        }
+        Ok(v)
+    }
+
+    fn unicode_escape(&mut self) -> Result<char, ParseError> {
+        let hi = self.hex4()?;
+        let code = if (0xD800..0xDC00).contains(&hi) {
+            if self.chars.next() != Some('\\') || self.chars.next() != Some('u') {
+                return Err(ParseError("unpaired surrogate in string".into()));
+            }
+            let lo = self.hex4()?;
+            if !(0xDC00..0xE000).contains(&lo) {
+                return Err(ParseError("unpaired surrogate in string".into()));
+            }
+            // Both terms are bounded by the range checks above: no overflow.
+            0x10000u32
+                .saturating_add((hi.saturating_sub(0xD800)) << 10)
+                .saturating_add(lo.saturating_sub(0xDC00))
+        } else {
+            hi
+        };
+        char::from_u32(code).ok_or_else(|| ParseError("invalid \\u escape".into()))
+    }
+}
+
+/// Builds one compact JSON object, members in insertion order.
+#[derive(Debug, Default)]
+pub struct ObjectWriter {
+    out: String,
+}
+
+impl ObjectWriter {
+    pub fn new() -> Self {
+        ObjectWriter {
+            out: String::from("{"),
+        }
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.out.len() > 1 {
+            self.out.push(',');
+        }
+        write_str(&mut self.out, key);
+        self.out.push(':');
+    }
+
+    /// Adds a string member.
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key);
+        write_str(&mut self.out, value);
+        self
+    }
+
+    /// Adds a string member when `value` is present.
+    pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        if let Some(v) = value {
+            self.str(key, v);
+        }
+        self
+    }
+
+    /// Adds an unsigned integer member.
+    pub fn uint(&mut self, key: &str, value: u64) -> &mut Self {
+        self.key(key);
+        let _ = write!(self.out, "{value}");
+        self
+    }
+
+    /// Adds an array of strings.
+    pub fn str_array<'a>(&mut self, key: &str, values: impl Iterator<Item = &'a str>) -> &mut Self {
+        self.key(key);
+        self.out.push('[');
+        for (i, v) in values.enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            write_str(&mut self.out, v);
+        }
+        self.out.push(']');
+        self
+    }
+
+    pub fn finish(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_configuration_shape() {
+        let v = parse(
+            r#" {"table":"AAEC","audit":{"log":"deny"},"serverFirst":false,"certCacheSize":1024} "#,
+        )
+        .unwrap();
+        let Value::Object(members) = v else { panic!() };
+        assert_eq!(members.len(), 4);
+        assert_eq!(
+            members[1].1,
+            Value::Object(vec![("log".into(), Value::String("deny".into()))])
+        );
+        assert_eq!(members[3].1, Value::Number("1024".into()));
+    }
+
+    #[test]
+    fn rejects_malformed_documents() {
+        for bad in [
+            "",
+            "{",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "[1,]",
+            "{\"a\":1} x",
+            "{'a':1}",
+            "{\"a\":01}",
+            "{\"a\":1.}",
+            "{\"a\":tru}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":1,\"a\":2}",
+            "\"\\ud800\"",
+            "[[[[[[[[[[[]]]]]]]]]]]",
+            "{\"a\":\"\u{1}\"}",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn decodes_escapes() {
+        assert_eq!(
+            parse(r#""a\"b\\c\/\n\u00e9\ud83d\ude00""#).unwrap(),
+            Value::String("a\"b\\c/\né😀".into())
+        );
+        assert_eq!(parse("-1.5e+3").unwrap(), Value::Number("-1.5e+3".into()));
+    }
+
+    #[test]
+    fn writer_escapes_and_round_trips() {
+        let mut w = ObjectWriter::new();
+        w.str("event.reason", "deny\"rule\"\n\u{1}")
+            .uint("destination.port", 443)
+            .opt_str("absent", None)
+            .str_array("names", ["a", "b"].into_iter());
+        let text = w.finish();
+        assert_eq!(
+            text,
+            r#"{"event.reason":"deny\"rule\"\n\u0001","destination.port":443,"names":["a","b"]}"#
+        );
+        assert!(parse(&text).is_ok());
+    }
+}

@@ -1,0 +1,45 @@
+//! certgate's proxy-wasm filter: Envoy (or Istio) loads this module to enforce a
+//! compiled certgate table on every downstream mTLS connection.
+//!
+//! This file is the entry point only. The root context (`root.rs`) parses the
+//! configuration and builds the shared state; `network.rs` and `http.rs` are the two
+//! front ends; every decision goes through `decide.rs` to the `ruleset` engine.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+pub mod audit;
+pub mod cache;
+pub mod config;
+pub mod decide;
+pub mod host;
+pub mod http;
+pub mod json;
+pub mod metrics;
+pub mod network;
+pub mod peer;
+pub mod pem;
+pub mod root;
+
+#[cfg(test)]
+mod tests;
+
+// proxy-wasm's `main!` expands to the `_initialize` export Envoy calls once per VM.
+// Its `unsafe` block is inside the macro's own crate span, so `forbid(unsafe_code)`
+// above still holds for every line written here.
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    // Also installs a panic hook that logs the message before the VM aborts.
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Warn);
+    proxy_wasm::set_root_context(|_context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::Root::new(std::rc::Rc::new(host::ProxyHost)))
+    });
+}}

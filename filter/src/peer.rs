@@ -1,0 +1,94 @@
+//! Turns Envoy connection attributes into the engine's [`Peer`].
+//!
+//! Only valid once the TLS handshake is complete (first downstream data, HTTP request
+//! headers, or `connection.mtls` true): earlier, Envoy returns empty values and even
+//! caches a wrong `connection.tls_version`.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+
+use ruleset::{Peer, PeerCert, TlsVersion};
+
+use crate::cache::CertCache;
+use crate::host::Host;
+
+pub const DIGEST: &[&str] = &["connection", "sha256_peer_certificate_digest"];
+pub const PEER_CERT: &[&str] = &["connection", "peer_certificate"];
+pub const TLS_VERSION: &[&str] = &["connection", "tls_version"];
+pub const SNI: &[&str] = &["connection", "requested_server_name"];
+pub const MTLS: &[&str] = &["connection", "mtls"];
+pub const CONNECTION_ID: &[&str] = &["connection", "id"];
+pub const DESTINATION_PORT: &[&str] = &["destination", "port"];
+pub const SOURCE_ADDRESS: &[&str] = &["source", "address"];
+
+/// The peer of the current connection. The certificate comes from `cache` when its
+/// digest is known; only a miss reads and parses `connection.peer_certificate`.
+pub fn gather(host: &dyn Host, cache: &RefCell<CertCache>) -> Peer {
+    let digest = string_property(host, DIGEST);
+    let cached = digest.as_deref().and_then(|d| cache.borrow().get(d));
+    let cert = match cached {
+        Some(cert) => cert,
+        None => {
+            let cert = Rc::new(match host.property(PEER_CERT) {
+                Some(pem) if !pem.is_empty() => crate::pem::peer_cert(&pem),
+                _ => PeerCert::Missing,
+            });
+            // A missing certificate is not cached: its digest is empty anyway, and a
+            // host hiccup must not pin a wrong answer.
+            if let Some(d) = digest {
+                if !matches!(*cert, PeerCert::Missing) {
+                    cache.borrow_mut().insert(d, Rc::clone(&cert));
+                }
+            }
+            cert
+        }
+    };
+    Peer {
+        cert: Rc::unwrap_or_clone(cert),
+        tls_version: string_property(host, TLS_VERSION).and_then(|v| TlsVersion::parse(&v)),
+        port: int_property(host, DESTINATION_PORT).and_then(|p| u16::try_from(p).ok()),
+        sni: string_property(host, SNI),
+        source_ip: string_property(host, SOURCE_ADDRESS).and_then(|a| parse_ip(&a)),
+    }
+}
+
+/// A non-empty UTF-8 property.
+pub fn string_property(host: &dyn Host, path: &[&str]) -> Option<String> {
+    host.property(path)
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| !s.is_empty())
+}
+
+/// An integer property (Envoy serialises int64/uint64 as 8 little-endian bytes).
+pub fn int_property(host: &dyn Host, path: &[&str]) -> Option<u64> {
+    let bytes: [u8; 8] = host.property(path)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// A boolean property (one byte).
+pub fn bool_property(host: &dyn Host, path: &[&str]) -> bool {
+    matches!(host.property(path).as_deref(), Some([1]))
+}
+
+/// `source.address` is `ip:port` (`[v6]:port`), or a bare address on some hosts.
+fn parse_ip(address: &str) -> Option<IpAddr> {
+    address
+        .parse::<SocketAddr>()
+        .map(|s| s.ip())
+        .or_else(|_| address.parse::<IpAddr>())
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_source_addresses() {
+        assert_eq!(parse_ip("10.0.0.1:5555"), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(parse_ip("[::1]:80"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_ip("::1"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_ip("unix:/sock"), None);
+    }
+}

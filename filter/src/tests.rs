@@ -1,0 +1,539 @@
+//! The filter glue driven natively through the fake host: configuration, both front
+//! ends, server-first polling, audit records, counters and the certificate cache.
+
+use std::rc::Rc;
+
+use base64::Engine as _;
+use proxy_wasm::types::Action;
+use ruleset::{Action as Act, AuditLog, Constraints, Mode, Pattern, Revocation, Rule, Table};
+
+use crate::decide::Phase;
+use crate::host::fake::FakeHost;
+use crate::host::Level;
+use crate::root::{Kind, Root, HTTP_ROOT_ID};
+
+const WEB: &str = "spiffe://example.org/ns/prod/sa/web";
+const EVIL: &str = "spiffe://example.org/ns/prod/sa/evil";
+
+fn table(mode: Mode, audit_log: AuditLog) -> Table {
+    let mut t = Table {
+        policy_names: vec!["frontend".into()],
+        policy_digest: [0xab; 32],
+        mode,
+        default_action: Act::Deny,
+        audit_log,
+        constraints: Constraints {
+            trust_domains: vec!["example.org".into()],
+            ..Constraints::default()
+        },
+        revocation: Revocation::default(),
+        rules: vec![Rule {
+            name: "allow-web".into(),
+            policy: 0,
+            action: Act::Allow,
+            principals: vec![Pattern::parse(WEB).unwrap()],
+            not_principals: vec![],
+            ports: vec![],
+            sni: vec![],
+            source_cidrs: vec![],
+        }],
+    };
+    t.normalize();
+    t
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn config_json(table: &Table, extra: &str) -> String {
+    let bytes = ruleset::encode(table).unwrap();
+    format!(r#"{{"table":"{}"{extra}}}"#, b64(&bytes))
+}
+
+/// A self-signed leaf with one URI SAN, as PEM.
+fn cert_pem(spiffe: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::URI(spiffe.try_into().unwrap())];
+    params.self_signed(&key).unwrap().pem()
+}
+
+struct Env {
+    host: Rc<FakeHost>,
+    root: Root,
+}
+
+fn env_with(config: &str, root_id: &str) -> (Env, bool) {
+    let host = Rc::new(FakeHost::default());
+    *host.config.borrow_mut() = Some(config.as_bytes().to_vec());
+    host.set(0, "plugin_root_id", root_id);
+    host.now.set(1_000_000_000);
+    let mut root = Root::new(host.clone());
+    let ok = root.configure();
+    (Env { host, root }, ok)
+}
+
+fn env(config: &str) -> Env {
+    let (env, ok) = env_with(config, "certgate");
+    assert!(ok, "configure failed: {:?}", env.host.logs.borrow());
+    env
+}
+
+impl Env {
+    /// Attributes of a completed mTLS handshake on context `ctx`.
+    fn connection(&self, ctx: u32, pem: Option<&str>, digest: &str) {
+        let h = &self.host;
+        if let Some(pem) = pem {
+            h.set(ctx, "connection.peer_certificate", pem);
+            h.set(ctx, "connection.sha256_peer_certificate_digest", digest);
+        }
+        h.set(ctx, "connection.tls_version", "TLSv1.3");
+        h.set(ctx, "connection.mtls", vec![u8::from(pem.is_some())]);
+        h.set(ctx, "connection.id", u64::from(ctx).to_le_bytes().to_vec());
+        h.set(ctx, "destination.port", 8443u64.to_le_bytes().to_vec());
+        h.set(ctx, "source.address", "10.1.2.3:40000");
+    }
+
+    fn enter(&self, ctx: u32) {
+        self.host.current.set(ctx);
+    }
+}
+
+#[test]
+fn allowed_peer_passes_and_is_counted() {
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), ""));
+    e.connection(2, Some(&cert_pem(WEB)), "AA");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    assert_eq!(f.new_connection(), Action::Continue);
+    assert_eq!(f.downstream_data(), Action::Continue);
+    assert_eq!(f.downstream_data(), Action::Continue);
+    assert!(e.host.closed.borrow().is_empty());
+    assert_eq!(e.host.counter("certgate.allowed"), 1);
+    assert_eq!(e.host.counter("certgate.reason.allow_rule"), 1);
+    assert_eq!(e.host.counter("certgate.denied"), 0);
+    // audit.log deny: no record for an allow, and no log line at all
+    assert_eq!(e.host.audit(2), None);
+    assert!(e.host.logged(Level::Warn).is_empty());
+    assert!(e
+        .host
+        .logged(Level::Info)
+        .iter()
+        .all(|l| l.contains("configured")));
+}
+
+#[test]
+fn denied_peer_is_closed_before_any_byte_passes() {
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), ""));
+    e.connection(2, Some(&cert_pem(EVIL)), "BB");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    assert_eq!(f.new_connection(), Action::Continue);
+    assert_eq!(f.downstream_data(), Action::Pause);
+    assert_eq!(*e.host.closed.borrow(), vec![2]);
+    assert_eq!(f.phase(), Phase::Denied);
+    // later bytes stay paused and are not decided again
+    assert_eq!(f.downstream_data(), Action::Pause);
+    assert_eq!(e.host.counter("certgate.denied"), 1);
+    assert_eq!(e.host.counter("certgate.reason.default_deny"), 1);
+
+    let record = e.host.audit(2).expect("audit record");
+    let parsed = crate::json::parse(&record).unwrap();
+    let crate::json::Value::Object(fields) = parsed else {
+        panic!()
+    };
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("missing {k} in {record}"))
+    };
+    use crate::json::Value::{Number, String as S};
+    assert_eq!(get("event.outcome"), S("failure".into()));
+    assert_eq!(get("event.action"), S("deny".into()));
+    assert_eq!(get("event.reason"), S("default_deny".into()));
+    assert_eq!(get("certgate.spiffe_id"), S(EVIL.into()));
+    assert_eq!(get("certgate.mode"), S("enforce".into()));
+    assert_eq!(get("certgate.policy_digest"), S("ab".repeat(32)));
+    assert_eq!(get("tls.version"), S("1.3".into()));
+    assert_eq!(get("source.ip"), S("10.1.2.3".into()));
+    assert_eq!(get("destination.port"), Number("8443".into()));
+    assert!(matches!(get("tls.client.x509.serial_number"), S(s) if !s.is_empty()));
+    assert!(matches!(get("certgate.decision_id"), S(s) if !s.is_empty()));
+    // the same JSON goes to the Envoy log at warn
+    assert_eq!(
+        e.host.logged(Level::Warn),
+        vec![format!("certgate: {record}")]
+    );
+}
+
+#[test]
+fn audit_mode_lets_a_deny_through_and_records_it() {
+    let e = env(&config_json(
+        &table(Mode::Enforce, AuditLog::Deny),
+        r#","mode":"audit""#,
+    ));
+    e.connection(2, Some(&cert_pem(EVIL)), "CC");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    assert_eq!(f.downstream_data(), Action::Continue);
+    assert!(e.host.closed.borrow().is_empty());
+    assert_eq!(e.host.counter("certgate.audit_would_deny"), 1);
+    assert_eq!(e.host.counter("certgate.denied"), 0);
+    let record = e.host.audit(2).unwrap();
+    assert!(record.contains(r#""certgate.mode":"audit""#), "{record}");
+    assert!(record.contains(r#""event.outcome":"success""#), "{record}");
+    assert!(record.contains(r#""event.action":"deny""#), "{record}");
+}
+
+#[test]
+fn table_audit_mode_and_log_override() {
+    let e = env(&config_json(
+        &table(Mode::Audit, AuditLog::All),
+        r#","audit":{"log":"none"}"#,
+    ));
+    e.connection(2, Some(&cert_pem(EVIL)), "CD");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    assert_eq!(f.downstream_data(), Action::Continue);
+    assert_eq!(e.host.audit(2), None, "audit.log none records nothing");
+    assert!(e.host.logged(Level::Warn).is_empty());
+}
+
+#[test]
+fn missing_certificate_is_denied_with_its_own_reason() {
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::All), ""));
+    e.connection(2, None, "");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    assert_eq!(f.downstream_data(), Action::Pause);
+    assert_eq!(*e.host.closed.borrow(), vec![2]);
+    assert_eq!(e.host.counter("certgate.reason.no_peer_cert"), 1);
+    assert!(e
+        .host
+        .audit(2)
+        .unwrap()
+        .contains(r#""event.reason":"no_peer_cert""#));
+}
+
+#[test]
+fn garbage_pem_is_denied_as_bad_certificate() {
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::All), ""));
+    let garbage = "-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n";
+    e.connection(2, Some(garbage), "DD");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    assert_eq!(f.downstream_data(), Action::Pause);
+    assert_eq!(e.host.counter("certgate.reason.bad_peer_cert"), 1);
+    let record = e.host.audit(2).unwrap();
+    assert!(
+        record.contains(r#""event.reason":"bad_peer_cert""#),
+        "{record}"
+    );
+    assert!(record.contains(r#""error.message""#), "{record}");
+}
+
+#[test]
+fn cache_hit_does_not_read_the_certificate_again() {
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::None), ""));
+    let pem = cert_pem(WEB);
+    for ctx in [2, 3, 4] {
+        e.connection(ctx, Some(&pem), "SAME-DIGEST");
+        let mut f = e.root.network_filter(ctx);
+        e.enter(ctx);
+        f.new_connection();
+        assert_eq!(f.downstream_data(), Action::Continue);
+    }
+    assert_eq!(e.host.reads_of("connection.peer_certificate"), 1);
+    assert_eq!(e.host.counter("certgate.allowed"), 3);
+}
+
+#[test]
+fn cache_size_zero_reads_every_time() {
+    let e = env(&config_json(
+        &table(Mode::Enforce, AuditLog::None),
+        r#","certCacheSize":0"#,
+    ));
+    let pem = cert_pem(WEB);
+    for ctx in [2, 3] {
+        e.connection(ctx, Some(&pem), "SAME-DIGEST");
+        let mut f = e.root.network_filter(ctx);
+        e.enter(ctx);
+        f.new_connection();
+        f.downstream_data();
+    }
+    assert_eq!(e.host.reads_of("connection.peer_certificate"), 2);
+}
+
+#[test]
+fn every_counter_is_defined_at_configure() {
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), ""));
+    let counters = e.host.counters.borrow();
+    for name in [
+        "certgate.allowed",
+        "certgate.denied",
+        "certgate.audit_would_deny",
+    ] {
+        assert_eq!(counters.get(name), Some(&0), "{name}");
+    }
+    for r in ruleset::Reason::ALL {
+        assert_eq!(
+            counters.get(&format!("certgate.reason.{}", r.code())),
+            Some(&0)
+        );
+    }
+    assert_eq!(counters.len(), 3 + ruleset::Reason::ALL.len());
+}
+
+#[test]
+fn bad_configurations_fail_closed_with_one_error_line() {
+    let good = table(Mode::Enforce, AuditLog::Deny);
+    let bytes = ruleset::encode(&good).unwrap();
+    let mut corrupt = bytes.clone();
+    if let Some(b) = corrupt.get_mut(bytes.len() / 2) {
+        *b ^= 0xff;
+    }
+    let truncated = &bytes[..bytes.len() - 3];
+    let cases = [
+        ("not json".to_owned(), "not valid JSON"),
+        (
+            r#"{"table":"AA==","bogus":true}"#.to_owned(),
+            "unknown key `bogus`",
+        ),
+        (r#"{"table":"%%%"}"#.to_owned(), "not standard base64"),
+        (r#"{"table":"AA==","mode":1}"#.to_owned(), "`mode` must be"),
+        (
+            format!(r#"{{"table":"{}"}}"#, b64(&corrupt)),
+            "not a valid certgate table",
+        ),
+        (
+            format!(r#"{{"table":"{}"}}"#, b64(truncated)),
+            "not a valid certgate table",
+        ),
+        (
+            r#"{"table":"AAAA"}"#.to_owned(),
+            "not a valid certgate table",
+        ),
+    ];
+    for (config, want) in cases {
+        let (e, ok) = env_with(&config, "certgate");
+        assert!(!ok, "{config} configured");
+        let errors = e.host.logged(Level::Error);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains(want), "{config}: {}", errors[0]);
+        // and if Envoy created a connection anyway, it is closed
+        let mut f = e.root.network_filter(2);
+        e.connection(2, Some("x"), "EE");
+        e.enter(2);
+        assert_eq!(f.new_connection(), Action::Pause);
+        assert_eq!(*e.host.closed.borrow(), vec![2]);
+    }
+}
+
+#[test]
+fn missing_configuration_fails_closed() {
+    let host = Rc::new(FakeHost::default());
+    let mut root = Root::new(host.clone());
+    assert!(!root.configure());
+    assert!(host.logged(Level::Error)[0].contains("no plugin configuration"));
+}
+
+#[test]
+fn http_denies_with_generic_403_once_per_connection() {
+    let (e, ok) = env_with(
+        &config_json(&table(Mode::Enforce, AuditLog::Deny), ""),
+        HTTP_ROOT_ID,
+    );
+    assert!(ok);
+    assert_eq!(e.root.kind(), Kind::Http);
+    e.connection(7, Some(&cert_pem(EVIL)), "FF");
+    for request in 0..3 {
+        let mut f = e.root.http_filter();
+        e.enter(7);
+        assert_eq!(f.request_headers(), Action::Pause, "request {request}");
+    }
+    let responses = e.host.responses.borrow();
+    assert_eq!(responses.len(), 3);
+    let r = &responses[0];
+    assert_eq!(r.status, 403);
+    let body = String::from_utf8(r.body.clone()).unwrap();
+    let id = r
+        .headers
+        .iter()
+        .find(|(k, _)| k == "x-certgate-decision-id")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(!id.is_empty());
+    for leak in [
+        "default_deny",
+        "evil",
+        "frontend",
+        "allow-web",
+        "example.org",
+    ] {
+        assert!(!body.contains(leak), "body leaks {leak}: {body}");
+        for (k, v) in &r.headers {
+            assert!(
+                !v.contains(leak) && !k.contains(leak),
+                "header leaks {leak}"
+            );
+        }
+    }
+    // one decision per connection: counted once, same id every time
+    assert_eq!(e.host.counter("certgate.denied"), 1);
+    assert!(responses.iter().all(|x| x
+        .headers
+        .contains(&("x-certgate-decision-id".to_owned(), id.clone()))));
+    assert!(e.host.audit(7).unwrap().contains(&id));
+}
+
+#[test]
+fn http_allows_and_decides_per_connection() {
+    let (e, _) = env_with(
+        &config_json(&table(Mode::Enforce, AuditLog::All), ""),
+        HTTP_ROOT_ID,
+    );
+    e.connection(7, Some(&cert_pem(WEB)), "A1");
+    e.connection(8, Some(&cert_pem(EVIL)), "A2");
+    for ctx in [7, 8, 7, 8] {
+        let mut f = e.root.http_filter();
+        e.enter(ctx);
+        let want = if ctx == 7 {
+            Action::Continue
+        } else {
+            Action::Pause
+        };
+        assert_eq!(f.request_headers(), want);
+    }
+    assert_eq!(e.host.counter("certgate.allowed"), 1);
+    assert_eq!(e.host.counter("certgate.denied"), 1);
+}
+
+#[test]
+fn server_first_waits_for_the_handshake_then_decides_from_the_tick() {
+    let e = env(&config_json(
+        &table(Mode::Enforce, AuditLog::Deny),
+        r#","serverFirst":true"#,
+    ));
+    assert_eq!(e.host.tick_millis.get(), Some(crate::root::TICK_MILLIS));
+
+    // two connections paused before their handshakes complete
+    e.host.set(2, "connection.mtls", vec![0]);
+    e.host.set(3, "connection.mtls", vec![0]);
+    let mut allowed = e.root.network_filter(2);
+    let mut denied = e.root.network_filter(3);
+    e.enter(2);
+    assert_eq!(allowed.new_connection(), Action::Pause);
+    e.enter(3);
+    assert_eq!(denied.new_connection(), Action::Pause);
+
+    e.enter(0);
+    e.root.tick();
+    assert!(e.host.resumed.borrow().is_empty() && e.host.closed.borrow().is_empty());
+    assert_eq!(
+        e.host.reads_of("connection.tls_version"),
+        0,
+        "read before the handshake"
+    );
+
+    e.connection(2, Some(&cert_pem(WEB)), "S1");
+    e.connection(3, Some(&cert_pem(EVIL)), "S2");
+    e.enter(0);
+    e.root.tick();
+    assert_eq!(*e.host.resumed.borrow(), vec![2]);
+    assert_eq!(*e.host.closed.borrow(), vec![3]);
+    assert_eq!(allowed.phase(), Phase::Admitted);
+    assert_eq!(denied.phase(), Phase::Denied);
+    assert!(
+        e.host.audit(3).is_some(),
+        "record set on the entered context"
+    );
+
+    // data after the tick's decision is not decided again
+    e.enter(2);
+    assert_eq!(allowed.downstream_data(), Action::Continue);
+    assert_eq!(e.host.counter("certgate.allowed"), 1);
+    e.enter(0);
+    e.root.tick();
+    assert_eq!(e.host.resumed.borrow().len(), 1);
+}
+
+#[test]
+fn server_first_data_before_the_tick_decides_at_once() {
+    let e = env(&config_json(
+        &table(Mode::Enforce, AuditLog::Deny),
+        r#","serverFirst":true"#,
+    ));
+    e.connection(2, Some(&cert_pem(EVIL)), "S3");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    assert_eq!(f.new_connection(), Action::Pause);
+    assert_eq!(f.downstream_data(), Action::Pause);
+    assert_eq!(*e.host.closed.borrow(), vec![2]);
+    e.enter(0);
+    e.root.tick();
+    assert_eq!(e.host.closed.borrow().len(), 1, "not closed twice");
+}
+
+#[test]
+fn server_first_gives_up_waiting_and_fails_closed() {
+    let e = env(&config_json(
+        &table(Mode::Enforce, AuditLog::Deny),
+        r#","serverFirst":true"#,
+    ));
+    e.host.set(2, "connection.mtls", vec![0]);
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    e.host
+        .now
+        .set(1_000_000_000 + crate::root::SERVER_FIRST_TIMEOUT_NANOS + 1);
+    e.enter(0);
+    e.root.tick();
+    assert_eq!(*e.host.closed.borrow(), vec![2]);
+    assert_eq!(e.host.counter("certgate.reason.no_peer_cert"), 1);
+}
+
+#[test]
+fn server_first_forgets_closed_connections() {
+    let e = env(&config_json(
+        &table(Mode::Enforce, AuditLog::Deny),
+        r#","serverFirst":true"#,
+    ));
+    e.host.set(2, "connection.mtls", vec![0]);
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    f.done();
+    e.host.props.borrow_mut().remove(&2);
+    e.enter(0);
+    e.root.tick();
+    assert!(e.host.closed.borrow().is_empty());
+    assert_eq!(e.host.counter("certgate.denied"), 0);
+}
+
+#[test]
+fn log_all_decisions_logs_allows_at_info() {
+    let e = env(&config_json(
+        &table(Mode::Enforce, AuditLog::None),
+        r#","logAllDecisions":true"#,
+    ));
+    e.connection(2, Some(&cert_pem(WEB)), "L1");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    f.downstream_data();
+    let info = e.host.logged(Level::Info);
+    assert!(
+        info.iter()
+            .any(|l| l.contains(r#""event.reason":"allow_rule""#)),
+        "{info:?}"
+    );
+    assert_eq!(e.host.audit(2), None);
+}
