@@ -1,0 +1,115 @@
+//! Drives the `certgate` CLI the way an operator would: compile policies into a table,
+//! then emit the Envoy filter entry or the Istio WasmPlugin for it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// The `certgate` CLI at a path.
+#[derive(Debug, Clone)]
+pub struct Certgate {
+    /// The binary.
+    pub bin: PathBuf,
+}
+
+/// Options of `certgate emit envoy`.
+#[derive(Debug, Clone, Default)]
+pub struct EmitEnvoy {
+    /// `--http`: the HTTP filter entry instead of the network filter.
+    pub http: bool,
+    /// `--server-first`.
+    pub server_first: bool,
+    /// `--mode audit`.
+    pub audit: bool,
+}
+
+impl Certgate {
+    fn run(&self, args: &[&std::ffi::OsStr]) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .output()
+            .with_context(|| format!("running {}", self.bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "`certgate {}` failed ({}):\n{}{}",
+                args.iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `certgate compile INPUTS... -o OUT`.
+    pub fn compile(&self, inputs: &[&Path], out: &Path) -> Result<()> {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["compile".as_ref()];
+        args.extend(inputs.iter().map(|p| p.as_os_str()));
+        args.push("-o".as_ref());
+        args.push(out.as_os_str());
+        self.run(&args)?;
+        Ok(())
+    }
+
+    /// `certgate emit envoy --table T --wasm W [...] --format json`: the filter entry.
+    pub fn emit_envoy(&self, table: &Path, wasm: &Path, opts: &EmitEnvoy) -> Result<Value> {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "emit".as_ref(),
+            "envoy".as_ref(),
+            "--table".as_ref(),
+            table.as_os_str(),
+            "--wasm".as_ref(),
+            wasm.as_os_str(),
+            "--format".as_ref(),
+            "json".as_ref(),
+        ];
+        if opts.http {
+            args.push("--http".as_ref());
+        }
+        if opts.server_first {
+            args.push("--server-first".as_ref());
+        }
+        if opts.audit {
+            args.push("--mode".as_ref());
+            args.push("audit".as_ref());
+        }
+        let text = self.run(&args)?;
+        serde_json::from_str(&text).with_context(|| format!("emit envoy printed non-JSON:\n{text}"))
+    }
+
+    /// `certgate emit istio --table T --name N --url U`: the WasmPlugin as printed.
+    pub fn emit_istio(&self, table: &Path, name: &str, url: &str) -> Result<String> {
+        self.run(&[
+            "emit".as_ref(),
+            "istio".as_ref(),
+            "--table".as_ref(),
+            table.as_os_str(),
+            "--name".as_ref(),
+            name.as_ref(),
+            "--url".as_ref(),
+            url.as_ref(),
+        ])
+    }
+
+    /// `certgate eval --table T --cert C`: the CLI's decision for a certificate.
+    pub fn eval_cert(&self, table: &Path, cert: &Path, tls: Option<&str>) -> Result<Value> {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "eval".as_ref(),
+            "--table".as_ref(),
+            table.as_os_str(),
+            "--cert".as_ref(),
+            cert.as_os_str(),
+        ];
+        if let Some(v) = tls {
+            args.push("--tls-version".as_ref());
+            args.push(v.as_ref());
+        }
+        let text = self.run(&args)?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}

@@ -1,0 +1,77 @@
+//! Where the parts under test live: the Envoy binary, the filter module and the
+//! `certgate` CLI. The Makefile passes them as environment variables; without them the
+//! repository's default build outputs are used. A missing part is a failure with the
+//! command that builds it, never a silent skip.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+/// Paths of the three parts under test.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// The Envoy binary (`CERTGATE_ENVOY`).
+    pub envoy: PathBuf,
+    /// The filter's wasm module (`CERTGATE_FILTER_WASM`).
+    pub filter_wasm: PathBuf,
+    /// The `certgate` CLI (`CERTGATE_BIN`).
+    pub certgate: PathBuf,
+}
+
+/// The workspace root, from this crate's manifest directory.
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+impl Tools {
+    /// Finds the parts, or explains how to build the missing ones.
+    pub fn locate() -> Result<Tools> {
+        Self::locate_parts(true)
+    }
+
+    /// Finds Envoy only (for tests that run it without the filter).
+    pub fn locate_envoy() -> Result<Tools> {
+        Self::locate_parts(false)
+    }
+
+    fn locate_parts(all: bool) -> Result<Tools> {
+        let root = repo_root();
+        let pick = |var: &str, default: PathBuf| {
+            std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or(default)
+        };
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let tools = Tools {
+            envoy: pick("CERTGATE_ENVOY", root.join(".tools/envoy-1.40.0/envoy")),
+            filter_wasm: pick(
+                "CERTGATE_FILTER_WASM",
+                target.join("wasm32-wasip1/wasm-release/certgate_filter.wasm"),
+            ),
+            certgate: pick("CERTGATE_BIN", target.join("debug/certgate")),
+        };
+        let mut missing = Vec::new();
+        for (what, path, var) in [
+            ("Envoy", &tools.envoy, "CERTGATE_ENVOY"),
+            ("filter module", &tools.filter_wasm, "CERTGATE_FILTER_WASM"),
+            ("certgate CLI", &tools.certgate, "CERTGATE_BIN"),
+        ] {
+            if (all || what == "Envoy") && !path.is_file() {
+                missing.push(format!("  {what} not found at {} (${var})", path.display()));
+            }
+        }
+        if !missing.is_empty() {
+            bail!(
+                "the end-to-end tests need Envoy, the filter and the CLI:\n{}\n\
+                 run `make envoy filter` and `cargo build -p certgate-compiler` \
+                 (or `make e2e`, which does all of it)",
+                missing.join("\n")
+            );
+        }
+        Ok(tools)
+    }
+}
