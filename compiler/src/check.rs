@@ -1,0 +1,463 @@
+//! Checks across documents: merging spec settings (conflicts are errors), unique names, and
+//! the warnings about policies that compile but do not mean what they say (shadowed rules,
+//! allow-anyone rules, principals outside the trust domains, weak keys, long lifetimes).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ruleset::{Action, AuditLog, Cidr, KeyPolicy, Mode, Pattern, PortRange, SigHash, TlsVersion};
+
+use crate::diag::{Code, Diagnostic, Sink};
+use crate::model::{Policy, RuleSpec};
+use crate::source::Spanned;
+
+/// Longest certificate lifetime that passes without a warning.
+pub const MAX_LIFETIME_WARN_SECS: u64 = 90 * 86_400;
+/// Smallest RSA key size that passes without a warning.
+pub const RSA_MIN_BITS_WARN: u32 = 2048;
+
+/// The spec settings of all documents, merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    /// `spec.mode`, default `enforce`.
+    pub mode: Mode,
+    /// `spec.defaultAction`, default `deny`.
+    pub default_action: Action,
+    /// `spec.audit.log`, default `deny`.
+    pub audit_log: AuditLog,
+    /// `spec.tls.minVersion`.
+    pub min_tls: Option<TlsVersion>,
+    /// Union of `trustDomains`, in first-seen order.
+    pub trust_domains: Vec<String>,
+    /// `maxLifetime` in seconds.
+    pub max_lifetime: Option<u64>,
+    /// `keys`.
+    pub keys: Option<KeyPolicy>,
+    /// Union of `forbidSignatureAlgorithms`, sorted.
+    pub forbid_signatures: Vec<SigHash>,
+}
+
+/// Values as the policy language writes them, for conflict messages.
+trait Word {
+    fn word(&self) -> String;
+}
+
+impl Word for Mode {
+    fn word(&self) -> String {
+        self.as_str().to_string()
+    }
+}
+impl Word for Action {
+    fn word(&self) -> String {
+        self.as_str().to_string()
+    }
+}
+impl Word for AuditLog {
+    fn word(&self) -> String {
+        self.as_str().to_string()
+    }
+}
+impl Word for TlsVersion {
+    fn word(&self) -> String {
+        self.as_str().to_string()
+    }
+}
+impl Word for u64 {
+    fn word(&self) -> String {
+        crate::duration::format(*self)
+    }
+}
+impl Word for KeyPolicy {
+    fn word(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(b) = self.rsa_min_bits {
+            parts.push(format!("rsaMinBits: {b}"));
+        }
+        if !self.ecdsa_curves.is_empty() {
+            let c: Vec<&str> = self.ecdsa_curves.iter().map(|c| c.as_str()).collect();
+            parts.push(format!("ecdsaCurves: [{}]", c.join(", ")));
+        }
+        parts.push(format!("ed25519: {}", self.ed25519));
+        format!("{{{}}}", parts.join(", "))
+    }
+}
+
+/// Merges one setting: every document that sets it must set the same value.
+fn agree<T: PartialEq + Clone + Word>(
+    policies: &[Policy],
+    field: &str,
+    get: impl Fn(&Policy) -> Option<&Spanned<T>>,
+    sink: &mut Sink,
+) -> Option<T> {
+    let mut first: Option<(&Spanned<T>, &str)> = None;
+    for p in policies {
+        let Some(v) = get(p) else { continue };
+        match first {
+            None => first = Some((v, &p.name.value)),
+            Some((f, fname)) if f.value != v.value => sink.push(
+                Diagnostic::new(
+                    Code::Conflict,
+                    Some(v.span),
+                    format!(
+                        "`{field}` is `{}` in policy `{}` but `{}` in policy `{fname}`",
+                        v.value.word(),
+                        p.name.value,
+                        f.value.word()
+                    ),
+                )
+                .label("this value")
+                .related(f.span, format!("`{}` set here", f.value.word()))
+                .help(format!(
+                    "all policies compiled into one table share `{field}`: set it in one document, or to the same value everywhere"
+                )),
+            ),
+            Some(_) => {}
+        }
+    }
+    first.map(|(f, _)| f.value.clone())
+}
+
+/// Merges settings and reports conflicts, duplicate names and all warnings.
+pub(crate) fn check(policies: &[Policy], sink: &mut Sink) -> Merged {
+    let merged = Merged {
+        mode: agree(policies, "spec.mode", |p| p.spec.mode.as_ref(), sink).unwrap_or(Mode::Enforce),
+        default_action: agree(
+            policies,
+            "spec.defaultAction",
+            |p| p.spec.default_action.as_ref(),
+            sink,
+        )
+        .unwrap_or(Action::Deny),
+        audit_log: agree(
+            policies,
+            "spec.audit.log",
+            |p| p.spec.audit_log.as_ref(),
+            sink,
+        )
+        .unwrap_or(AuditLog::Deny),
+        min_tls: agree(
+            policies,
+            "spec.tls.minVersion",
+            |p| p.spec.min_tls.as_ref(),
+            sink,
+        ),
+        max_lifetime: agree(
+            policies,
+            "spec.peerCertificate.maxLifetime",
+            |p| p.spec.max_lifetime.as_ref(),
+            sink,
+        ),
+        keys: agree(
+            policies,
+            "spec.peerCertificate.keys",
+            |p| p.spec.keys.as_ref(),
+            sink,
+        ),
+        trust_domains: {
+            let mut v: Vec<String> = Vec::new();
+            for td in policies.iter().flat_map(|p| &p.spec.trust_domains) {
+                if !v.contains(&td.value) {
+                    v.push(td.value.clone());
+                }
+            }
+            v
+        },
+        forbid_signatures: {
+            let mut v: Vec<SigHash> = policies
+                .iter()
+                .flat_map(|p| p.spec.forbid_signatures.iter().map(|s| s.value))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        },
+    };
+    unique_names(policies, sink);
+    for p in policies {
+        if let (Some(keys), Some(span)) = (&p.spec.keys, p.spec.rsa_min_bits_span) {
+            if let Some(bits) = keys.value.rsa_min_bits.filter(|b| *b < RSA_MIN_BITS_WARN) {
+                sink.push(
+                    Diagnostic::new(
+                        Code::WeakRsa,
+                        Some(span),
+                        format!("`rsaMinBits` of `{bits}` admits RSA keys that can be factored"),
+                    )
+                    .label("below 2048")
+                    .help("use `rsaMinBits: 2048` or more (NIST SP 800-131A)"),
+                );
+            }
+        }
+        if let Some(l) = p
+            .spec
+            .max_lifetime
+            .as_ref()
+            .filter(|l| l.value > MAX_LIFETIME_WARN_SECS)
+        {
+            sink.push(
+                Diagnostic::new(
+                    Code::LongLifetime,
+                    Some(l.span),
+                    format!(
+                        "`maxLifetime` of `{}` admits certificates valid for more than 90 days",
+                        crate::duration::format(l.value)
+                    ),
+                )
+                .label("above 90d")
+                .help("workload certificates should be short-lived: use `24h` (or at most `90d`)"),
+            );
+        }
+        for r in &p.spec.rules {
+            if r.action.value == Action::Allow && r.principals.is_none() {
+                let scope = if merged.trust_domains.is_empty() {
+                    "any identity".to_string()
+                } else {
+                    format!(
+                        "any identity in {}",
+                        trust_domain_list(&merged.trust_domains)
+                    )
+                };
+                sink.push(
+                    Diagnostic::new(
+                        Code::AllowAnyIdentity,
+                        Some(r.name.span),
+                        format!("allow rule `{}` admits {scope}", r.name.value),
+                    )
+                    .label("no `principals`")
+                    .help("list the workloads it is for in `principals`, such as `spiffe://cluster.local/ns/frontend/sa/web`"),
+                );
+            }
+            if !merged.trust_domains.is_empty() {
+                for pat in r.principals.iter().flatten() {
+                    let td = pat.value.trust_domain();
+                    if !merged.trust_domains.iter().any(|t| t == td) {
+                        sink.push(
+                            Diagnostic::new(
+                                Code::OutsideTrustDomains,
+                                Some(pat.span),
+                                format!(
+                                    "principal `{}` is outside the declared trust domains {}, so it never matches",
+                                    pat.value,
+                                    trust_domain_list(&merged.trust_domains)
+                                ),
+                            )
+                            .label(format!("trust domain `{td}`"))
+                            .help(format!(
+                                "add `{td}` to `spec.peerCertificate.trustDomains`, or fix the principal"
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    shadowed(policies, sink);
+    merged
+}
+
+fn trust_domain_list(tds: &[String]) -> String {
+    let q: Vec<String> = tds.iter().map(|t| format!("`{t}`")).collect();
+    q.join(", ")
+}
+
+fn unique_names(policies: &[Policy], sink: &mut Sink) {
+    let mut seen: HashMap<&str, &Spanned<String>> = HashMap::new();
+    for p in policies {
+        if let Some(first) = seen.get(p.name.value.as_str()) {
+            sink.push(
+                Diagnostic::new(
+                    Code::DuplicatePolicy,
+                    Some(p.name.span),
+                    format!("policy `{}` is declared twice", p.name.value),
+                )
+                .label("second declaration")
+                .related(first.span, "first declared here")
+                .help("give each policy document its own `metadata.name`"),
+            );
+        } else {
+            seen.insert(&p.name.value, &p.name);
+        }
+    }
+    let mut rules: HashMap<&str, &Spanned<String>> = HashMap::new();
+    for r in policies.iter().flat_map(|p| &p.spec.rules) {
+        if let Some(first) = rules.get(r.name.value.as_str()) {
+            sink.push(
+                Diagnostic::new(
+                    Code::DuplicateRule,
+                    Some(r.name.span),
+                    format!("rule `{}` is declared twice", r.name.value),
+                )
+                .label("second declaration")
+                .related(first.span, "first declared here")
+                .help("rule names are unique across every policy compiled into a table: rename one of them"),
+            );
+        } else {
+            rules.insert(&r.name.value, &r.name);
+        }
+    }
+}
+
+/// The rules in the order the engine tries them: deny rules, then allow rules, each in
+/// document order.
+pub(crate) fn evaluation_order(policies: &[Policy]) -> Vec<&RuleSpec> {
+    let all: Vec<&RuleSpec> = policies.iter().flat_map(|p| &p.spec.rules).collect();
+    let mut order: Vec<&RuleSpec> = all
+        .iter()
+        .copied()
+        .filter(|r| r.action.value == Action::Deny)
+        .collect();
+    order.extend(
+        all.iter()
+            .copied()
+            .filter(|r| r.action.value == Action::Allow),
+    );
+    order
+}
+
+fn shadowed(policies: &[Policy], sink: &mut Sink) {
+    let order = evaluation_order(policies);
+    for (j, b) in order.iter().enumerate() {
+        let Some(a) = order.iter().take(j).find(|a| covers_rule(a, b)) else {
+            continue;
+        };
+        let why = if a.action.value == Action::Deny && b.action.value == Action::Allow {
+            "deny rules are tried before allow rules; "
+        } else {
+            ""
+        };
+        sink.push(
+            Diagnostic::new(
+                Code::ShadowedRule,
+                Some(b.name.span),
+                format!(
+                    "rule `{}` can never decide: rule `{}` matches every connection it matches",
+                    b.name.value, a.name.value
+                ),
+            )
+            .label("never decides")
+            .related(a.name.span, "this rule decides first")
+            .help(format!(
+                "{why}remove `{}`, or narrow `{}`",
+                b.name.value, a.name.value
+            )),
+        );
+    }
+}
+
+/// Sound, simple subsumption: `true` only if every connection `b` matches, `a` matches too.
+/// It may answer `false` for some rules that are in fact covered.
+pub(crate) fn covers_rule(a: &RuleSpec, b: &RuleSpec) -> bool {
+    let principals = match (&a.principals, &b.principals) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(pa), Some(pb)) => pb
+            .iter()
+            .all(|p| pa.iter().any(|q| covers_pattern(&q.value, &p.value))),
+    };
+    // Every identity `a` excludes must be excluded by `b` too.
+    let not_principals = a.not_principals.iter().all(|n| {
+        b.not_principals
+            .iter()
+            .any(|m| covers_pattern(&m.value, &n.value))
+    });
+    principals
+        && not_principals
+        && covers_list(&a.ports, &b.ports, |x, y| covers_ports(*x, *y))
+        && covers_list(&a.sni, &b.sni, |x, y| covers_sni(x, y))
+        && covers_list(&a.source_cidrs, &b.source_cidrs, |x, y| covers_cidr(*x, *y))
+}
+
+/// An empty list means "any": it covers everything and is covered only by "any".
+fn covers_list<T>(a: &[Spanned<T>], b: &[Spanned<T>], covers: impl Fn(&T, &T) -> bool) -> bool {
+    if a.is_empty() {
+        return true;
+    }
+    !b.is_empty()
+        && b.iter()
+            .all(|y| a.iter().any(|x| covers(&x.value, &y.value)))
+}
+
+fn covers_ports(a: PortRange, b: PortRange) -> bool {
+    a.start <= b.start && b.end <= a.end
+}
+
+fn covers_sni(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match a.strip_prefix("*.") {
+        // `*.x` matches one label in front of `x`: it covers `l.x` but not `*.x`'s supersets.
+        Some(suffix) => b
+            .strip_suffix(suffix)
+            .and_then(|head| head.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.contains('.') && label != "*"),
+        None => false,
+    }
+}
+
+fn covers_cidr(a: Cidr, b: Cidr) -> bool {
+    let same_family = matches!(
+        (a.addr, b.addr),
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_))
+    );
+    same_family && a.prefix <= b.prefix && crate::parse::mask(b.addr, a.prefix) == a.addr
+}
+
+/// Whether every identity `b` matches is matched by `a`.
+pub(crate) fn covers_pattern(a: &Pattern, b: &Pattern) -> bool {
+    b.is_covered_by(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Pattern {
+        Pattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn pattern_cover() {
+        let td = "spiffe://td";
+        let c = |a: &str, b: &str| covers_pattern(&p(&format!("{td}{a}")), &p(&format!("{td}{b}")));
+        assert!(c("/a/b", "/a/b"));
+        assert!(!c("/a/b", "/a/c"));
+        assert!(c("/a/*", "/a/b"));
+        assert!(c("/a/*", "/a/*"));
+        assert!(!c("/a/*", "/a/**"));
+        assert!(!c("/a/*", "/a/b/c"));
+        assert!(c("/a/**", "/a/b/c"));
+        assert!(c("/a/**", "/a/*/**"));
+        assert!(c("/**", "/a"));
+        assert!(!c("/a/**", "/a"));
+        assert!(!c("/a/b", "/a/*"));
+        assert!(!covers_pattern(&p("spiffe://x/a"), &p("spiffe://y/a")));
+    }
+
+    #[test]
+    fn sni_cover() {
+        assert!(covers_sni("*.example.com", "api.example.com"));
+        assert!(!covers_sni("*.example.com", "a.b.example.com"));
+        assert!(!covers_sni("*.example.com", "example.com"));
+        assert!(!covers_sni("api.example.com", "*.example.com"));
+    }
+
+    #[test]
+    fn cidr_cover() {
+        let c = |a: &str, ap: u8, b: &str, bp: u8| {
+            covers_cidr(
+                Cidr {
+                    addr: a.parse().unwrap(),
+                    prefix: ap,
+                },
+                Cidr {
+                    addr: b.parse().unwrap(),
+                    prefix: bp,
+                },
+            )
+        };
+        assert!(c("10.0.0.0", 8, "10.1.0.0", 16));
+        assert!(!c("10.1.0.0", 16, "10.0.0.0", 8));
+        assert!(!c("10.0.0.0", 8, "fd00::", 8));
+        assert!(c("0.0.0.0", 0, "192.168.1.1", 32));
+    }
+}

@@ -1,0 +1,131 @@
+//! `certgate cert`: the facts certgate reads from a certificate, the ones policies test.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+use certgate_compiler::time::rfc3339;
+use ruleset::{CertFacts, KeyInfo};
+use serde_json::{json, Value};
+
+use super::{Format, EXIT_OK};
+
+/// Show certificate facts.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Show what certgate reads from a certificate (PEM bundle or DER)",
+    after_help = "For each certificate: subject, issuer, serial (hex), notBefore/notAfter (RFC 3339 UTC), \
+key algorithm and size or curve, signature algorithm, URI and DNS SANs, SPIFFE ID and SHA-256 fingerprint.\n\n\
+Malformed input prints one line on stderr and exits 2.\n\n\
+Examples:\n  certgate cert client.pem\n  certgate cert chain.pem --format json | jq -r '.certificates[0].sha256'"
+)]
+pub struct Args {
+    /// PEM (one or more certificates) or DER file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// `human` text or versioned `json`
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+fn key(k: &KeyInfo) -> Value {
+    match k {
+        KeyInfo::Rsa { bits } => json!({"algorithm": "RSA", "bits": bits}),
+        KeyInfo::Ecdsa { curve } => {
+            json!({"algorithm": "ECDSA", "curve": curve.map(|c| c.as_str())})
+        }
+        KeyInfo::Ed25519 => json!({"algorithm": "Ed25519"}),
+        KeyInfo::Other { oid } => json!({"algorithm": "other", "oid": oid}),
+    }
+}
+
+fn key_text(k: &KeyInfo) -> String {
+    match k {
+        KeyInfo::Rsa { bits } => format!("RSA {bits} bits"),
+        KeyInfo::Ecdsa { curve } => {
+            format!("ECDSA {}", curve.map_or("(unknown curve)", |c| c.as_str()))
+        }
+        KeyInfo::Ed25519 => "Ed25519".to_string(),
+        KeyInfo::Other { oid } => format!("other ({oid})"),
+    }
+}
+
+fn spiffe_id(c: &CertFacts) -> Option<&str> {
+    let mut ids = c.spiffe_ids();
+    let first = ids.next();
+    // A valid X509-SVID has exactly one; with several, certgate denies (`multiple_spiffe_ids`).
+    if ids.next().is_some() {
+        None
+    } else {
+        first
+    }
+}
+
+/// One certificate as JSON.
+pub fn to_json(c: &CertFacts) -> Value {
+    json!({
+        "subject": c.subject,
+        "issuer": c.issuer,
+        "serial": ruleset::cert::serial_hex(&c.serial),
+        "notBefore": rfc3339(c.not_before),
+        "notAfter": rfc3339(c.not_after),
+        "lifetimeSeconds": c.not_after.saturating_sub(c.not_before),
+        "key": key(&c.key),
+        "signatureAlgorithm": c.signature.name,
+        "signatureHash": c.signature.hash.as_str(),
+        "uriSans": c.uri_sans,
+        "dnsSans": c.dns_sans,
+        "spiffeId": spiffe_id(c),
+        "sha256": ruleset::cert::hex_lower(&c.sha256),
+    })
+}
+
+fn to_text(c: &CertFacts) -> String {
+    let mut o = String::new();
+    let lifetime = u64::try_from(c.not_after.saturating_sub(c.not_before)).unwrap_or(0);
+    let _ = writeln!(o, "subject     {}", c.subject);
+    let _ = writeln!(o, "issuer      {}", c.issuer);
+    let _ = writeln!(o, "serial      {}", ruleset::cert::serial_hex(&c.serial));
+    let _ = writeln!(o, "notBefore   {}", rfc3339(c.not_before));
+    let _ = writeln!(
+        o,
+        "notAfter    {}  (lifetime {})",
+        rfc3339(c.not_after),
+        certgate_compiler::duration::format(lifetime)
+    );
+    let _ = writeln!(o, "key         {}", key_text(&c.key));
+    let _ = writeln!(
+        o,
+        "signature   {} ({})",
+        c.signature.name,
+        c.signature.hash.as_str()
+    );
+    for u in &c.uri_sans {
+        let _ = writeln!(o, "URI SAN     {u}");
+    }
+    for d in &c.dns_sans {
+        let _ = writeln!(o, "DNS SAN     {d}");
+    }
+    let _ = writeln!(o, "SPIFFE ID   {}", spiffe_id(c).unwrap_or("(none)"));
+    let _ = writeln!(o, "sha256      {}", ruleset::cert::hex_lower(&c.sha256));
+    o
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read `{}`", args.file.display()))?;
+    let certs = ruleset::cert::parse_pem_or_der(&bytes)
+        .map_err(|e| anyhow!("`{}` is not a certificate: {e}", args.file.display()))?;
+    match args.format {
+        Format::Json => {
+            let out = json!({"version": 1, "certificates": certs.iter().map(to_json).collect::<Vec<_>>()});
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Format::Human => {
+            let texts: Vec<String> = certs.iter().map(to_text).collect();
+            print!("{}", texts.join("\n"));
+        }
+    }
+    Ok(EXIT_OK)
+}

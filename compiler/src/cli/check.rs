@@ -1,0 +1,35 @@
+//! `certgate check`: diagnostics only, for editors and CI.
+
+use std::path::PathBuf;
+
+use super::{Format, EXIT_FINDINGS, EXIT_OK};
+
+/// Check policies without writing a table.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Check policies and report every error and warning",
+    after_help = "Exit codes: 0 no errors (and no warnings with --deny-warnings), 1 findings, 2 usage or I/O error.\n\n\
+Examples:\n  certgate check policies/\n  certgate check --deny-warnings policies/zero-trust.yaml\n  certgate check --format json policies/ | jq '.diagnostics[].code'"
+)]
+pub struct Args {
+    /// Policy files, or directories of `*.yaml`/`*.yml` files (`*.test.yaml` skipped)
+    #[arg(required = true, value_name = "FILE_OR_DIR")]
+    pub inputs: Vec<PathBuf>,
+    /// Fail (exit 1) on warnings too, for CI
+    #[arg(long)]
+    pub deny_warnings: bool,
+    /// `human` prints diagnostics with source snippets on stderr; `json` prints the versioned report on stdout
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let c = super::compile_paths(&args.inputs)?;
+    super::report(&c, args.format, args.deny_warnings);
+    Ok(if c.failed(args.deny_warnings) {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    })
+}

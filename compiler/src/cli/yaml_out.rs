@@ -1,0 +1,172 @@
+//! A tiny ordered document model printed as YAML or JSON, for `emit`: Envoy and Kubernetes
+//! readers expect keys in their conventional order, and every string is quoted unless it is
+//! plainly safe, so no value can change type or structure on the way.
+
+/// A value to print.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Y {
+    /// A string.
+    Str(String),
+    /// A boolean.
+    Bool(bool),
+    /// A non-negative integer.
+    Int(u64),
+    /// A mapping, in this order.
+    Map(Vec<(String, Y)>),
+}
+
+/// Shorthand for a string value.
+pub fn s(v: impl Into<String>) -> Y {
+    Y::Str(v.into())
+}
+
+/// Shorthand for a mapping.
+pub fn map(entries: Vec<(&str, Y)>) -> Y {
+    Y::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+fn quote(v: &str) -> String {
+    serde_json::Value::String(v.to_string()).to_string()
+}
+
+fn plain_safe(v: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "true", "false", "null", "yes", "no", "on", "off", "y", "n", "~",
+    ];
+    let first_ok = v
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '/');
+    first_ok
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:-".contains(c))
+        && !v.contains(": ")
+        && !v.ends_with(':')
+        && !WORDS.contains(&v.to_ascii_lowercase().as_str())
+}
+
+fn key(k: &str) -> String {
+    if plain_safe(k) {
+        k.to_string()
+    } else {
+        quote(k)
+    }
+}
+
+fn scalar(v: &Y) -> Option<String> {
+    match v {
+        Y::Str(s) if plain_safe(s) => Some(s.clone()),
+        Y::Str(s) => Some(quote(s)),
+        Y::Bool(b) => Some(b.to_string()),
+        Y::Int(i) => Some(i.to_string()),
+        Y::Map(m) if m.is_empty() => Some("{}".to_string()),
+        Y::Map(_) => None,
+    }
+}
+
+/// Block-style YAML.
+pub fn to_yaml(v: &Y) -> String {
+    let mut out = String::new();
+    if let Y::Map(m) = v {
+        write_map(&mut out, m, 0);
+    } else if let Some(s) = scalar(v) {
+        out.push_str(&s);
+        out.push('\n');
+    }
+    out
+}
+
+fn write_map(out: &mut String, m: &[(String, Y)], indent: usize) {
+    for (k, v) in m {
+        out.push_str(&" ".repeat(indent));
+        out.push_str(&key(k));
+        out.push(':');
+        match (scalar(v), v) {
+            (Some(s), _) => {
+                out.push(' ');
+                out.push_str(&s);
+                out.push('\n');
+            }
+            (None, Y::Map(inner)) => {
+                out.push('\n');
+                write_map(out, inner, indent + 2);
+            }
+            (None, _) => out.push('\n'),
+        }
+    }
+}
+
+/// Pretty JSON with keys in order.
+pub fn to_json(v: &Y) -> String {
+    let mut out = String::new();
+    write_json(&mut out, v, 0);
+    out.push('\n');
+    out
+}
+
+fn write_json(out: &mut String, v: &Y, indent: usize) {
+    match v {
+        Y::Str(s) => out.push_str(&quote(s)),
+        Y::Bool(b) => out.push_str(&b.to_string()),
+        Y::Int(i) => out.push_str(&i.to_string()),
+        Y::Map(m) if m.is_empty() => out.push_str("{}"),
+        Y::Map(m) => {
+            out.push_str("{\n");
+            for (i, (k, v)) in m.iter().enumerate() {
+                out.push_str(&" ".repeat(indent + 2));
+                out.push_str(&quote(k));
+                out.push_str(": ");
+                write_json(out, v, indent + 2);
+                if i + 1 < m.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            out.push_str(&" ".repeat(indent));
+            out.push('}');
+        }
+    }
+}
+
+/// Compact JSON with keys in order (the filter configuration string).
+pub fn to_json_compact(v: &Y) -> String {
+    match v {
+        Y::Str(s) => quote(s),
+        Y::Bool(b) => b.to_string(),
+        Y::Int(i) => i.to_string(),
+        Y::Map(m) => {
+            let parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{}:{}", quote(k), to_json_compact(v)))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_what_yaml_would_misread() {
+        let v = map(vec![
+            ("@type", s("type.googleapis.com/x")),
+            ("a", s("true")),
+            ("b", s("1.3")),
+            ("c", s("oci://r/x:1")),
+            ("d", s("{\"k\":1}")),
+            ("e", Y::Bool(false)),
+        ]);
+        assert_eq!(
+            to_yaml(&v),
+            "\"@type\": type.googleapis.com/x\na: \"true\"\nb: \"1.3\"\nc: oci://r/x:1\nd: \"{\\\"k\\\":1}\"\ne: false\n"
+        );
+        assert_eq!(to_json_compact(&map(vec![("a", Y::Int(1))])), "{\"a\":1}");
+    }
+}

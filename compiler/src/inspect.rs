@@ -1,0 +1,170 @@
+//! What a compiled table holds, as JSON (`certgate inspect --format json`) or as text.
+
+use std::fmt::Write as _;
+
+use ruleset::{PortRange, Rule, Table};
+use serde_json::{json, Value};
+
+/// The version of the `inspect` JSON schema.
+pub const VERSION: u32 = 1;
+
+fn port(p: &PortRange) -> String {
+    if p.start == p.end {
+        p.start.to_string()
+    } else {
+        format!("{}-{}", p.start, p.end)
+    }
+}
+
+fn rule_json(t: &Table, r: &Rule) -> Value {
+    json!({
+        "name": r.name,
+        "policy": t.policy_names.get(usize::from(r.policy)),
+        "action": r.action.as_str(),
+        "principals": r.principals.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "notPrincipals": r.not_principals.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "ports": r.ports.iter().map(port).collect::<Vec<_>>(),
+        "sni": r.sni,
+        "sourceCidrs": r.source_cidrs.iter().map(|c| format!("{}/{}", c.addr, c.prefix)).collect::<Vec<_>>(),
+    })
+}
+
+/// The table as a JSON value. `size` is the encoded size in bytes.
+pub fn to_json(t: &Table, size: usize) -> Value {
+    let c = &t.constraints;
+    json!({
+        "version": VERSION,
+        "size": size,
+        "digest": ruleset::cert::hex_lower(&t.policy_digest),
+        "policies": t.policy_names,
+        "mode": t.mode.as_str(),
+        "defaultAction": t.default_action.as_str(),
+        "audit": {"log": t.audit_log.as_str()},
+        "constraints": {
+            "minTlsVersion": c.min_tls.map(|v| v.as_str()),
+            "trustDomains": c.trust_domains,
+            "maxLifetime": c.max_lifetime_secs.map(crate::duration::format),
+            "maxLifetimeSeconds": c.max_lifetime_secs,
+            "keys": c.keys.as_ref().map(|k| json!({
+                "rsaMinBits": k.rsa_min_bits,
+                "ecdsaCurves": k.ecdsa_curves.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                "ed25519": k.ed25519,
+            })),
+            "forbidSignatureAlgorithms": c.forbid_sig_hashes.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+        },
+        "revocation": {
+            "serials": t.revocation.serial_count(),
+            "sha256Fingerprints": t.revocation.fingerprint_count(),
+        },
+        "rules": t.rules.iter().map(|r| rule_json(t, r)).collect::<Vec<_>>(),
+    })
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "any".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The table as text for people.
+pub fn to_text(t: &Table, size: usize) -> String {
+    let c = &t.constraints;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "table     {size} bytes, digest sha256:{}",
+        ruleset::cert::hex_lower(&t.policy_digest)
+    );
+    let _ = writeln!(o, "policies  {}", t.policy_names.join(", "));
+    let _ = writeln!(o, "mode      {}", t.mode.as_str());
+    let _ = writeln!(o, "default   {}", t.default_action.as_str());
+    let _ = writeln!(o, "audit log {}", t.audit_log.as_str());
+    let _ = writeln!(o, "\nconstraints");
+    let _ = writeln!(
+        o,
+        "  min TLS version     {}",
+        c.min_tls.map_or("any", |v| v.as_str())
+    );
+    let _ = writeln!(o, "  trust domains       {}", list(&c.trust_domains));
+    let _ = writeln!(
+        o,
+        "  max lifetime        {}",
+        c.max_lifetime_secs
+            .map_or("any".to_string(), crate::duration::format)
+    );
+    let keys = match &c.keys {
+        None => "any".to_string(),
+        Some(k) => {
+            let mut parts = Vec::new();
+            match k.rsa_min_bits {
+                Some(b) => parts.push(format!("RSA >= {b} bits")),
+                None => parts.push("no RSA".to_string()),
+            }
+            if k.ecdsa_curves.is_empty() {
+                parts.push("no ECDSA".to_string());
+            } else {
+                let names: Vec<&str> = k.ecdsa_curves.iter().map(|c| c.as_str()).collect();
+                parts.push(format!("ECDSA {}", names.join("/")));
+            }
+            parts.push(if k.ed25519 { "Ed25519" } else { "no Ed25519" }.to_string());
+            parts.join(", ")
+        }
+    };
+    let _ = writeln!(o, "  keys                {keys}");
+    let forbid: Vec<String> = c
+        .forbid_sig_hashes
+        .iter()
+        .map(|h| h.as_str().to_string())
+        .collect();
+    let _ = writeln!(
+        o,
+        "  forbidden sig hash  {}",
+        if forbid.is_empty() {
+            "none".to_string()
+        } else {
+            forbid.join(", ")
+        }
+    );
+    let _ = writeln!(
+        o,
+        "\nrevocation  {} serials, {} fingerprints (stored as keyed hashes)",
+        t.revocation.serial_count(),
+        t.revocation.fingerprint_count()
+    );
+    let _ = writeln!(
+        o,
+        "\nrules (deny rules are tried first, then allow rules, each in this order)"
+    );
+    for r in &t.rules {
+        let policy = t
+            .policy_names
+            .get(usize::from(r.policy))
+            .map_or("?", String::as_str);
+        let _ = writeln!(o, "  {} {} (policy {policy})", r.action.as_str(), r.name);
+        let principals: Vec<String> = r.principals.iter().map(ToString::to_string).collect();
+        let _ = writeln!(o, "    principals     {}", list(&principals));
+        if !r.not_principals.is_empty() {
+            let n: Vec<String> = r.not_principals.iter().map(ToString::to_string).collect();
+            let _ = writeln!(o, "    notPrincipals  {}", n.join(", "));
+        }
+        let ports: Vec<String> = r.ports.iter().map(port).collect();
+        let _ = writeln!(o, "    ports          {}", list(&ports));
+        if !r.sni.is_empty() {
+            let _ = writeln!(o, "    sni            {}", r.sni.join(", "));
+        }
+        if !r.source_cidrs.is_empty() {
+            let cidrs: Vec<String> = r
+                .source_cidrs
+                .iter()
+                .map(|c| format!("{}/{}", c.addr, c.prefix))
+                .collect();
+            let _ = writeln!(o, "    sourceCidrs    {}", cidrs.join(", "));
+        }
+    }
+    if t.rules.is_empty() {
+        let _ = writeln!(o, "  (none)");
+    }
+    o
+}

@@ -1,0 +1,109 @@
+//! Lowering: the checked policy model becomes one `ruleset::Table`.
+
+use ruleset::{Constraints, Revocation, RevokedSerial, Rule, Table};
+use sha2::{Digest, Sha256};
+
+use crate::check::Merged;
+use crate::diag::{Code, Diagnostic, Sink};
+use crate::model::Policy;
+use crate::source::Input;
+
+/// One CRL file as read, for the digest.
+#[derive(Debug, Clone)]
+pub(crate) struct CrlBytes {
+    pub(crate) name: String,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// SHA-256 over every source the table was compiled from: each policy file's relative path
+/// and contents in input order, then each CRL's path and bytes in the order they are named.
+/// Each item is `path NUL length(u64, big-endian) bytes`, so no two source sets collide by
+/// concatenation.
+pub(crate) fn digest(inputs: &[Input], crls: &[CrlBytes]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let items = inputs
+        .iter()
+        .map(|i| (i.relative.as_str(), i.text.as_bytes()))
+        .chain(crls.iter().map(|c| (c.name.as_str(), c.bytes.as_slice())));
+    for (name, bytes) in items {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    }
+    h.finalize().into()
+}
+
+pub(crate) fn lower(
+    policies: &[Policy],
+    merged: &Merged,
+    digest: [u8; 32],
+    sink: &mut Sink,
+) -> Option<Table> {
+    let mut rules = Vec::new();
+    let mut serials: Vec<RevokedSerial> = Vec::new();
+    let mut fingerprints: Vec<[u8; 32]> = Vec::new();
+    for (index, p) in policies.iter().enumerate() {
+        let Ok(policy) = u16::try_from(index) else {
+            sink.push(
+                Diagnostic::new(
+                    Code::TableLimit,
+                    Some(p.name.span),
+                    format!("too many policies: a table holds at most {}", u16::MAX),
+                )
+                .help("compile fewer policy documents into one table"),
+            );
+            return None;
+        };
+        for r in &p.spec.rules {
+            rules.push(Rule {
+                name: r.name.value.clone(),
+                policy,
+                action: r.action.value,
+                principals: r
+                    .principals
+                    .iter()
+                    .flatten()
+                    .map(|s| s.value.clone())
+                    .collect(),
+                not_principals: r.not_principals.iter().map(|s| s.value.clone()).collect(),
+                ports: r.ports.iter().map(|s| s.value).collect(),
+                sni: r.sni.iter().map(|s| s.value.clone()).collect(),
+                source_cidrs: r.source_cidrs.iter().map(|s| s.value).collect(),
+            });
+        }
+        serials.extend(p.spec.serials.iter().map(|s| s.value.clone()));
+        fingerprints.extend(p.spec.fingerprints.iter().map(|f| f.value));
+        for crl in p.spec.crls.iter().filter_map(|c| c.crl.as_ref()) {
+            serials.extend(crl.revoked.iter().map(|serial| RevokedSerial {
+                issuer: Some(crl.issuer_id),
+                serial: serial.clone(),
+            }));
+        }
+    }
+    let mut revocation = Revocation::default();
+    for s in &serials {
+        revocation.add_serial(s.issuer, &s.serial);
+    }
+    for f in &fingerprints {
+        revocation.add_fingerprint(f);
+    }
+    let mut table = Table {
+        policy_names: policies.iter().map(|p| p.name.value.clone()).collect(),
+        policy_digest: digest,
+        mode: merged.mode,
+        default_action: merged.default_action,
+        audit_log: merged.audit_log,
+        constraints: Constraints {
+            min_tls: merged.min_tls,
+            trust_domains: merged.trust_domains.clone(),
+            max_lifetime_secs: merged.max_lifetime,
+            keys: merged.keys.clone(),
+            forbid_sig_hashes: merged.forbid_signatures.clone(),
+        },
+        revocation,
+        rules,
+    };
+    table.normalize();
+    Some(table)
+}

@@ -1,0 +1,81 @@
+//! The typed policy model: one [`Policy`] per YAML document, every value with the span it was
+//! written at. Checks and lowering work on this model, never on YAML.
+
+use ruleset::{
+    Action, AuditLog, Cidr, KeyPolicy, Mode, Pattern, PortRange, RevokedSerial, SigHash, TlsVersion,
+};
+
+use crate::crl::CrlInfo;
+use crate::source::{Span, Spanned};
+
+/// One `MeshTLSPolicy` document.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Index of the input file that holds the document.
+    pub file: usize,
+    /// `metadata.name`.
+    pub name: Spanned<String>,
+    /// `spec`.
+    pub spec: Spec,
+}
+
+/// `spec` of a policy. `None` means "not set in this document".
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    /// `spec.mode`.
+    pub mode: Option<Spanned<Mode>>,
+    /// `spec.defaultAction`.
+    pub default_action: Option<Spanned<Action>>,
+    /// `spec.tls.minVersion`.
+    pub min_tls: Option<Spanned<TlsVersion>>,
+    /// `spec.peerCertificate.trustDomains`.
+    pub trust_domains: Vec<Spanned<String>>,
+    /// `spec.peerCertificate.maxLifetime`, in seconds.
+    pub max_lifetime: Option<Spanned<u64>>,
+    /// `spec.peerCertificate.keys`; the span is the whole mapping.
+    pub keys: Option<Spanned<KeyPolicy>>,
+    /// Span of `keys.rsaMinBits`, for the weak-key warning.
+    pub rsa_min_bits_span: Option<Span>,
+    /// `spec.peerCertificate.forbidSignatureAlgorithms`.
+    pub forbid_signatures: Vec<Spanned<SigHash>>,
+    /// `spec.revocation.crls`.
+    pub crls: Vec<CrlRef>,
+    /// `spec.revocation.serials`.
+    pub serials: Vec<Spanned<RevokedSerial>>,
+    /// `spec.revocation.sha256Fingerprints`.
+    pub fingerprints: Vec<Spanned<[u8; 32]>>,
+    /// `spec.rules`, in document order.
+    pub rules: Vec<RuleSpec>,
+    /// `spec.audit.log`.
+    pub audit_log: Option<Spanned<AuditLog>>,
+}
+
+/// A CRL named by a policy, with its contents once read.
+#[derive(Debug, Clone)]
+pub struct CrlRef {
+    /// The path as written (relative to the policy file).
+    pub path: Spanned<String>,
+    /// The parsed CRL; `None` if it could not be read or parsed (an error was reported).
+    pub crl: Option<CrlInfo>,
+}
+
+/// One entry of `spec.rules`.
+#[derive(Debug, Clone)]
+pub struct RuleSpec {
+    /// The whole rule mapping.
+    pub span: Span,
+    /// `name`.
+    pub name: Spanned<String>,
+    /// `action`.
+    pub action: Spanned<Action>,
+    /// `principals`; `None` when absent (any identity).
+    pub principals: Option<Vec<Spanned<Pattern>>>,
+    /// `notPrincipals`.
+    pub not_principals: Vec<Spanned<Pattern>>,
+    /// `ports`; empty means any port.
+    pub ports: Vec<Spanned<PortRange>>,
+    /// `sni`; empty means any (or no) server name.
+    pub sni: Vec<Spanned<String>>,
+    /// `sourceCidrs`; empty means any source.
+    pub source_cidrs: Vec<Spanned<Cidr>>,
+}

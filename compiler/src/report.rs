@@ -1,0 +1,157 @@
+//! The machine-readable diagnostics report (`--format json`). Its shape is a contract,
+//! versioned by `version`; docs/cli.md documents it.
+
+use serde::Serialize;
+
+use crate::{Compilation, Diagnostic, Span};
+
+/// The version of the JSON report schema.
+pub const VERSION: u32 = 1;
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Schema version, [`VERSION`].
+    pub version: u32,
+    /// The findings, sorted by file and position.
+    pub diagnostics: Vec<JsonDiagnostic>,
+    /// Counts.
+    pub summary: Summary,
+}
+
+/// One finding.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JsonDiagnostic {
+    /// `error` or `warning` (as the compiler classifies it, before `--deny-warnings`).
+    pub severity: &'static str,
+    /// Stable code, such as `certgate::unknown-field`.
+    pub code: &'static str,
+    /// The message.
+    pub message: String,
+    /// What to do about it.
+    pub help: Option<String>,
+    /// Path of the policy file, `null` for findings about the whole input set.
+    pub file: Option<String>,
+    /// 1-based line of the start.
+    pub line: Option<usize>,
+    /// 1-based column (in characters) of the start.
+    pub column: Option<usize>,
+    /// 1-based line of the end.
+    pub end_line: Option<usize>,
+    /// 1-based column of the end (exclusive).
+    pub end_column: Option<usize>,
+    /// Other locations that explain the finding.
+    pub related: Vec<JsonRelated>,
+}
+
+/// A secondary location.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JsonRelated {
+    /// What is there.
+    pub message: String,
+    /// Path of the policy file.
+    pub file: Option<String>,
+    /// 1-based line.
+    pub line: Option<usize>,
+    /// 1-based column.
+    pub column: Option<usize>,
+    /// 1-based end line.
+    pub end_line: Option<usize>,
+    /// 1-based end column (exclusive).
+    pub end_column: Option<usize>,
+}
+
+/// Counts over the run.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Number of errors.
+    pub errors: usize,
+    /// Number of warnings.
+    pub warnings: usize,
+    /// Number of policy files read.
+    pub files: usize,
+    /// Number of policy documents read.
+    pub policies: usize,
+    /// Number of rules compiled.
+    pub rules: usize,
+    /// Whether the run passed (no error; no warning either with `--deny-warnings`).
+    pub ok: bool,
+}
+
+type Location = (
+    Option<String>,
+    Option<usize>,
+    Option<usize>,
+    Option<usize>,
+    Option<usize>,
+);
+
+fn locate(c: &Compilation, span: Option<Span>) -> Location {
+    match span.and_then(|s| c.locate(s)) {
+        Some((file, start, end)) => (
+            Some(file.to_string()),
+            Some(start.line),
+            Some(start.column),
+            Some(end.line),
+            Some(end.column),
+        ),
+        None => (None, None, None, None, None),
+    }
+}
+
+fn one(c: &Compilation, d: &Diagnostic) -> JsonDiagnostic {
+    let (file, line, column, end_line, end_column) = locate(c, d.span);
+    JsonDiagnostic {
+        severity: d.severity.as_str(),
+        code: d.code.as_str(),
+        message: d.message.clone(),
+        help: d.help.clone(),
+        file,
+        line,
+        column,
+        end_line,
+        end_column,
+        related: d
+            .related
+            .iter()
+            .map(|r| {
+                let (file, line, column, end_line, end_column) = locate(c, Some(r.span));
+                JsonRelated {
+                    message: r.message.clone(),
+                    file,
+                    line,
+                    column,
+                    end_line,
+                    end_column,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Builds the report for a compilation.
+pub fn report(c: &Compilation, deny_warnings: bool) -> Report {
+    Report {
+        version: VERSION,
+        diagnostics: c.diagnostics.iter().map(|d| one(c, d)).collect(),
+        summary: Summary {
+            errors: c.error_count(),
+            warnings: c.warning_count(),
+            files: c.inputs.len(),
+            policies: c.policies.len(),
+            rules: c.policies.iter().map(|p| p.spec.rules.len()).sum(),
+            ok: !c.failed(deny_warnings),
+        },
+    }
+}
+
+/// The report as pretty-printed JSON.
+pub fn to_json(c: &Compilation, deny_warnings: bool) -> String {
+    serde_json::to_string_pretty(&report(c, deny_warnings)).unwrap_or_else(|e| {
+        // Serialising plain strings and numbers cannot fail; keep the output valid JSON anyway.
+        format!("{{\"version\":{VERSION},\"error\":\"{e}\"}}")
+    })
+}
