@@ -8,14 +8,18 @@ pub mod backend;
 pub mod certgate;
 pub mod client;
 pub mod envoy;
+pub mod matrix;
 pub mod pki;
 pub mod run;
+pub mod scenario;
 pub mod tools;
 
 pub use backend::{Backend, BackendKind};
 pub use certgate::{Certgate, EmitEnvoy};
 pub use client::{End, Exchange, TlsPin};
 pub use envoy::{Envoy, ListenerKind, ListenerSpec};
+pub use matrix::{Case, Client, Expect, Target, Wire};
 pub use pki::{Leaf, Pki};
 pub use run::Run;
+pub use scenario::{Listener, Scenario};
 pub use tools::Tools;

@@ -2,3 +2,5 @@
 //! TLS clients. One binary; each module is one policy scenario with its own Envoy.
 
 mod baseline;
+mod common;
+mod network;
