@@ -82,8 +82,13 @@ impl std::error::Error for SerialError {}
 /// Strips leading zero bytes: serials compare by magnitude, whatever DER padding or
 /// policy spelling they came with.
 pub fn normalize_serial(raw: &[u8]) -> Vec<u8> {
+    strip_leading_zeros(raw).to_vec()
+}
+
+/// The serial's magnitude: `raw` without leading zero bytes.
+pub fn strip_leading_zeros(raw: &[u8]) -> &[u8] {
     let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
-    raw.get(start..).unwrap_or_default().to_vec()
+    raw.get(start..).unwrap_or_default()
 }
 
 /// Parses a hex serial: `4f:38:0a`, `4F380A`, `0x4f380a` or `4f 38 0a`.

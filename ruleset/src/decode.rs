@@ -8,9 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::encode::{CURVE_BITS, HASH_BITS};
 use crate::format::*;
+use crate::revocation::KeySet;
 use crate::{
-    Action, AuditLog, Cidr, Constraints, KeyPolicy, Mode, Pattern, PortRange, Revocation,
-    RevokedSerial, Rule, Table, TlsVersion,
+    Action, AuditLog, Cidr, Constraints, KeyPolicy, Mode, Pattern, PortRange, Revocation, Rule,
+    Table, TlsVersion,
 };
 
 /// Why bytes are not a valid table. Hosts must treat any of these as "no table":
@@ -193,6 +194,25 @@ impl<'a> Reader<'a> {
             .into_iter()
             .map(|s| Pattern::parse(s).map_err(|e| DecodeError::BadPattern(format!("`{s}`: {e}"))))
             .collect()
+    }
+    /// Reads a list of 64-bit keys that must be strictly ascending.
+    fn keys(&mut self, limit: usize, what: &'static str) -> Result<KeySet, DecodeError> {
+        let n = self.count(limit, 8, what)?;
+        let bytes = self.take(n.saturating_mul(8), what)?;
+        let mut keys = Vec::with_capacity(n);
+        let mut prev: Option<u64> = None;
+        for chunk in bytes.chunks_exact(8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            let k = u64::from_le_bytes(b);
+            // INVARIANT: strictly ascending, so lookups can search and no key repeats.
+            if prev.is_some_and(|p| p >= k) {
+                return Err(DecodeError::Unsorted { what });
+            }
+            prev = Some(k);
+            keys.push(k);
+        }
+        Ok(KeySet::from_sorted(keys))
     }
     /// Reads a section header and returns a reader over exactly its payload.
     fn section(&mut self, expected: u8) -> Result<Reader<'a>, DecodeError> {
@@ -424,53 +444,11 @@ pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
     s.finish("rules section")?;
 
     let mut s = r.section(SECTION_SERIALS)?;
-    let n = s.count(MAX_SERIALS, 2, "revoked serials")?;
-    let mut serials: Vec<RevokedSerial> = Vec::with_capacity(n);
-    for _ in 0..n {
-        let issuer = if s.flag("issuer flag")? {
-            Some(s.u64("issuer id")?)
-        } else {
-            None
-        };
-        let len = usize::from(s.u8("serial length")?);
-        if len > crate::cert::MAX_SERIAL_LEN {
-            return Err(DecodeError::Limit {
-                what: "serial length",
-                limit: crate::cert::MAX_SERIAL_LEN,
-            });
-        }
-        let serial = s.take(len, "serial")?;
-        if serial.first() == Some(&0) {
-            return Err(DecodeError::BadValue {
-                what: "serial (leading zero)",
-            });
-        }
-        let entry = RevokedSerial {
-            issuer,
-            serial: serial.to_vec(),
-        };
-        // INVARIANT: strictly ascending, so lookups can binary-search.
-        if serials.last().is_some_and(|prev| *prev >= entry) {
-            return Err(DecodeError::Unsorted {
-                what: "revoked serials",
-            });
-        }
-        serials.push(entry);
-    }
+    let serials = s.keys(MAX_SERIALS, "revoked serials")?;
     s.finish("revoked serials section")?;
 
     let mut s = r.section(SECTION_FINGERPRINTS)?;
-    let n = s.count(MAX_FINGERPRINTS, 32, "revoked fingerprints")?;
-    let mut sha256_fingerprints: Vec<[u8; 32]> = Vec::with_capacity(n);
-    for _ in 0..n {
-        let f = s.array::<32>("fingerprint")?;
-        if sha256_fingerprints.last().is_some_and(|prev| *prev >= f) {
-            return Err(DecodeError::Unsorted {
-                what: "revoked fingerprints",
-            });
-        }
-        sha256_fingerprints.push(f);
-    }
+    let fingerprints = s.keys(MAX_FINGERPRINTS, "revoked fingerprints")?;
     s.finish("revoked fingerprints section")?;
     r.finish("table")?;
 
@@ -481,10 +459,7 @@ pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
         default_action,
         audit_log,
         constraints,
-        revocation: Revocation {
-            serials,
-            sha256_fingerprints,
-        },
+        revocation: Revocation::from_sets(serials, fingerprints),
         rules,
     })
 }

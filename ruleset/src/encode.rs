@@ -120,6 +120,12 @@ impl Writer {
         self.count(items.len(), limit, what)?;
         items.into_iter().try_for_each(|s| self.str(s, what))
     }
+    fn keys(&mut self, keys: &[u64], limit: usize, what: &'static str) -> Result<(), EncodeError> {
+        self.count(keys.len(), limit, what)?;
+        self.0.reserve(keys.len().saturating_mul(8));
+        keys.iter().for_each(|k| self.u64(*k));
+        Ok(())
+    }
     /// Writes `tag`, a length placeholder, the payload, then patches the length.
     fn section(
         &mut self,
@@ -145,12 +151,7 @@ impl Writer {
 /// Encodes a table. The revocation lists must be normalised (`Table::normalize`).
 pub fn encode(table: &Table) -> Result<Vec<u8>, EncodeError> {
     let rev = &table.revocation;
-    if !rev.serials.windows(2).all(|w| matches!(w, [a, b] if a < b))
-        || !rev
-            .sha256_fingerprints
-            .windows(2)
-            .all(|w| matches!(w, [a, b] if a < b))
-    {
+    if !rev.is_normalized() {
         return Err(EncodeError::NotNormalized);
     }
     let mut w = Writer(Vec::new());
@@ -246,37 +247,10 @@ pub fn encode(table: &Table) -> Result<Vec<u8>, EncodeError> {
         Ok(())
     })?;
     w.section(SECTION_SERIALS, |w| {
-        w.count(rev.serials.len(), MAX_SERIALS, "revoked serials")?;
-        for s in &rev.serials {
-            match s.issuer {
-                None => w.u8(0),
-                Some(id) => {
-                    w.u8(1);
-                    w.u64(id);
-                }
-            }
-            let too_long = EncodeError::Limit {
-                what: "serial length",
-                limit: crate::cert::MAX_SERIAL_LEN,
-            };
-            if s.serial.len() > crate::cert::MAX_SERIAL_LEN || s.serial.first() == Some(&0) {
-                return Err(too_long);
-            }
-            w.u8(u8::try_from(s.serial.len()).map_err(|_| too_long)?);
-            w.0.extend_from_slice(&s.serial);
-        }
-        Ok(())
+        w.keys(rev.serial_keys(), MAX_SERIALS, "revoked serials")
     })?;
     w.section(SECTION_FINGERPRINTS, |w| {
-        w.count(
-            rev.sha256_fingerprints.len(),
-            MAX_FINGERPRINTS,
-            "revoked fingerprints",
-        )?;
-        rev.sha256_fingerprints
-            .iter()
-            .for_each(|f| w.0.extend_from_slice(f));
-        Ok(())
+        w.keys(rev.fingerprint_keys(), MAX_FINGERPRINTS, "revoked fingerprints")
     })?;
     let body = w.0;
     let too_big = EncodeError::Limit {

@@ -30,6 +30,8 @@ mod format;
 mod model;
 mod pattern;
 mod peer;
+pub mod revocation;
+mod siphash;
 pub mod spiffe;
 
 pub use decision::{Decision, Reason};
@@ -38,8 +40,9 @@ pub use encode::{encode, EncodeError};
 pub use eval::Engine;
 pub use format::{MAGIC, VERSION};
 pub use model::{
-    Action, AuditLog, Cidr, Constraints, Curve, KeyPolicy, Mode, PortRange, Revocation,
-    RevokedSerial, Rule, SigHash, Table, TlsVersion,
+    Action, AuditLog, Cidr, Constraints, Curve, KeyPolicy, Mode, PortRange, Rule, SigHash, Table,
+    TlsVersion,
 };
+pub use revocation::{Revocation, RevokedSerial};
 pub use pattern::{Pattern, Segment};
 pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, SigInfo};

@@ -102,24 +102,6 @@ pub struct Constraints {
     pub forbid_sig_hashes: Vec<SigHash>,
 }
 
-/// One revoked certificate, named by its issuer and serial number.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RevokedSerial {
-    /// [`crate::dn::issuer_id`] of the issuer, or `None` for "any issuer".
-    pub issuer: Option<u64>,
-    /// The serial's big-endian magnitude without leading zero bytes.
-    pub serial: Vec<u8>,
-}
-
-/// The revocation set (decision step 2).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Revocation {
-    /// Revoked serials. INVARIANT (after `Table::normalize`): sorted, no duplicates.
-    pub serials: Vec<RevokedSerial>,
-    /// SHA-256 fingerprints of revoked certificates. INVARIANT: sorted, no duplicates.
-    pub sha256_fingerprints: Vec<[u8; 32]>,
-}
-
 /// An inclusive destination port range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortRange {
@@ -175,7 +157,7 @@ pub struct Table {
     /// Checks before the rules.
     pub constraints: Constraints,
     /// Revoked certificates.
-    pub revocation: Revocation,
+    pub revocation: crate::Revocation,
     /// Rules in policy order (deny rules are tried before allow rules at evaluation).
     pub rules: Vec<Rule>,
 }
@@ -305,33 +287,6 @@ fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
 impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl Revocation {
-    /// Sorts and deduplicates both lists, establishing the invariants the encoder,
-    /// the decoder and lookups rely on.
-    pub fn normalize(&mut self) {
-        self.serials.sort();
-        self.serials.dedup();
-        self.sha256_fingerprints.sort();
-        self.sha256_fingerprints.dedup();
-    }
-
-    /// Whether a certificate from `issuer_id` with `serial` (normalised) is revoked,
-    /// either for that issuer or by an entry that applies to every issuer.
-    pub fn is_serial_revoked(&self, issuer_id: u64, serial: &[u8]) -> bool {
-        let find = |issuer: Option<u64>| {
-            self.serials
-                .binary_search_by(|e| (e.issuer, e.serial.as_slice()).cmp(&(issuer, serial)))
-                .is_ok()
-        };
-        find(Some(issuer_id)) || find(None)
-    }
-
-    /// Whether a certificate with this SHA-256 fingerprint is revoked.
-    pub fn is_fingerprint_revoked(&self, sha256: &[u8; 32]) -> bool {
-        self.sha256_fingerprints.binary_search(sha256).is_ok()
     }
 }
 

@@ -47,12 +47,11 @@ fn fixture_table() -> Table {
             }),
             forbid_sig_hashes: vec![SigHash::Md5, SigHash::Sha1],
         },
-        revocation: Revocation {
-            serials: vec![RevokedSerial {
-                issuer: None,
-                serial: vec![0x4f, 0x38, 0x0a],
-            }],
-            sha256_fingerprints: vec![],
+        revocation: {
+            let mut r = Revocation::default();
+            r.add_serial(None, &[0x4f, 0x38, 0x0a]);
+            r.normalize();
+            r
         },
         rules: vec![r],
     }
@@ -85,11 +84,9 @@ fn rich_table() -> Table {
         },
     ];
     t.rules.push(r);
-    t.revocation.serials.push(RevokedSerial {
-        issuer: Some(42),
-        serial: vec![1],
-    });
-    t.revocation.sha256_fingerprints = vec![[3; 32], [1; 32]];
+    t.revocation.add_serial(Some(42), &[1]);
+    t.revocation.add_fingerprint(&[3; 32]);
+    t.revocation.add_fingerprint(&[1; 32]);
     t.normalize();
     t
 }
@@ -211,11 +208,39 @@ fn semantic_damage_under_a_valid_checksum_is_still_rejected() {
 
 #[test]
 fn unsorted_revocations_are_refused_by_both_sides() {
+    // Keys are hashes: of the two insertion orders exactly one is unsorted.
+    let refused = [[[1u8; 32], [2; 32]], [[2; 32], [1; 32]]]
+        .iter()
+        .filter(|order| {
+            let mut t = fixture_table();
+            order.iter().for_each(|f| t.revocation.add_fingerprint(f));
+            encode(&t).is_err()
+        })
+        .count();
+    assert_eq!(refused, 1);
     let mut t = fixture_table();
-    t.revocation.sha256_fingerprints = vec![[2; 32], [1; 32]];
-    assert_eq!(encode(&t), Err(EncodeError::NotNormalized));
-    t.revocation.sha256_fingerprints = vec![[1; 32], [1; 32]];
-    assert_eq!(encode(&t), Err(EncodeError::NotNormalized));
+    t.revocation.add_fingerprint(&[1; 32]);
+    t.revocation.add_fingerprint(&[1; 32]);
+    assert_eq!(encode(&t), Err(EncodeError::NotNormalized), "duplicate key");
+    t.normalize();
+    let bytes = encode(&t).unwrap();
+
+    // The decoder checks the order itself: swap the two last keys of a two-key set.
+    t.revocation.add_fingerprint(&[2; 32]);
+    t.normalize();
+    let bytes2 = encode(&t).unwrap();
+    assert_eq!(bytes2.len(), bytes.len() + 8);
+    let mut inner = bytes2[16..].to_vec();
+    let n = inner.len();
+    let (a, b) = (inner[n - 16..n - 8].to_vec(), inner[n - 8..].to_vec());
+    inner[n - 16..n - 8].copy_from_slice(&b);
+    inner[n - 8..].copy_from_slice(&a);
+    assert_eq!(
+        decode(&seal(&inner)),
+        Err(DecodeError::Unsorted {
+            what: "revoked fingerprints"
+        })
+    );
 }
 
 #[test]

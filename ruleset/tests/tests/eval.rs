@@ -108,10 +108,8 @@ fn certificate_problems_come_first() {
 fn revocation_by_serial_and_issuer_and_by_fingerprint() {
     let issuer = ruleset::dn::parse_dn_string("O=Example, CN=Intermediate CA").unwrap();
     let mut t = table(vec![rule("any", Action::Allow, &[])]);
-    t.revocation.serials.push(RevokedSerial {
-        issuer: Some(issuer),
-        serial: vec![0x4f, 0x38, 0x0a],
-    });
+    t.revocation.add_serial(Some(issuer), &[0x4f, 0x38, 0x0a]);
+    t.normalize();
     let e = engine(t.clone());
     assert_eq!(decide(&e, &who(WEB)).1, "revoked_serial");
     // The same serial from another issuer is a different certificate.
@@ -119,13 +117,13 @@ fn revocation_by_serial_and_issuer_and_by_fingerprint() {
     other.issuer_id ^= 1;
     assert_eq!(decide(&e, &peer(other.clone())).1, "allow_rule");
     // An entry without an issuer applies to every issuer.
-    t.revocation.serials = vec![RevokedSerial {
-        issuer: None,
-        serial: vec![0x4f, 0x38, 0x0a],
-    }];
+    t.revocation = Revocation::default();
+    t.revocation.add_serial(None, &[0x00, 0x4f, 0x38, 0x0a]);
+    t.normalize();
     assert_eq!(decide(&engine(t.clone()), &peer(other)).1, "revoked_serial");
-    t.revocation.serials.clear();
-    t.revocation.sha256_fingerprints = vec![[0x11; 32]];
+    t.revocation = Revocation::default();
+    t.revocation.add_fingerprint(&[0x11; 32]);
+    t.normalize();
     assert_eq!(decide(&engine(t), &who(WEB)).1, "revoked_fingerprint");
 }
 
@@ -201,7 +199,8 @@ fn tls_version_floor() {
 fn revocation_is_checked_before_constraints() {
     let mut t = table(vec![]);
     t.constraints.trust_domains = vec!["elsewhere".into()];
-    t.revocation.sha256_fingerprints = vec![[0x11; 32]];
+    t.revocation.add_fingerprint(&[0x11; 32]);
+    t.normalize();
     assert_eq!(decide(&engine(t), &who(WEB)).1, "revoked_fingerprint");
 }
 

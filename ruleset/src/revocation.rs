@@ -1,0 +1,223 @@
+//! The revocation set: revoked certificates as 64-bit SipHash-2-4 keys, sorted, so a
+//! table holds exactly 8 bytes per entry whatever the serial length, and a lookup is an
+//! interpolation into a uniformly distributed array (a couple of cache lines), not a
+//! tree walk. Keys are domain-separated: serial bound to an issuer, serial for every
+//! issuer, SHA-256 fingerprint. Collisions are discussed in `ruleset/FORMAT.md`.
+
+use crate::siphash::{SipHasher, REVOCATION_KEY};
+
+/// A revoked serial as the compiler collects it from policies and CRLs, before it is
+/// hashed into the set.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RevokedSerial {
+    /// [`crate::dn::parse_dn_string`] / [`crate::dn::issuer_id_of`] of the issuer, or
+    /// `None` for "any issuer".
+    pub issuer: Option<u64>,
+    /// The serial's big-endian magnitude without leading zero bytes.
+    pub serial: Vec<u8>,
+}
+
+/// Key of a serial revoked for one issuer.
+pub fn serial_key(issuer: u64, serial: &[u8]) -> u64 {
+    let mut h = SipHasher::new(&REVOCATION_KEY);
+    h.write(b"S");
+    h.write(&issuer.to_be_bytes());
+    h.write(crate::cert::strip_leading_zeros(serial));
+    h.finish()
+}
+
+/// Key of a serial revoked for every issuer.
+pub fn any_issuer_serial_key(serial: &[u8]) -> u64 {
+    let mut h = SipHasher::new(&REVOCATION_KEY);
+    h.write(b"A");
+    h.write(crate::cert::strip_leading_zeros(serial));
+    h.finish()
+}
+
+/// Key of a certificate revoked by SHA-256 fingerprint.
+pub fn fingerprint_key(sha256: &[u8; 32]) -> u64 {
+    let mut h = SipHasher::new(&REVOCATION_KEY);
+    h.write(b"F");
+    h.write(sha256);
+    h.finish()
+}
+
+/// A sorted, deduplicated set of 64-bit keys with interpolation lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeySet {
+    /// INVARIANT (once normalised): strictly ascending.
+    keys: Vec<u64>,
+}
+
+impl KeySet {
+    /// Builds a set from keys that are already strictly ascending (the decoder checks).
+    pub(crate) fn from_sorted(keys: Vec<u64>) -> Self {
+        KeySet { keys }
+    }
+
+    pub(crate) fn keys(&self) -> &[u64] {
+        &self.keys
+    }
+
+    fn is_normalized(&self) -> bool {
+        self.keys.windows(2).all(|w| matches!(w, [a, b] if a < b))
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Whether `key` is in the set. Keys are uniform, so the position of `key` is close
+    /// to `key / 2^64 * n`; a window around that guess is widened until it brackets the
+    /// key (rarely more than once), then binary-searched.
+    pub fn contains(&self, key: u64) -> bool {
+        let keys = &self.keys;
+        let n = keys.len();
+        if n == 0 {
+            return false;
+        }
+        // key * n < 2^128, so the product cannot wrap.
+        let guess = usize::try_from(u128::from(key).wrapping_mul(n as u128) >> 64).unwrap_or(0);
+        let mut radius = 32usize;
+        loop {
+            let lo = guess.saturating_sub(radius);
+            let hi = guess.saturating_add(radius).min(n);
+            let lo_ok = lo == 0 || keys.get(lo).is_some_and(|k| *k <= key);
+            let hi_ok = hi == n || keys.get(hi.saturating_sub(1)).is_some_and(|k| *k >= key);
+            if lo_ok && hi_ok {
+                return keys
+                    .get(lo..hi)
+                    .is_some_and(|w| w.binary_search(&key).is_ok());
+            }
+            radius = radius.saturating_mul(4);
+        }
+    }
+}
+
+/// The revocation set (decision step 2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Revocation {
+    serials: KeySet,
+    fingerprints: KeySet,
+}
+
+impl Revocation {
+    pub(crate) fn from_sets(serials: KeySet, fingerprints: KeySet) -> Self {
+        Revocation {
+            serials,
+            fingerprints,
+        }
+    }
+
+    pub(crate) fn serial_keys(&self) -> &[u64] {
+        self.serials.keys()
+    }
+
+    pub(crate) fn fingerprint_keys(&self) -> &[u64] {
+        self.fingerprints.keys()
+    }
+
+    pub(crate) fn is_normalized(&self) -> bool {
+        self.serials.is_normalized() && self.fingerprints.is_normalized()
+    }
+
+    /// Adds a revoked serial (big-endian; leading zero bytes do not matter) for the
+    /// issuer with this id, or for every issuer with `None`. Call
+    /// [`Revocation::normalize`] before encoding.
+    pub fn add_serial(&mut self, issuer: Option<u64>, serial: &[u8]) {
+        self.serials.keys.push(match issuer {
+            Some(id) => serial_key(id, serial),
+            None => any_issuer_serial_key(serial),
+        });
+    }
+
+    /// Adds a revoked certificate by the SHA-256 of its DER encoding.
+    pub fn add_fingerprint(&mut self, sha256: &[u8; 32]) {
+        self.fingerprints.keys.push(fingerprint_key(sha256));
+    }
+
+    /// Number of revoked-serial keys (after normalisation: distinct entries).
+    pub fn serial_count(&self) -> usize {
+        self.serials.len()
+    }
+
+    /// Number of revoked-fingerprint keys.
+    pub fn fingerprint_count(&self) -> usize {
+        self.fingerprints.len()
+    }
+
+    /// Sorts and deduplicates both sets, establishing the invariant the encoder, the
+    /// decoder and lookups rely on.
+    pub fn normalize(&mut self) {
+        for set in [&mut self.serials, &mut self.fingerprints] {
+            set.keys.sort_unstable();
+            set.keys.dedup();
+        }
+    }
+
+    /// Whether a certificate from `issuer_id` with `serial` is revoked, either for that
+    /// issuer or by an entry for every issuer.
+    pub fn is_serial_revoked(&self, issuer_id: u64, serial: &[u8]) -> bool {
+        !self.serials.is_empty()
+            && (self.serials.contains(serial_key(issuer_id, serial))
+                || self.serials.contains(any_issuer_serial_key(serial)))
+    }
+
+    /// Whether a certificate with this SHA-256 fingerprint is revoked.
+    pub fn is_fingerprint_revoked(&self, sha256: &[u8; 32]) -> bool {
+        !self.fingerprints.is_empty() && self.fingerprints.contains(fingerprint_key(sha256))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_finds_every_member_and_no_neighbour() {
+        for n in [1usize, 2, 3, 100, 5000] {
+            let mut r = Revocation::default();
+            for i in 0..n as u32 {
+                r.add_serial(Some(7), &i.to_be_bytes());
+            }
+            r.normalize();
+            assert_eq!(r.serial_count(), n);
+            for i in 0..n as u32 {
+                assert!(r.is_serial_revoked(7, &i.to_be_bytes()), "member {i} of {n}");
+                assert!(!r.is_serial_revoked(8, &i.to_be_bytes()));
+            }
+            for i in n as u32..n as u32 + 100 {
+                assert!(!r.is_serial_revoked(7, &i.to_be_bytes()));
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_keys_are_found() {
+        let set = KeySet::from_sorted(vec![0, 1, u64::MAX - 1, u64::MAX]);
+        for k in [0, 1, u64::MAX - 1, u64::MAX] {
+            assert!(set.contains(k));
+        }
+        assert!(!set.contains(2));
+        assert!(!KeySet::default().contains(0));
+    }
+
+    #[test]
+    fn leading_zeros_and_issuer_scope() {
+        let mut r = Revocation::default();
+        r.add_serial(None, &[0, 0, 0x4f]);
+        r.add_fingerprint(&[9; 32]);
+        r.normalize();
+        assert!(r.is_serial_revoked(1, &[0x4f]));
+        assert!(r.is_serial_revoked(2, &[0, 0x4f]));
+        assert!(!r.is_serial_revoked(2, &[0x4f, 0]));
+        assert!(r.is_fingerprint_revoked(&[9; 32]));
+        assert!(!r.is_fingerprint_revoked(&[8; 32]));
+    }
+}
