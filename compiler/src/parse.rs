@@ -177,6 +177,14 @@ impl<'a> Walker<'a> {
                 raw(self.text, node.span)
             )),
             (Kind::Null, _) => d.help("give it a value or remove the field"),
+            (Kind::Str(v), "an integer") if v.parse::<i64>().is_ok() => {
+                d.help(format!("remove the quotes: `{v}`"))
+            }
+            (Kind::Str(v), "`true` or `false`") => match v.to_ascii_lowercase().as_str() {
+                "yes" | "on" | "y" | "true" => d.help("write `true` without quotes (YAML 1.2 reads only `true` and `false` as booleans)"),
+                "no" | "off" | "n" | "false" => d.help("write `false` without quotes (YAML 1.2 reads only `true` and `false` as booleans)"),
+                _ => d.help("write `true` or `false`"),
+            },
             _ => d.help(format!("write {expected} here")),
         };
         self.report(d);
