@@ -5,7 +5,7 @@
 //! to every stream context through an `Rc`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use ruleset::{Engine, Mode};
@@ -17,11 +17,10 @@ use crate::host::{Host, Level};
 use crate::metrics::Metrics;
 use crate::peer;
 
-/// HTTP verdicts remembered per connection id; an evicted connection is decided again.
-const HTTP_VERDICTS: usize = 4096;
-
-/// HTTP verdicts by connection id, with their insertion order for eviction.
-type VerdictMap = (HashMap<u64, Rc<Verdict>>, VecDeque<u64>);
+/// HTTP verdicts remembered per connection id, newest first; an evicted connection is
+/// decided again. Searched linearly: a few microseconds at most, and a map would cost
+/// the module several kilobytes of hash table code.
+const HTTP_VERDICTS: usize = 1024;
 
 /// A connection waiting in `serverFirst` mode for its handshake to complete.
 #[derive(Debug, Clone)]
@@ -63,10 +62,11 @@ pub struct Shared {
     pub log_all: bool,
     pub metrics: Metrics,
     pub certs: RefCell<CertCache>,
-    /// Connections paused in `on_new_connection` (serverFirst), by context id.
-    pub pending: RefCell<BTreeMap<u32, Pending>>,
-    /// HTTP: one decision per connection, by `connection.id`.
-    http_verdicts: RefCell<VerdictMap>,
+    /// Connections paused in `on_new_connection` (serverFirst), by context id. Only
+    /// connections inside their TLS handshake are here, so a list is enough.
+    pub pending: RefCell<Vec<(u32, Pending)>>,
+    /// HTTP: one decision per connection, by `connection.id`, newest first.
+    http_verdicts: RefCell<VecDeque<(u64, Rc<Verdict>)>>,
     decisions: Cell<u64>,
 }
 
@@ -89,8 +89,8 @@ impl Shared {
             log_all: config.log_all_decisions,
             metrics: Metrics::define(host),
             certs: RefCell::new(CertCache::new(config.cert_cache_size)),
-            pending: RefCell::new(BTreeMap::new()),
-            http_verdicts: RefCell::new((HashMap::new(), VecDeque::new())),
+            pending: RefCell::new(Vec::new()),
+            http_verdicts: RefCell::new(VecDeque::new()),
             decisions: Cell::new(0),
         })
     }
@@ -127,13 +127,13 @@ impl Shared {
             if wanted {
                 host.set_property(&[audit::FILTER_STATE_KEY], text.as_bytes());
                 if is_deny {
-                    host.log(Level::Warn, &format!("certgate: {text}"));
+                    host.log(Level::Warn, text);
                 }
             }
             if self.log_all {
-                host.log(Level::Info, &format!("certgate: {text}"));
+                host.log(Level::Info, text);
             } else if !wanted {
-                host.log(Level::Debug, &format!("certgate: {text}"));
+                host.log(Level::Debug, text);
             }
         }
         Verdict {
@@ -148,26 +148,32 @@ impl Shared {
     pub fn http_verdict(&self, host: &dyn Host) -> (Rc<Verdict>, bool) {
         let connection = peer::int_property(host, peer::CONNECTION_ID);
         if let Some(id) = connection {
-            if let Some(v) = self.http_verdicts.borrow().0.get(&id) {
+            let verdicts = self.http_verdicts.borrow();
+            if let Some((_, v)) = verdicts.iter().find(|(c, _)| *c == id) {
                 return (Rc::clone(v), false);
             }
         }
         let verdict = Rc::new(self.decide(host));
         if let Some(id) = connection {
-            let mut guard = self.http_verdicts.borrow_mut();
-            let (map, order) = &mut *guard;
-            while map.len() >= HTTP_VERDICTS {
-                match order.pop_front() {
-                    Some(old) => {
-                        map.remove(&old);
-                    }
-                    None => break,
-                }
-            }
-            order.push_back(id);
-            map.insert(id, Rc::clone(&verdict));
+            let mut verdicts = self.http_verdicts.borrow_mut();
+            verdicts.truncate(HTTP_VERDICTS.saturating_sub(1));
+            verdicts.push_front((id, Rc::clone(&verdict)));
         }
         (verdict, true)
+    }
+
+    /// Starts polling `context_id` (serverFirst).
+    pub fn add_pending(&self, context_id: u32, pending: Pending) {
+        let mut list = self.pending.borrow_mut();
+        list.retain(|(id, _)| *id != context_id);
+        list.push((context_id, pending));
+    }
+
+    /// Stops polling `context_id`.
+    pub fn remove_pending(&self, context_id: u32) {
+        self.pending
+            .borrow_mut()
+            .retain(|(id, _)| *id != context_id);
     }
 
     /// Whether the table (after overrides) is in audit mode.

@@ -37,8 +37,8 @@ mod tests;
 // above still holds for every line written here.
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    // Also installs a panic hook that logs the message before the VM aborts.
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Warn);
+    // No `set_log_level`: the filter logs through host calls, not the `log` crate, and
+    // std's default panic hook already reaches the Envoy log through WASI stderr.
     proxy_wasm::set_root_context(|_context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
         Box::new(root::Root::new(std::rc::Rc::new(host::ProxyHost)))
     });

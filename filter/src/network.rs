@@ -49,7 +49,7 @@ impl NetworkFilter {
             // Unconfigured (Envoy normally never gets here): fail closed.
             None => self.deny(),
             Some(shared) if shared.server_first => {
-                shared.pending.borrow_mut().insert(
+                shared.add_pending(
                     self.context_id,
                     Pending {
                         phase: Rc::clone(&self.phase),
@@ -71,7 +71,7 @@ impl NetworkFilter {
                 let Some(shared) = &self.shared else {
                     return self.deny();
                 };
-                shared.pending.borrow_mut().remove(&self.context_id);
+                shared.remove_pending(self.context_id);
                 if shared.decide(&*self.host).admit {
                     self.phase.set(Phase::Admitted);
                     Action::Continue
@@ -91,7 +91,7 @@ impl NetworkFilter {
     /// The connection is gone: forget it.
     pub fn done(&mut self) {
         if let Some(shared) = &self.shared {
-            shared.pending.borrow_mut().remove(&self.context_id);
+            shared.remove_pending(self.context_id);
         }
     }
 }

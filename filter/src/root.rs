@@ -79,7 +79,7 @@ impl Root {
                 host.log(
                     Level::Info,
                     &format!(
-                        "certgate: configured ({} filter, mode {}, policy {}, {} rules)",
+                        "configured ({} filter, mode {}, policy {}, {} rules)",
                         match self.kind {
                             Kind::Network => "network",
                             Kind::Http => "http",
@@ -97,10 +97,7 @@ impl Root {
                 true
             }
             Err(e) => {
-                host.log(
-                    Level::Error,
-                    &format!("certgate: invalid configuration: {e}"),
-                );
+                host.log(Level::Error, &format!("invalid configuration: {e}"));
                 self.shared = None;
                 false
             }
@@ -120,7 +117,7 @@ impl Root {
             .collect();
         for (id, p) in pending {
             if p.phase.get() != Phase::Waiting || !host.enter_context(id) {
-                shared.pending.borrow_mut().remove(&id);
+                shared.remove_pending(id);
                 continue;
             }
             // `connection.mtls` is safe to poll before the handshake ends (it is not
@@ -130,7 +127,16 @@ impl Root {
             if !ready && !expired {
                 continue;
             }
-            shared.pending.borrow_mut().remove(&id);
+            shared.remove_pending(id);
+            if !ready {
+                // Seen in Envoy 1.40: without tcp_proxy `max_early_data_bytes`, tcp_proxy
+                // disables reading until its upstream connects, so the handshake stalls.
+                host.log(
+                    Level::Warn,
+                    "serverFirst: TLS handshake not complete after 10s; deciding without \
+                     a client certificate (is tcp_proxy `max_early_data_bytes` set?)",
+                );
+            }
             let verdict = shared.decide(host);
             if verdict.admit {
                 p.phase.set(Phase::Admitted);
