@@ -172,7 +172,7 @@ impl<'a> Walker<'a> {
                 "quote the value: `\"{}\"`",
                 raw(self.text, node.span)
             )),
-            (_, "a list") => d.help(format!(
+            (Kind::Str(_) | Kind::Int(_) | Kind::Float(_) | Kind::Bool(_), "a list") => d.help(format!(
                 "write a YAML list: `[{}]`",
                 raw(self.text, node.span)
             )),

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 use ruleset::{Action, Engine, Peer, PeerCert, TlsVersion};
-use serde_json::json;
 
 use super::{EXIT_FINDINGS, EXIT_OK};
 
@@ -86,14 +85,17 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let engine = Engine::new(table);
     let d = engine.evaluate(&peer);
-    let out = json!({
-        "action": d.action.as_str(),
-        "reason": d.reason.code(),
-        "rule": d.rule,
-        "policy": d.policy,
-        "mode": d.mode.as_str(),
-        "identity": d.identity,
-    });
+    // Keys in the documented order (serde_json's map would sort them).
+    let q = |v: Option<&str>| serde_json::to_string(&v).unwrap_or_else(|_| "null".into());
+    let out = format!(
+        "{{\"action\":{},\"reason\":{},\"rule\":{},\"policy\":{},\"mode\":{},\"identity\":{}}}",
+        q(Some(d.action.as_str())),
+        q(Some(d.reason.code())),
+        q(d.rule),
+        q(d.policy),
+        q(Some(d.mode.as_str())),
+        q(d.identity)
+    );
     println!("{out}");
     Ok(if args.fail_on_deny && d.action == Action::Deny {
         EXIT_FINDINGS
