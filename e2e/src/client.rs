@@ -130,12 +130,12 @@ pub fn rustls_config(pki: &Pki, leaf: &Leaf, pin: TlsPin) -> Result<Arc<ClientCo
 }
 
 /// Connects with rustls, sends `send` (may be empty: server-speaks-first), then reads
-/// until `want_len` bytes arrived, the server closed, or [`READ_TIMEOUT`].
+/// until `want` is complete, the server closed, or [`READ_TIMEOUT`].
 pub async fn rustls_exchange(
     addr: SocketAddr,
     config: Arc<ClientConfig>,
     send: &[u8],
-    want_len: usize,
+    want: Want,
 ) -> Exchange {
     let mut ex = Exchange {
         local_port: None,
@@ -189,7 +189,7 @@ pub async fn rustls_exchange(
     }
     let mut buf = vec![0u8; 16 * 1024];
     ex.end = loop {
-        if want_len > 0 && ex.received.len() >= want_len {
+        if want.complete(&ex.received) {
             break End::Satisfied;
         }
         match tokio::time::timeout(READ_TIMEOUT, tls.read(&mut buf)).await {
@@ -208,6 +208,38 @@ pub async fn rustls_exchange(
     ex
 }
 
+/// When a client has what it waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// At least this many bytes.
+    Bytes(usize),
+    /// One complete HTTP/1.1 response (headers and `content-length` body); reading on
+    /// until the server closes would wait out Envoy's delayed-close timeout.
+    HttpResponse,
+}
+
+impl Want {
+    /// Whether `received` completes the exchange.
+    pub fn complete(self, received: &[u8]) -> bool {
+        match self {
+            Want::Bytes(n) => n > 0 && received.len() >= n,
+            Want::HttpResponse => {
+                let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return false;
+                };
+                let head = String::from_utf8_lossy(received.get(..end).unwrap_or_default())
+                    .to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                received.len() >= end + 4 + len
+            }
+        }
+    }
+}
+
 /// What an HTTP client saw.
 #[derive(Debug, Clone)]
 pub struct HttpExchange {
@@ -221,14 +253,19 @@ pub struct HttpExchange {
     pub body: String,
 }
 
-/// One HTTP/1.1 `GET /` with `Connection: close` over rustls.
+/// The request the HTTP clients send.
+pub fn http_request() -> String {
+    format!("GET / HTTP/1.1\r\nhost: {SERVER_NAME}\r\nconnection: close\r\n\r\n")
+}
+
+/// One HTTP/1.1 `GET /` over rustls.
 pub async fn rustls_http_get(addr: SocketAddr, config: Arc<ClientConfig>) -> HttpExchange {
-    let req = format!("GET / HTTP/1.1\r\nhost: {SERVER_NAME}\r\nconnection: close\r\n\r\n");
-    let mut ex = rustls_exchange(addr, config, req.as_bytes(), 0).await;
-    // `Connection: close`: a complete answer ends with the server closing.
-    if ex.end == End::Closed && !ex.received.is_empty() {
-        ex.end = End::Satisfied;
-    }
+    let ex = rustls_exchange(addr, config, http_request().as_bytes(), Want::HttpResponse).await;
+    parse_http(ex)
+}
+
+/// Splits a client's bytes into an HTTP response.
+pub fn parse_http(ex: Exchange) -> HttpExchange {
     let text = String::from_utf8_lossy(&ex.received).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
@@ -255,7 +292,7 @@ pub fn openssl_exchange(
     leaf: &Leaf,
     pin: TlsPin,
     send: &[u8],
-    want_len: usize,
+    want: Want,
 ) -> Exchange {
     let mut ex = Exchange {
         local_port: None,
@@ -328,7 +365,7 @@ pub fn openssl_exchange(
     });
     let deadline = Instant::now() + READ_TIMEOUT;
     ex.end = loop {
-        if want_len > 0 && ex.received.len() >= want_len {
+        if want.complete(&ex.received) {
             break End::Satisfied;
         }
         let left = deadline.saturating_duration_since(Instant::now());

@@ -16,7 +16,7 @@ pub mod tools;
 
 pub use backend::{Backend, BackendKind};
 pub use certgate::{Certgate, EmitEnvoy};
-pub use client::{End, Exchange, TlsPin};
+pub use client::{End, Exchange, TlsPin, Want};
 pub use envoy::{Envoy, ListenerKind, ListenerSpec};
 pub use matrix::{Case, Client, Expect, Target, Wire};
 pub use pki::{Leaf, Pki};

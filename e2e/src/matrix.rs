@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::backend::{Backend, BANNER};
 use crate::client::{
-    openssl_exchange, rustls_config, rustls_exchange, rustls_http_get, Exchange, TlsPin,
+    http_request, openssl_exchange, parse_http, rustls_config, rustls_exchange, rustls_http_get,
+    Exchange, TlsPin, Want,
 };
 use crate::envoy::Envoy;
 use crate::pki::Pki;
@@ -166,6 +167,8 @@ pub struct Observed {
     pub exchange: Exchange,
     /// The HTTP status, for HTTP listeners.
     pub http_status: Option<u16>,
+    /// The HTTP response headers and body, for HTTP listeners.
+    pub http_response: Option<(Vec<(String, String)>, String)>,
     /// The audit record (deduplicated: listener and proxy loggers both print it).
     pub audit: Option<Value>,
     /// Counter deltas.
@@ -192,17 +195,20 @@ pub async fn observe(target: &Target<'_>, pki: &Pki, case: &Case) -> Observed {
     let before_log = target.envoy.access_records().len();
     let before_accepts = target.backend.accepted();
     let line = format!("ping from {}\n", case.leaf);
-    let (send, want): (&[u8], usize) = match target.wire {
-        Wire::Echo => (line.as_bytes(), line.len()),
-        Wire::Banner => (b"", BANNER.len()),
-        Wire::Http => (b"", 0),
+    let request = http_request();
+    let (send, want): (&[u8], Want) = match target.wire {
+        Wire::Echo => (line.as_bytes(), Want::Bytes(line.len())),
+        Wire::Banner => (b"", Want::Bytes(BANNER.len())),
+        Wire::Http => (request.as_bytes(), Want::HttpResponse),
     };
     let mut http_status = None;
+    let mut http_response = None;
     let exchange = match (case.client, target.wire) {
         (Client::Rustls(pin), Wire::Http) => match rustls_config(pki, leaf, pin) {
             Ok(cfg) => {
                 let r = rustls_http_get(addr, cfg).await;
                 http_status = r.status;
+                http_response = Some((r.headers, r.body));
                 r.exchange
             }
             Err(e) => client_setup_error(e),
@@ -211,7 +217,17 @@ pub async fn observe(target: &Target<'_>, pki: &Pki, case: &Case) -> Observed {
             Ok(cfg) => rustls_exchange(addr, cfg, send, want).await,
             Err(e) => client_setup_error(e),
         },
-        (Client::Openssl(pin), _) => openssl_exchange(addr, pki, leaf, pin, send, want),
+        (Client::Openssl(pin), wire) => {
+            let ex = openssl_exchange(addr, pki, leaf, pin, send, want);
+            if wire == Wire::Http {
+                let r = parse_http(ex);
+                http_status = r.status;
+                http_response = Some((r.headers, r.body));
+                r.exchange
+            } else {
+                ex
+            }
+        }
     };
     let records = wait_for_log(target.envoy, before_log, Some(&exchange));
     let mut audits = audit_records(&records, before_log);
@@ -229,6 +245,7 @@ pub async fn observe(target: &Target<'_>, pki: &Pki, case: &Case) -> Observed {
     Observed {
         exchange,
         http_status,
+        http_response,
         audit: audits.into_iter().next(),
         counters: counter_deltas(&before_stats, &after_stats),
         upstream_connections: target.backend.accepted().saturating_sub(before_accepts),
@@ -259,6 +276,25 @@ pub fn mismatches(target: &Target<'_>, pki: &Pki, case: &Case, seen: &Observed) 
                     "client: want HTTP {want}, saw {}",
                     seen.client_view()
                 ));
+            }
+            if let (false, Some((headers, body))) = (e.admitted, &seen.http_response) {
+                // The refusal names the decision for support, never the reason.
+                let id = headers
+                    .iter()
+                    .find(|(k, _)| k == "x-certgate-decision-id")
+                    .map(|(_, v)| v.as_str());
+                let recorded = seen
+                    .audit
+                    .as_ref()
+                    .and_then(|a| a["certgate.decision_id"].as_str());
+                if id.is_none() || id != recorded {
+                    bad.push(format!(
+                        "client: 403 decision id {id:?} differs from the audit record's {recorded:?}"
+                    ));
+                }
+                if body.contains(e.reason) || e.rule.is_some_and(|r| body.contains(r)) {
+                    bad.push(format!("client: 403 body leaks the reason: {body:?}"));
+                }
             }
         }
         Wire::Echo | Wire::Banner => {

@@ -62,10 +62,18 @@ impl Run {
     /// Copies policy `file` from `e2e/policies/` next to the PKI (so its relative CRL
     /// path `crl/intermediate.crl` resolves to this run's CRL) and compiles it.
     pub fn compile_policy(&self, file: &str) -> Result<PathBuf> {
-        let src = repo_root().join("e2e/policies").join(file);
+        self.compile_file(&repo_root().join("e2e/policies").join(file))
+    }
+
+    /// Copies the policy at `src` next to the PKI and compiles it.
+    pub fn compile_file(&self, src: &std::path::Path) -> Result<PathBuf> {
         let text =
-            std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
-        self.compile_text(file, &text)
+            std::fs::read_to_string(src).with_context(|| format!("reading {}", src.display()))?;
+        let name = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("policy path has no file name")?;
+        self.compile_text(name, &text)
     }
 
     /// Writes `text` as policy `file` next to the PKI and compiles it to `<file>.cgt`.

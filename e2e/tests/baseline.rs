@@ -1,7 +1,7 @@
 //! Without the filter, Envoy's own mTLS accepts every test leaf: so when a case with the
 //! filter is refused, the filter refused it, not the handshake.
 
-use certgate_e2e::client::{openssl_exchange, rustls_config, rustls_exchange};
+use certgate_e2e::client::{openssl_exchange, rustls_config, rustls_exchange, Want};
 use certgate_e2e::envoy::{bootstrap, cluster};
 use certgate_e2e::{Backend, BackendKind, Envoy, ListenerKind, ListenerSpec, Run, TlsPin};
 use serde_json::json;
@@ -34,10 +34,15 @@ fn envoy_alone_accepts_every_test_leaf() {
         for leaf in &run.pki.leaves {
             let msg = format!("hello from {}\n", leaf.spec.name);
             let ex = match rustls_config(&run.pki, leaf, TlsPin::Any) {
-                Ok(cfg) => rustls_exchange(addr, cfg, msg.as_bytes(), msg.len()).await,
-                Err(_) => {
-                    openssl_exchange(addr, &run.pki, leaf, TlsPin::Any, msg.as_bytes(), msg.len())
-                }
+                Ok(cfg) => rustls_exchange(addr, cfg, msg.as_bytes(), Want::Bytes(msg.len())).await,
+                Err(_) => openssl_exchange(
+                    addr,
+                    &run.pki,
+                    leaf,
+                    TlsPin::Any,
+                    msg.as_bytes(),
+                    Want::Bytes(msg.len()),
+                ),
             };
             println!("{:<10} {}", leaf.spec.name, ex.summary());
             if !ex.got(msg.as_bytes()) {

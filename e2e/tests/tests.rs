@@ -1,6 +1,9 @@
 //! End-to-end tests: a real Envoy, the real filter module, real certificates and real
 //! TLS clients. One binary; each module is one policy scenario with its own Envoy.
 
+mod audit;
 mod baseline;
 mod common;
+mod http;
 mod network;
+mod server_first;
