@@ -52,8 +52,32 @@ pub(crate) struct SyntaxError {
     pub(crate) message: String,
 }
 
+/// Deepest indentation (in characters of blanks and block indicators at the start of a
+/// line) accepted. Block nesting depth is bounded by it, and the YAML loader recurses per
+/// level: hostile input nested thousands deep would overflow the stack (flow collections
+/// have their own limit in the parser). Real policies stay under 30.
+const MAX_INDENT: usize = 256;
+
 /// Parses every document of `text`. Duplicate keys are a syntax error.
 pub(crate) fn load(file: usize, text: &str) -> Result<Vec<Node>, SyntaxError> {
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let indent = line
+            .chars()
+            .take_while(|c| matches!(c, ' ' | '\t' | '-' | '?' | ':'))
+            .count();
+        if indent > MAX_INDENT {
+            return Err(SyntaxError {
+                span: Span {
+                    file,
+                    start: line_start,
+                    end: line_start,
+                },
+                message: format!("the document is nested too deeply (more than {MAX_INDENT} columns of indentation)"),
+            });
+        }
+        line_start += line.len();
+    }
     let offsets = CharOffsets::new(text);
     match MarkedYaml::load_from_str(text) {
         Ok(docs) => Ok(docs
@@ -181,6 +205,17 @@ mod tests {
     fn duplicate_keys_are_syntax_errors() {
         let e = load(0, "a: 1\na: 2\n").unwrap_err();
         assert!(e.message.contains("duplicate"), "{}", e.message);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let text: String = (0..5000)
+            .map(|i| format!("{}- \n", "  ".repeat(i)))
+            .collect();
+        let e = load(0, &format!("a:\n{text}")).unwrap_err();
+        assert!(e.message.contains("nested too deeply"), "{}", e.message);
+        let flow = format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(load(0, &flow).is_err());
     }
 
     #[test]
