@@ -111,9 +111,18 @@ impl Shared {
 
         let table = self.engine.table();
         let wanted = audit::wanted(table.audit_log, &decision);
-        let is_deny = decision.action == ruleset::Action::Deny;
-        let needs_text = wanted || self.log_all || (is_deny && host.log_enabled(Level::Debug));
-        let text = needs_text.then(|| {
+        // Deny records go to the Envoy log at warn; every other decision at info with
+        // `logAllDecisions`, else at debug (built only when debug is on: it costs).
+        let log_level = if wanted && decision.action == ruleset::Action::Deny {
+            Some(Level::Warn)
+        } else if self.log_all {
+            Some(Level::Info)
+        } else if host.log_enabled(Level::Debug) {
+            Some(Level::Debug)
+        } else {
+            None
+        };
+        let text = (wanted || log_level.is_some()).then(|| {
             audit::record(
                 &decision,
                 &peer,
@@ -126,14 +135,9 @@ impl Shared {
         if let Some(text) = &text {
             if wanted {
                 host.set_property(&[audit::FILTER_STATE_KEY], text.as_bytes());
-                if is_deny {
-                    host.log(Level::Warn, text);
-                }
             }
-            if self.log_all {
-                host.log(Level::Info, text);
-            } else if !wanted {
-                host.log(Level::Debug, text);
+            if let Some(level) = log_level {
+                host.log(level, text);
             }
         }
         Verdict {

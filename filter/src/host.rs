@@ -173,6 +173,8 @@ pub mod fake {
         pub current: Cell<u32>,
         pub tick_millis: Cell<Option<u64>>,
         pub now: Cell<u64>,
+        /// Lowest level logged; `None` means info.
+        pub log_level: Cell<Option<Level>>,
     }
 
     impl FakeHost {
@@ -236,8 +238,8 @@ pub mod fake {
         fn log(&self, level: Level, message: &str) {
             self.logs.borrow_mut().push((level, message.to_owned()));
         }
-        fn log_enabled(&self, _level: Level) -> bool {
-            true
+        fn log_enabled(&self, level: Level) -> bool {
+            level >= self.log_level.get().unwrap_or(Level::Info)
         }
         fn define_counter(&self, name: &str) -> Option<u32> {
             let mut ids = self.counter_ids.borrow_mut();

@@ -516,6 +516,45 @@ fn server_first_forgets_closed_connections() {
 }
 
 #[test]
+fn decisions_go_to_the_debug_log_only_when_debug_is_on() {
+    let config = config_json(&table(Mode::Enforce, AuditLog::None), "");
+    for (level, want) in [(Level::Info, 0), (Level::Debug, 1)] {
+        let (e, _) = env_with(&config, "certgate");
+        e.host.log_level.set(Some(level));
+        e.connection(2, Some(&cert_pem(EVIL)), "G1");
+        let mut f = e.root.network_filter(2);
+        e.enter(2);
+        f.new_connection();
+        f.downstream_data();
+        assert_eq!(e.host.logged(Level::Debug).len(), want, "{level:?}");
+        assert!(
+            e.host.logged(Level::Warn).is_empty(),
+            "audit.log none: no warn"
+        );
+        assert_eq!(e.host.audit(2), None);
+    }
+}
+
+#[test]
+fn log_all_decisions_logs_once_per_decision() {
+    let e = env(&config_json(
+        &table(Mode::Enforce, AuditLog::Deny),
+        r#","logAllDecisions":true"#,
+    ));
+    e.connection(2, Some(&cert_pem(EVIL)), "L2");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    f.downstream_data();
+    assert_eq!(e.host.logged(Level::Warn).len(), 1);
+    assert_eq!(
+        e.host.logged(Level::Info).len(),
+        1,
+        "only the configured line"
+    );
+}
+
+#[test]
 fn log_all_decisions_logs_allows_at_info() {
     let e = env(&config_json(
         &table(Mode::Enforce, AuditLog::None),
