@@ -82,7 +82,7 @@ impl Certgate {
         serde_json::from_str(&text).with_context(|| format!("emit envoy printed non-JSON:\n{text}"))
     }
 
-    /// `certgate emit istio --table T --name N --url U`: the WasmPlugin as printed.
+    /// `certgate emit istio --table T --name N --url U --format json`: the WasmPlugin.
     pub fn emit_istio(&self, table: &Path, name: &str, url: &str) -> Result<String> {
         self.run(&[
             "emit".as_ref(),
@@ -93,6 +93,8 @@ impl Certgate {
             name.as_ref(),
             "--url".as_ref(),
             url.as_ref(),
+            "--format".as_ref(),
+            "json".as_ref(),
         ])
     }
 

@@ -4,6 +4,9 @@
 mod audit;
 mod baseline;
 mod common;
+mod fail_closed;
 mod http;
+mod istio;
 mod network;
 mod server_first;
+mod validate;

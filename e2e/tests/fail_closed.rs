@@ -1,0 +1,124 @@
+//! A corrupt table, a truncated table, bad configuration and a plugin that crashes its VM
+//! never let a connection through: Envoy either refuses to start or closes the connection.
+
+use crate::common::{emit, enforce_table, run, runtime};
+use base64::Engine as _;
+use certgate_e2e::client::{rustls_config, rustls_exchange, Want};
+use certgate_e2e::{EmitEnvoy, Listener, Run, Scenario, TlsPin, Wire};
+use serde_json::{json, Value};
+
+/// The filter entry with its configuration JSON replaced by `config`.
+fn with_configuration(entry: &Value, config: &str) -> Value {
+    let mut e = entry.clone();
+    e["typed_config"]["config"]["configuration"]["value"] = json!(config);
+    e
+}
+
+/// The filter's configuration object as emitted.
+fn configuration(entry: &Value) -> Value {
+    let text = entry["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .unwrap_or_else(|| panic!("emitted entry has no StringValue configuration: {entry}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("configuration is not JSON: {e}"))
+}
+
+/// Starts Envoy with `filter`; returns how it failed closed, or panics if an allowed
+/// client's bytes came back.
+async fn fails_closed(run: &Run, name: &str, filter: Value) -> String {
+    let started = Scenario::start(run, name, vec![Listener::new("tcp", filter, Wire::Echo)]).await;
+    let s = match started {
+        Err(e) => {
+            let text = format!("{e:#}");
+            assert!(
+                text.contains("wasm") || text.contains("Wasm"),
+                "`{name}`: Envoy refused to start, but not because of the plugin:\n{text}"
+            );
+            return "Envoy refused the configuration at startup".into();
+        }
+        Ok(s) => s,
+    };
+    let leaf = run.pki.leaf("web");
+    let cfg = rustls_config(&run.pki, leaf, TlsPin::Any).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut seen = Vec::new();
+    // Twice: the first connection may be the one that takes a broken VM down.
+    for _ in 0..2 {
+        let msg = b"must not come back\n";
+        let ex = rustls_exchange(
+            s.envoy.addr("tcp"),
+            cfg.clone(),
+            msg,
+            Want::Bytes(msg.len()),
+        )
+        .await;
+        assert!(
+            ex.received.is_empty(),
+            "`{name}`: an allowed client got bytes through a broken filter: {}\n--- envoy log ---\n{}",
+            ex.summary(),
+            s.envoy.log_tail(30)
+        );
+        seen.push(ex.summary());
+    }
+    format!("Envoy started; connections closed: {}", seen.join(" / "))
+}
+
+#[test]
+fn broken_tables_and_configuration_fail_closed() {
+    let run = run();
+    let table = enforce_table(&run);
+    let entry = emit(&run, &table, EmitEnvoy::default());
+    let good = configuration(&entry);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = b64
+        .decode(good["table"].as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("emitted table is not base64: {e}"));
+    let with_table = |t: &[u8]| {
+        let mut c = good.clone();
+        c["table"] = json!(b64.encode(t));
+        with_configuration(&entry, &c.to_string())
+    };
+    let mut corrupt = bytes.clone();
+    let mid = corrupt.len() / 2;
+    if let Some(b) = corrupt.get_mut(mid) {
+        *b ^= 0x5A;
+    }
+    let mut wrong_root = entry.clone();
+    wrong_root["typed_config"]["config"]["root_id"] = json!("certgate-http");
+    let cases: Vec<(&str, Value)> = vec![
+        ("corrupt table (one byte flipped)", with_table(&corrupt)),
+        (
+            "truncated table",
+            with_table(bytes.get(..bytes.len() / 2).unwrap_or_default()),
+        ),
+        ("empty table", with_table(b"")),
+        ("table not base64", {
+            let mut c = good.clone();
+            c["table"] = json!("%%% not base64 %%%");
+            with_configuration(&entry, &c.to_string())
+        }),
+        (
+            "configuration not JSON",
+            with_configuration(&entry, "{table:"),
+        ),
+        (
+            "configuration without a table",
+            with_configuration(&entry, "{}"),
+        ),
+        ("unknown configuration key", {
+            let mut c = good.clone();
+            c["tabel"] = json!("x");
+            with_configuration(&entry, &c.to_string())
+        }),
+        ("unknown mode", {
+            let mut c = good.clone();
+            c["mode"] = json!("permissive");
+            with_configuration(&entry, &c.to_string())
+        }),
+        ("network plugin under the HTTP root id", wrong_root),
+    ];
+    runtime().block_on(async {
+        for (i, (name, filter)) in cases.into_iter().enumerate() {
+            let how = fails_closed(&run, &format!("fail-closed-{i}"), filter).await;
+            println!("ok   {name}: {how}");
+        }
+    });
+}
