@@ -80,6 +80,8 @@ pub struct Compilation {
     pub table: Option<ruleset::Table>,
     /// The encoded table, when no error was found.
     pub bytes: Option<Vec<u8>>,
+    /// Line starts of each input, for locating spans.
+    lines: Vec<source::LineIndex>,
 }
 
 impl Compilation {
@@ -101,7 +103,7 @@ impl Compilation {
     /// `file:line:column` of a span's start.
     pub fn locate(&self, span: Span) -> Option<(&str, LineCol, LineCol)> {
         let input = self.inputs.get(span.file)?;
-        let idx = source::LineIndex::new(&input.text);
+        let idx = self.lines.get(span.file)?;
         Some((
             input.path.as_str(),
             idx.line_col(&input.text, span.start),
@@ -165,6 +167,10 @@ pub fn compile(inputs: Vec<Input>, loader: &dyn Loader, options: &Options) -> Co
     // Spanless findings (about the whole input set) go last; the sort is stable.
     diagnostics.sort_by_key(|d| d.span.map_or((usize::MAX, 0), |s| (s.file, s.start)));
     Compilation {
+        lines: inputs
+            .iter()
+            .map(|i| source::LineIndex::new(&i.text))
+            .collect(),
         inputs,
         policies,
         diagnostics,
@@ -231,4 +237,128 @@ fn load_crls(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Files(Vec<(&'static str, Vec<u8>)>);
+
+    impl Loader for Files {
+        fn load(&self, _policy: &Input, path: &str) -> Result<Vec<u8>, String> {
+            self.0
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, b)| b.clone())
+                .ok_or_else(|| "no such file".to_string())
+        }
+    }
+
+    fn doc(name: &str, body: &str) -> String {
+        format!("apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: {name}}}\nspec:\n{body}")
+    }
+
+    fn run(inputs: Vec<Input>) -> Compilation {
+        compile(inputs, &NoFiles, &Options { now: 0 })
+    }
+
+    #[test]
+    fn documents_merge_into_one_table() {
+        let a = doc(
+            "a",
+            "  mode: audit\n  peerCertificate: {trustDomains: [x.test], forbidSignatureAlgorithms: [sha1]}\n  rules:\n    - {name: r1, action: allow, principals: [spiffe://x.test/a]}\n",
+        );
+        let b = doc(
+            "b",
+            "  peerCertificate: {trustDomains: [y.test, x.test], forbidSignatureAlgorithms: [md5, sha1]}\n  rules:\n    - {name: r2, action: deny, principals: [spiffe://y.test/b]}\n",
+        );
+        let c = run(vec![Input::new("a.yaml", a), Input::new("b.yaml", b)]);
+        assert_eq!(c.diagnostics, vec![]);
+        let t = c.table.unwrap();
+        assert_eq!(t.policy_names, vec!["a", "b"]);
+        assert_eq!(t.mode, ruleset::Mode::Audit);
+        assert_eq!(t.constraints.trust_domains, vec!["x.test", "y.test"]);
+        assert_eq!(
+            t.constraints.forbid_sig_hashes,
+            vec![ruleset::SigHash::Md5, ruleset::SigHash::Sha1]
+        );
+        let names: Vec<(&str, u16)> = t
+            .rules
+            .iter()
+            .map(|r| (r.name.as_str(), r.policy))
+            .collect();
+        assert_eq!(names, vec![("r1", 0), ("r2", 1)]);
+        assert_eq!(ruleset::decode(&c.bytes.unwrap()).unwrap(), t);
+    }
+
+    #[test]
+    fn duplicate_rules_across_files_point_at_the_first() {
+        let r = "  rules:\n    - {name: same, action: allow, principals: [spiffe://x.test/a]}\n";
+        let c = run(vec![
+            Input::new("a.yaml", doc("a", r)),
+            Input::new("b.yaml", doc("b", r)),
+        ]);
+        let d = &c.diagnostics[0];
+        assert_eq!(d.code, Code::DuplicateRule);
+        assert_eq!(d.span.unwrap().file, 1);
+        assert_eq!(d.related[0].span.file, 0);
+        assert!(c.table.is_none());
+    }
+
+    #[test]
+    fn digest_covers_relative_paths_contents_and_crls() {
+        let text = doc("a", "  rules: []\n");
+        let digest = |path: &str, relative: &str, text: &str| {
+            let input = Input {
+                path: path.into(),
+                relative: relative.into(),
+                text: text.into(),
+            };
+            run(vec![input]).table.unwrap().policy_digest
+        };
+        let base = digest("policies/a.yaml", "a.yaml", &text);
+        assert_eq!(base, digest("/elsewhere/a.yaml", "a.yaml", &text));
+        assert_ne!(base, digest("policies/a.yaml", "b.yaml", &text));
+        assert_ne!(
+            base,
+            digest("policies/a.yaml", "a.yaml", &format!("{text}# comment\n"))
+        );
+    }
+
+    #[test]
+    fn crls_go_through_the_loader_and_stale_ones_warn() {
+        let text = doc("a", "  revocation: {crls: [ca.crl]}\n");
+        let crl = include_bytes!("../../policies/crl/intermediate.crl.pem").to_vec();
+        let files = Files(vec![("ca.crl", crl)]);
+        let fresh = compile(
+            vec![Input::new("a.yaml", text.clone())],
+            &files,
+            &Options { now: 0 },
+        );
+        assert_eq!(fresh.diagnostics, vec![]);
+        assert_eq!(fresh.table.unwrap().revocation.serial_count(), 1);
+        let later = compile(
+            vec![Input::new("a.yaml", text.clone())],
+            &files,
+            &Options { now: i64::MAX },
+        );
+        assert_eq!(
+            later.diagnostics.iter().map(|d| d.code).collect::<Vec<_>>(),
+            vec![Code::CrlExpired]
+        );
+        let missing = compile(
+            vec![Input::new("a.yaml", text)],
+            &NoFiles,
+            &Options { now: 0 },
+        );
+        assert_eq!(missing.diagnostics[0].code, Code::CrlUnreadable);
+    }
+
+    #[test]
+    fn nothing_to_compile_is_an_error() {
+        let c = run(vec![Input::new("empty.yaml", "# nothing\n")]);
+        assert_eq!(c.diagnostics[0].code, Code::NoPolicies);
+        assert!(c.failed(false));
+    }
 }
