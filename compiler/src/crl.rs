@@ -30,8 +30,8 @@ pub enum CrlError {
     /// The PEM block is not a CRL.
     #[error("the PEM block is `{0}`, not `X509 CRL`")]
     WrongPemLabel(String),
-    /// The DER is not an X.509 CRL.
-    #[error("not an X.509 CRL: {0}")]
+    /// The DER is not an X.509 CRL (the parser's detail is kept for debugging, not shown).
+    #[error("not a valid X.509 CRL (PEM `X509 CRL` or DER)")]
     Der(String),
     /// Bytes follow the CRL.
     #[error("{0} unexpected bytes after the CRL")]

@@ -51,6 +51,25 @@ const RULE_FIELDS: &[&str] = &[
 ];
 const AUDIT_FIELDS: &[&str] = &["log"];
 
+/// Words people write from other tools' vocabularies, and the word certgate uses.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("permit", "allow"),
+    ("accept", "allow"),
+    ("reject", "deny"),
+    ("block", "deny"),
+    ("drop", "deny"),
+    ("denied", "deny"),
+    ("enforcing", "enforce"),
+    ("permissive", "audit"),
+    ("dry-run", "audit"),
+    ("secp256r1", "P-256"),
+    ("prime256v1", "P-256"),
+    ("secp384r1", "P-384"),
+    ("secp521r1", "P-521"),
+    ("sha-1", "sha1"),
+    ("sha-256", "sha256"),
+];
+
 /// A mapping whose keys were checked against the allowed field names.
 struct Fields<'n> {
     /// `(key, key node, value node)` for the known fields.
@@ -264,7 +283,11 @@ impl<'a> Walker<'a> {
             return Some(Spanned::new(*v, s.span));
         }
         let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
-        let help = match closest(&s.value, &names) {
+        let synonym = SYNONYMS
+            .iter()
+            .find(|(alias, word)| alias.eq_ignore_ascii_case(&s.value) && names.contains(word))
+            .map(|(_, word)| *word);
+        let help = match synonym.or_else(|| closest(&s.value, &names)) {
             Some(c) => format!("did you mean `{c}`?"),
             None => format!("use {}", one_of(&names)),
         };
