@@ -11,10 +11,12 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-gl
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
-# wasm-opt comes from Debian's binaryen package; installed on first use.
+# wasm-opt comes from Debian's binaryen package; installed on first use (as root, like CI).
 .PHONY: wasm-opt-tool
 wasm-opt-tool:
-	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
+	@command -v wasm-opt >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] || { echo "wasm-opt missing: install binaryen" >&2; exit 1; }; \
+	  apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 .PHONY: filter
 filter: wasm-target wasm-opt-tool ## build the Envoy wasm filter (release, optimised, size-checked)
