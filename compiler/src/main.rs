@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
     long_about = "certgate turns MeshTLSPolicy YAML into a compact binary table that the certgate \
 Envoy filter enforces, and explains what a table decides for a certificate.",
     after_help = "Exit codes: 0 ok, 1 policy findings (errors, or warnings with --deny-warnings), \
-2 usage or I/O error.\n\nExamples:\n  certgate check policies/\n  certgate compile policies/ -o table.cgt\n  \
+2 usage or I/O error.\n\nExamples:\n  certgate check policies/zero-trust.yaml\n  certgate compile policies/zero-trust.yaml -o table.cgt\n  \
 certgate eval --table table.cgt --cert client.pem --tls-version 1.3\n  certgate emit istio --table table.cgt --name certgate --url oci://registry.example/certgate:1"
 )]
 struct Cli {

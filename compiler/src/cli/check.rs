@@ -9,7 +9,7 @@ use super::{Format, EXIT_FINDINGS, EXIT_OK};
 #[command(
     about = "Check policies and report every error and warning",
     after_help = "Exit codes: 0 no errors (and no warnings with --deny-warnings), 1 findings, 2 usage or I/O error.\n\n\
-Examples:\n  certgate check policies/\n  certgate check --deny-warnings policies/zero-trust.yaml\n  certgate check --format json policies/ | jq '.diagnostics[].code'"
+Examples:\n  certgate check deploy/payments/\n  certgate check --deny-warnings policies/zero-trust.yaml\n  certgate check --format json deploy/payments/ | jq '.diagnostics[].code'"
 )]
 pub struct Args {
     /// Policy files, or directories of `*.yaml`/`*.yml` files (`*.test.yaml` skipped)

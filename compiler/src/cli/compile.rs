@@ -15,7 +15,7 @@ use super::{Format, EXIT_FINDINGS, EXIT_OK};
 either the previous file or the complete new table; nothing is written when there is an error \
 (or a warning with --deny-warnings).\n\n\
 Exit codes: 0 written, 1 policy findings (nothing written), 2 usage or I/O error.\n\n\
-Examples:\n  certgate compile policies/ -o table.cgt\n  certgate compile base.yaml payments.yaml -o payments.cgt --deny-warnings"
+Examples:\n  certgate compile deploy/payments/ -o payments.cgt\n  certgate compile base.yaml payments.yaml -o payments.cgt --deny-warnings"
 )]
 pub struct Args {
     /// Policy files, or directories of `*.yaml`/`*.yml` files (`*.test.yaml` skipped)

@@ -17,7 +17,7 @@ use super::{EXIT_FINDINGS, EXIT_OK};
     after_help = "Prints one JSON object: {\"action\",\"reason\",\"rule\",\"policy\",\"mode\",\"identity\"}. \
 `action` is what the policy decides (in audit mode: what enforce mode would do).\n\n\
 With --cert, the certificate goes through every check the filter makes (revocation, trust domain, \
-key, signature, lifetime). With --identity, only the rules are evaluated (a what-if).\n\n\
+key, signature, lifetime). With --identity (a what-if), revocation and certificate checks are skipped; trust domain, TLS version and rules apply.\n\n\
 Exit codes: 0 a decision was printed (allow or deny), 1 the decision is deny and --fail-on-deny \
 is set, 2 usage or I/O error (unreadable table or certificate).\n\n\
 Examples:\n  certgate eval --table table.cgt --cert client.pem --tls-version 1.3 --port 8443\n  \
