@@ -445,7 +445,7 @@ fn interpret(c: &certgate_compiler::Compilation, peer: &Peer) -> (Action, Reason
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn table_decides_like_the_naive_interpreter(p in policy(), peers in proptest::collection::vec(peer(), 1..12)) {
@@ -455,9 +455,19 @@ proptest! {
         let bytes = c.bytes.clone().unwrap();
         let engine = Engine::from_bytes(&bytes).unwrap();
         prop_assert_eq!(engine.table().mode, if p.audit { Mode::Audit } else { Mode::Enforce });
+        // Rules the compiler calls shadowed must never decide (the check is sound).
+        let shadowed: Vec<String> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == certgate_compiler::Code::ShadowedRule)
+            .filter_map(|d| d.message.split('`').nth(1).map(str::to_string))
+            .collect();
         for gp in &peers {
             let peer = to_peer(gp);
             let d = engine.evaluate(&peer);
+            if let Some(rule) = d.rule {
+                prop_assert!(!shadowed.iter().any(|s| s == rule), "shadowed rule {} decided\n{}", rule, text);
+            }
             let want = interpret(&c, &peer);
             prop_assert_eq!(
                 (d.action, d.reason, d.rule.map(str::to_string)),
