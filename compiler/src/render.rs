@@ -17,39 +17,40 @@ pub struct Style {
 }
 
 /// A diagnostic with its source, in the shape miette renders.
-struct Renderable<'c> {
-    diag: &'c Diagnostic,
+struct Renderable {
+    message: String,
+    code: Option<&'static str>,
+    severity: miette::Severity,
     source: Option<NamedSource<String>>,
     labels: Vec<LabeledSpan>,
     help: Option<String>,
+    /// Locations in other files, each shown with its own snippet.
+    related: Vec<Renderable>,
 }
 
-impl fmt::Debug for Renderable<'_> {
+impl fmt::Debug for Renderable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Renderable")
-            .field("diag", self.diag)
+            .field("message", &self.message)
             .finish()
     }
 }
 
-impl fmt::Display for Renderable<'_> {
+impl fmt::Display for Renderable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.diag.message)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for Renderable<'_> {}
+impl std::error::Error for Renderable {}
 
-impl miette::Diagnostic for Renderable<'_> {
+impl miette::Diagnostic for Renderable {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new(self.diag.code.as_str()))
+        self.code.map(|c| Box::new(c) as Box<dyn fmt::Display>)
     }
 
     fn severity(&self) -> Option<miette::Severity> {
-        Some(match self.diag.severity {
-            Severity::Error => miette::Severity::Error,
-            Severity::Warning => miette::Severity::Warning,
-        })
+        Some(self.severity)
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
@@ -69,38 +70,60 @@ impl miette::Diagnostic for Renderable<'_> {
             Some(Box::new(self.labels.iter().cloned()))
         }
     }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        if self.related.is_empty() {
+            None
+        } else {
+            Some(Box::new(
+                self.related.iter().map(|r| r as &dyn miette::Diagnostic),
+            ))
+        }
+    }
 }
 
-fn renderable<'c>(c: &'c Compilation, d: &'c Diagnostic) -> Renderable<'c> {
-    let mut help = d.help.clone();
+fn source_of(c: &Compilation, file: usize) -> Option<NamedSource<String>> {
+    let input = c.inputs.get(file)?;
+    Some(NamedSource::new(input.path.clone(), input.text.clone()))
+}
+
+fn renderable(c: &Compilation, d: &Diagnostic) -> Renderable {
     let mut labels = Vec::new();
+    let mut related = Vec::new();
     let source = d.span.and_then(|span| {
-        let input = c.inputs.get(span.file)?;
         labels.push(LabeledSpan::new_primary_with_span(
             d.label.clone(),
             SourceSpan::from(span.start..span.end),
         ));
         for r in &d.related {
+            let at = SourceSpan::from(r.span.start..r.span.end);
             if r.span.file == span.file {
-                labels.push(LabeledSpan::new_with_span(
-                    Some(r.message.clone()),
-                    SourceSpan::from(r.span.start..r.span.end),
-                ));
-            } else if let Some((file, at, _)) = c.locate(r.span) {
-                let note = format!("{} at {file}:{}:{}", r.message, at.line, at.column);
-                help = Some(match help.take() {
-                    Some(h) => format!("{h}\n{note}"),
-                    None => note,
+                labels.push(LabeledSpan::new_with_span(Some(r.message.clone()), at));
+            } else {
+                related.push(Renderable {
+                    message: r.message.clone(),
+                    code: None,
+                    severity: miette::Severity::Advice,
+                    source: source_of(c, r.span.file),
+                    labels: vec![LabeledSpan::new_primary_with_span(None, at)],
+                    help: None,
+                    related: Vec::new(),
                 });
             }
         }
-        Some(NamedSource::new(input.path.clone(), input.text.clone()))
+        source_of(c, span.file)
     });
     Renderable {
-        diag: d,
+        message: d.message.clone(),
+        code: Some(d.code.as_str()),
+        severity: match d.severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        },
         source,
         labels,
-        help,
+        help: d.help.clone(),
+        related,
     }
 }
 

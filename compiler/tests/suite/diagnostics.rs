@@ -1,5 +1,6 @@
-//! Golden diagnostics: every `tests/ui/*.yaml` is checked, and its rendered human output
-//! and JSON report are insta snapshots, so a changed message is a reviewed diff.
+//! Golden diagnostics: every `tests/ui/*.yaml` (and every `tests/ui/*.d/` directory, compiled
+//! as one input set) is checked, and its rendered human output and JSON report are insta
+//! snapshots, so a changed message is a reviewed diff.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +10,7 @@ fn ui_files() -> Vec<String> {
     let mut files: Vec<String> = std::fs::read_dir(crate_dir().join("tests/ui"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".yaml"))
+        .filter(|n| n.ends_with(".yaml") || n.ends_with(".d"))
         .collect();
     files.sort();
     files
@@ -22,7 +23,7 @@ fn golden_diagnostics() {
     settings.set_prepend_module_to_snapshot(false);
     settings.bind(|| {
         for file in ui_files() {
-            let stem = file.trim_end_matches(".yaml");
+            let stem = file.trim_end_matches(".yaml").trim_end_matches(".d");
             let path = format!("tests/ui/{file}");
             let human = certgate(&["check", &path]);
             assert!(
