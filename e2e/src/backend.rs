@@ -32,6 +32,7 @@ pub struct Backend {
     /// Where it listens.
     pub addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    received: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -41,18 +42,21 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
+        let received = Arc::new(AtomicUsize::new(0));
+        let (count, bytes) = (accepted.clone(), received.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
+                let bytes = bytes.clone();
                 tokio::spawn(async move {
-                    let _ = serve(kind, &mut sock).await;
+                    let _ = serve(kind, &mut sock, &bytes).await;
                 });
             }
         });
         Ok(Backend {
             addr,
             accepted,
+            received,
             task,
         })
     }
@@ -60,6 +64,11 @@ impl Backend {
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Bytes received from all connections so far.
+    pub fn received_bytes(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
     }
 
     /// The port it listens on.
@@ -74,7 +83,11 @@ impl Drop for Backend {
     }
 }
 
-async fn serve(kind: BackendKind, sock: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+async fn serve(
+    kind: BackendKind,
+    sock: &mut tokio::net::TcpStream,
+    received: &AtomicUsize,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
     match kind {
         BackendKind::Echo | BackendKind::Banner => {
@@ -86,6 +99,7 @@ async fn serve(kind: BackendKind, sock: &mut tokio::net::TcpStream) -> std::io::
                 if n == 0 {
                     return Ok(());
                 }
+                received.fetch_add(n, Ordering::SeqCst);
                 sock.write_all(buf.get(..n).unwrap_or_default()).await?;
             }
         }
@@ -105,6 +119,7 @@ async fn serve(kind: BackendKind, sock: &mut tokio::net::TcpStream) -> std::io::
                 if n == 0 {
                     return Ok(());
                 }
+                received.fetch_add(n, Ordering::SeqCst);
                 pending.extend_from_slice(buf.get(..n).unwrap_or_default());
             }
         }

@@ -175,6 +175,8 @@ pub struct Observed {
     pub counters: BTreeMap<String, u64>,
     /// Backend connections the case caused.
     pub upstream_connections: usize,
+    /// Bytes the backend received during the case.
+    pub upstream_bytes: usize,
 }
 
 impl Observed {
@@ -194,6 +196,7 @@ pub async fn observe(target: &Target<'_>, pki: &Pki, case: &Case) -> Observed {
     let before_stats = target.envoy.certgate_stats().unwrap_or_default();
     let before_log = target.envoy.access_records().len();
     let before_accepts = target.backend.accepted();
+    let before_bytes = target.backend.received_bytes();
     let line = format!("ping from {}\n", case.leaf);
     let request = http_request();
     let (send, want): (&[u8], Want) = match target.wire {
@@ -249,6 +252,7 @@ pub async fn observe(target: &Target<'_>, pki: &Pki, case: &Case) -> Observed {
         audit: audits.into_iter().next(),
         counters: counter_deltas(&before_stats, &after_stats),
         upstream_connections: target.backend.accepted().saturating_sub(before_accepts),
+        upstream_bytes: target.backend.received_bytes().saturating_sub(before_bytes),
     }
 }
 
@@ -315,6 +319,12 @@ pub fn mismatches(target: &Target<'_>, pki: &Pki, case: &Case, seen: &Observed) 
                 ));
             }
         }
+    }
+    if !e.admitted && seen.upstream_bytes != 0 {
+        bad.push(format!(
+            "backend: want no byte from a denied client, it received {}",
+            seen.upstream_bytes
+        ));
     }
     if !e.admitted && target.no_upstream_on_deny && seen.upstream_connections != 0 {
         bad.push(format!(
@@ -399,11 +409,13 @@ pub async fn run_cases(
         let bad = mismatches(target, pki, case, &seen);
         let status = if bad.is_empty() { "ok  " } else { "FAIL" };
         report.push(format!(
-            "{status} [{}] {} ({}): {}",
+            "{status} [{}] {} ({}): {}; backend saw {} connection(s), {} byte(s)",
             target.listener,
             case.name,
             case.leaf,
-            seen.client_view()
+            seen.client_view(),
+            seen.upstream_connections,
+            seen.upstream_bytes
         ));
         if !bad.is_empty() {
             failures.push(format!(

@@ -16,6 +16,13 @@ fn http_filter_answers_403_or_200() {
             ..EmitEnvoy::default()
         },
     );
+    // The module picks its HTTP front end by root id (docs/filter.md); under any other
+    // root id proxy-wasm panics at the first request and every request gets a 503.
+    assert_eq!(
+        filter["typed_config"]["config"]["root_id"], "certgate-http",
+        "`certgate emit envoy --http` must print root_id `certgate-http`, the filter's HTTP \
+         root id; with another the VM panics (`invalid context_id`) at the first request"
+    );
     let cases = [
         Case::new(
             "allowed identity: 200",
