@@ -155,3 +155,83 @@ pub fn to_json(c: &Compilation, deny_warnings: bool) -> String {
         format!("{{\"version\":{VERSION},\"error\":\"{e}\"}}")
     })
 }
+
+/// The findings as a SARIF 2.1.0 log, for code-scanning services. Paths are as given on the
+/// command line (relative paths stay relative, as SARIF consumers expect from the repository
+/// root).
+pub fn to_sarif(c: &Compilation) -> String {
+    let r = report(c, false);
+    let location = |file: &Option<String>, line, column, end_line, end_column| {
+        serde_json::json!({
+            "physicalLocation": {
+                "artifactLocation": {"uri": file},
+                "region": {"startLine": line, "startColumn": column, "endLine": end_line, "endColumn": end_column},
+            }
+        })
+    };
+    let results: Vec<serde_json::Value> = r
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let text = match &d.help {
+                Some(h) => format!("{}\nhelp: {h}", d.message),
+                None => d.message.clone(),
+            };
+            let mut v = serde_json::json!({
+                "ruleId": d.code,
+                "level": d.severity,
+                "message": {"text": text},
+            });
+            if d.file.is_some() {
+                v["locations"] = serde_json::json!([location(
+                    &d.file,
+                    d.line,
+                    d.column,
+                    d.end_line,
+                    d.end_column
+                )]);
+                v["relatedLocations"] = d
+                    .related
+                    .iter()
+                    .enumerate()
+                    .map(|(i, rel)| {
+                        let mut l = location(
+                            &rel.file,
+                            rel.line,
+                            rel.column,
+                            rel.end_line,
+                            rel.end_column,
+                        );
+                        l["id"] = serde_json::json!(i);
+                        l["message"] = serde_json::json!({"text": rel.message});
+                        l
+                    })
+                    .collect();
+            }
+            v
+        })
+        .collect();
+    let rules: Vec<serde_json::Value> = crate::Code::ALL
+        .iter()
+        .map(|code| {
+            serde_json::json!({
+                "id": code.as_str(),
+                "defaultConfiguration": {"level": code.severity().as_str()},
+            })
+        })
+        .collect();
+    let log = serde_json::json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "certgate",
+                "version": env!("CARGO_PKG_VERSION"),
+                "informationUri": "https://github.com/certgate/certgate",
+                "rules": rules,
+            }},
+            "results": results,
+        }],
+    });
+    serde_json::to_string_pretty(&log).unwrap_or_default()
+}

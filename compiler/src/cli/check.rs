@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{Format, EXIT_FINDINGS, EXIT_OK};
+use super::{DiagFormat, EXIT_FINDINGS, EXIT_OK};
 
 /// Check policies without writing a table.
 #[derive(Debug, clap::Args)]
@@ -18,9 +18,9 @@ pub struct Args {
     /// Fail (exit 1) on warnings too, for CI
     #[arg(long)]
     pub deny_warnings: bool,
-    /// `human` prints diagnostics with source snippets on stderr; `json` prints the versioned report on stdout
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+    /// `human`: diagnostics with source snippets on stderr; `json`: the versioned report on stdout; `sarif`: SARIF 2.1.0 on stdout
+    #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
+    pub format: DiagFormat,
 }
 
 /// Runs the subcommand.

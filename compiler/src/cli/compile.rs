@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::{Format, EXIT_FINDINGS, EXIT_OK};
+use super::{DiagFormat, EXIT_FINDINGS, EXIT_OK};
 
 /// Compile policies into a table.
 #[derive(Debug, clap::Args)]
@@ -28,8 +28,8 @@ pub struct Args {
     #[arg(long)]
     pub deny_warnings: bool,
     /// Diagnostics format (see `certgate check --help`)
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
+    pub format: DiagFormat,
 }
 
 /// Runs the subcommand.
@@ -45,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     write_atomically(&args.output, bytes)?;
     super::report(&c, args.format, args.deny_warnings);
-    if args.format == Format::Human {
+    if args.format == DiagFormat::Human {
         if let Some(t) = &c.table {
             eprintln!(
                 "wrote {} ({} bytes, {} rules, digest sha256:{})",

@@ -32,6 +32,17 @@ pub enum Format {
     Json,
 }
 
+/// Output format of `check` and `compile` diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiagFormat {
+    /// Graphical diagnostics with source snippets, on stderr.
+    Human,
+    /// The versioned certgate report on stdout (docs/cli.md).
+    Json,
+    /// A SARIF 2.1.0 log on stdout, for code-scanning services.
+    Sarif,
+}
+
 /// An error and its causes on one line.
 pub fn one_line(e: &anyhow::Error) -> String {
     let parts: Vec<String> = e
@@ -136,11 +147,12 @@ pub fn compile_paths(paths: &[PathBuf]) -> anyhow::Result<Compilation> {
     ))
 }
 
-/// Prints diagnostics: human on stderr, JSON on stdout.
-pub fn report(c: &Compilation, format: Format, deny_warnings: bool) {
+/// Prints diagnostics: human on stderr, JSON and SARIF on stdout.
+pub fn report(c: &Compilation, format: DiagFormat, deny_warnings: bool) {
     match format {
-        Format::Json => println!("{}", certgate_compiler::report::to_json(c, deny_warnings)),
-        Format::Human => {
+        DiagFormat::Json => println!("{}", certgate_compiler::report::to_json(c, deny_warnings)),
+        DiagFormat::Sarif => println!("{}", certgate_compiler::report::to_sarif(c)),
+        DiagFormat::Human => {
             let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             let width = std::env::var("COLUMNS")
                 .ok()

@@ -105,3 +105,27 @@ fn several_files_merge_and_conflicts_point_at_both() {
         assert_eq!(c["related"].as_array().unwrap().len(), 1);
     }
 }
+
+#[test]
+fn sarif_carries_the_same_findings() {
+    let json = certgate(&["check", "--format", "json", "tests/ui/warnings.yaml"]);
+    let sarif = certgate(&["check", "--format", "sarif", "tests/ui/warnings.yaml"]);
+    assert_eq!(sarif.code, json.code);
+    let j: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let s: serde_json::Value = serde_json::from_str(&sarif.stdout).unwrap();
+    assert_eq!(s["version"], "2.1.0");
+    let results = s["runs"][0]["results"].as_array().unwrap();
+    let diags = j["diagnostics"].as_array().unwrap();
+    assert_eq!(results.len(), diags.len());
+    for (r, d) in results.iter().zip(diags) {
+        assert_eq!(r["ruleId"], d["code"]);
+        assert_eq!(r["level"], d["severity"]);
+        let region = &r["locations"][0]["physicalLocation"]["region"];
+        assert_eq!(region["startLine"], d["line"]);
+        assert_eq!(region["startColumn"], d["column"]);
+        assert_eq!(
+            r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "tests/ui/warnings.yaml"
+        );
+    }
+}
