@@ -98,8 +98,15 @@ impl Certgate {
         ])
     }
 
-    /// `certgate eval --table T --cert C`: the CLI's decision for a certificate.
-    pub fn eval_cert(&self, table: &Path, cert: &Path, tls: Option<&str>) -> Result<Value> {
+    /// `certgate eval --table T --cert C [--tls-version V] [--port P] --source-ip
+    /// 127.0.0.1`: the CLI's decision for a certificate, as JSON.
+    pub fn eval_cert(
+        &self,
+        table: &Path,
+        cert: &Path,
+        tls: Option<&str>,
+        port: Option<&str>,
+    ) -> Result<Value> {
         let mut args: Vec<&std::ffi::OsStr> = vec![
             "eval".as_ref(),
             "--table".as_ref(),
@@ -111,6 +118,12 @@ impl Certgate {
             args.push("--tls-version".as_ref());
             args.push(v.as_ref());
         }
+        if let Some(p) = port {
+            args.push("--port".as_ref());
+            args.push(p.as_ref());
+        }
+        args.push("--source-ip".as_ref());
+        args.push("127.0.0.1".as_ref());
         let text = self.run(&args)?;
         Ok(serde_json::from_str(&text)?)
     }

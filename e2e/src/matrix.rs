@@ -4,10 +4,12 @@
 //! client's view.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde_json::Value;
 
 use crate::backend::{Backend, BANNER};
+use crate::certgate::Certgate;
 use crate::client::{
     http_request, openssl_exchange, parse_http, rustls_config, rustls_exchange, rustls_http_get,
     Exchange, TlsPin, Want,
@@ -158,6 +160,17 @@ pub struct Target<'a> {
     pub audit_mode: bool,
     /// Whether a denied client must cause no upstream connection.
     pub no_upstream_on_deny: bool,
+    /// When set, every decision is compared with `certgate eval` on the same table and
+    /// certificate (one engine, two hosts: they must agree).
+    pub eval: Option<(&'a Certgate, &'a Path)>,
+}
+
+impl<'a> Target<'a> {
+    /// Also compare each decision with `certgate eval --table table`.
+    pub fn with_eval(mut self, certgate: &'a Certgate, table: &'a Path) -> Target<'a> {
+        self.eval = Some((certgate, table));
+        self
+    }
 }
 
 /// What a case observed, for reports and the demo's table.
@@ -380,6 +393,29 @@ pub fn mismatches(target: &Target<'_>, pki: &Pki, case: &Case, seen: &Observed) 
             for k in ["certgate.policy_digest", "source.ip", "tls.version"] {
                 if field(k).is_none() {
                     bad.push(format!("audit: `{k}` missing"));
+                }
+            }
+        }
+    }
+    // The CLI's decision for the same certificate, TLS version, port and source.
+    if let (Some((certgate, table)), Some(a)) = (target.eval, &seen.audit) {
+        let tls = a["tls.version"].as_str();
+        let port = a["destination.port"].as_u64().map(|p| p.to_string());
+        match certgate.eval_cert(table, &leaf.chain_pem, tls, port.as_deref()) {
+            Err(err) => bad.push(format!("certgate eval failed: {err:#}")),
+            Ok(cli) => {
+                for (cli_key, audit_key) in [
+                    ("action", "event.action"),
+                    ("reason", "event.reason"),
+                    ("rule", "rule.name"),
+                ] {
+                    let c = cli[cli_key].as_str();
+                    let f = a[audit_key].as_str();
+                    if c != f {
+                        bad.push(format!(
+                            "differential: `certgate eval` says {cli_key}={c:?}, the filter {audit_key}={f:?}"
+                        ));
+                    }
                 }
             }
         }

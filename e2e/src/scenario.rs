@@ -110,6 +110,7 @@ impl Scenario {
             backend,
             audit_mode: l.is_some_and(|l| l.audit_mode),
             no_upstream_on_deny: l.is_some_and(|l| l.wire == Wire::Banner),
+            eval: None,
         }
     }
 }

@@ -56,6 +56,11 @@ fn audit_mode_lets_everything_through_and_records_would_deny() {
         let s = Scenario::start(&run, "audit", vec![listener])
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
-        verdict(&s.target("audit"), &run, &cases).await;
+        verdict(
+            &s.target("audit").with_eval(&run.certgate, &table),
+            &run,
+            &cases,
+        )
+        .await;
     });
 }

@@ -69,6 +69,11 @@ fn http_filter_answers_403_or_200() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-        verdict(&s.target("http"), &run, &cases).await;
+        verdict(
+            &s.target("http").with_eval(&run.certgate, &table),
+            &run,
+            &cases,
+        )
+        .await;
     });
 }

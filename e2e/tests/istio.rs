@@ -83,6 +83,11 @@ fn istio_plugin_config_enforces_a_matrix_subset() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-        verdict(&s.target("istio"), &run, &cases).await;
+        verdict(
+            &s.target("istio").with_eval(&run.certgate, &table),
+            &run,
+            &cases,
+        )
+        .await;
     });
 }

@@ -17,6 +17,11 @@ fn network_filter_enforces_the_matrix() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-        verdict(&s.target("tcp"), &run, &enforce_cases()).await;
+        verdict(
+            &s.target("tcp").with_eval(&run.certgate, &table),
+            &run,
+            &enforce_cases(),
+        )
+        .await;
     });
 }

@@ -59,6 +59,11 @@ fn server_first_denied_clients_never_reach_the_backend() {
         let s = Scenario::start(&run, "server-first", vec![listener])
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
-        verdict(&s.target("first"), &run, &cases).await;
+        verdict(
+            &s.target("first").with_eval(&run.certgate, &table),
+            &run,
+            &cases,
+        )
+        .await;
     });
 }
