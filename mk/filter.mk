@@ -1,5 +1,8 @@
 # The proxy-wasm filter module (filter/). Included by the root Makefile.
 FILTER_WASM := target/wasm32-wasip1/wasm-release/certgate_filter.wasm
+# Panic locations embed source paths: map the build machine's cargo home and checkout
+# to fixed prefixes so the shipped module names no local path and builds reproducibly.
+FILTER_RUSTFLAGS := --remap-path-prefix=$(or $(CARGO_HOME),$(HOME)/.cargo)=/cargo --remap-path-prefix=$(CURDIR)=/certgate
 # Envoy compiles the whole module in every worker: keep it under 400 KB (issue 3).
 FILTER_MAX_BYTES := 400000
 # rustc's output still carries ~15% that binaryen's size passes remove; the features
@@ -20,7 +23,7 @@ wasm-opt-tool:
 
 .PHONY: filter
 filter: wasm-target wasm-opt-tool ## build the Envoy wasm filter (release, optimised, size-checked)
-	cargo build -p certgate-filter --target wasm32-wasip1 --profile wasm-release
+	RUSTFLAGS="$(FILTER_RUSTFLAGS)" cargo build -p certgate-filter --target wasm32-wasip1 --profile wasm-release
 	wasm-opt $(WASM_OPT_FLAGS) $(FILTER_WASM) -o $(FILTER_WASM).opt
 	mv $(FILTER_WASM).opt $(FILTER_WASM)
 	@size=$$(stat -c %s $(FILTER_WASM)); \

@@ -26,7 +26,6 @@ pub mod json;
 pub mod metrics;
 pub mod network;
 pub mod peer;
-pub mod pem;
 pub mod root;
 
 #[cfg(test)]

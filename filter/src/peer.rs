@@ -31,7 +31,7 @@ pub fn gather(host: &dyn Host, cache: &RefCell<CertCache>) -> Peer {
         Some(cert) => cert,
         None => {
             let cert = Rc::new(match host.property(PEER_CERT) {
-                Some(pem) if !pem.is_empty() => crate::pem::peer_cert(&pem),
+                Some(pem) if !pem.is_empty() => ruleset::cert::peer_cert_from_pem(&pem),
                 _ => PeerCert::Missing,
             });
             // A missing certificate is not cached: its digest is empty anyway, and a

@@ -286,9 +286,9 @@ pub fn parse_der(der: &[u8]) -> Result<CertFacts, CertError> {
     sha256.copy_from_slice(&Sha256::digest(der));
     Ok(CertFacts {
         serial,
-        issuer: cert.issuer().to_string(),
+        issuer: crate::dn::format_name(cert.issuer()),
         issuer_id: crate::dn::issuer_id_of(cert.issuer()),
-        subject: cert.subject().to_string(),
+        subject: crate::dn::format_name(cert.subject()),
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         key: key_info(&cert),
@@ -306,7 +306,46 @@ fn looks_like_pem(bytes: &[u8]) -> bool {
         .unwrap_or(bytes.len());
     bytes
         .get(start..)
-        .is_some_and(|b| b.starts_with(b"-----BEGIN"))
+        .is_some_and(|b| b.starts_with(b"-----BEGIN "))
+}
+
+/// One `-----BEGIN label-----` … `-----END label-----` block, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PemBlock {
+    /// The label, such as `CERTIFICATE` or `X509 CRL`.
+    pub label: String,
+    /// The decoded contents (DER).
+    pub der: Vec<u8>,
+}
+
+/// Every PEM block in `text`, in order; text outside blocks is ignored (as OpenSSL
+/// does). Written here with the `base64` crate, which the filter links anyway, rather
+/// than through x509-parser's PEM reader and its own base64 dependency.
+pub fn pem_blocks(text: &[u8]) -> Result<Vec<PemBlock>, CertError> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(text).map_err(|_| CertError::Pem("not UTF-8 text".into()))?;
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("-----BEGIN ") {
+        let after = rest.get(at.saturating_add(11)..).unwrap_or_default();
+        let (label, body) = after
+            .split_once("-----")
+            .ok_or_else(|| CertError::Pem("unterminated BEGIN line".into()))?;
+        let end = format!("-----END {label}-----");
+        let (b64, tail) = body
+            .split_once(end.as_str())
+            .ok_or_else(|| CertError::Pem(format!("no `{end}` line")))?;
+        let b64: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| CertError::Pem(format!("invalid base64 in `{label}` block: {e}")))?;
+        blocks.push(PemBlock {
+            label: label.to_owned(),
+            der,
+        });
+        rest = tail;
+    }
+    Ok(blocks)
 }
 
 /// Reads every certificate in a PEM bundle, or the one certificate of a DER input.
@@ -314,17 +353,28 @@ pub fn parse_pem_or_der(bytes: &[u8]) -> Result<Vec<CertFacts>, CertError> {
     if !looks_like_pem(bytes) {
         return parse_der(bytes).map(|c| vec![c]);
     }
-    let mut out = Vec::new();
-    for pem in x509_parser::pem::Pem::iter_from_buffer(bytes) {
-        let pem = pem.map_err(|e| CertError::Pem(e.to_string()))?;
-        if pem.label == "CERTIFICATE" {
-            out.push(parse_der(&pem.contents)?);
-        }
-    }
-    if out.is_empty() {
+    let certs = pem_blocks(bytes)?
+        .into_iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .map(|b| parse_der(&b.der))
+        .collect::<Result<Vec<_>, _>>()?;
+    if certs.is_empty() {
         return Err(CertError::NoCertificate);
     }
-    Ok(out)
+    Ok(certs)
+}
+
+/// The leaf (first) certificate of a PEM bundle or a DER input, without parsing the
+/// rest of the chain.
+fn leaf_of(bytes: &[u8]) -> Result<CertFacts, CertError> {
+    if !looks_like_pem(bytes) {
+        return parse_der(bytes);
+    }
+    let leaf = pem_blocks(bytes)?
+        .into_iter()
+        .find(|b| b.label == "CERTIFICATE")
+        .ok_or(CertError::NoCertificate)?;
+    parse_der(&leaf.der)
 }
 
 /// The filter's view of `connection.peer_certificate`: no bytes is a missing
@@ -334,11 +384,8 @@ pub fn peer_cert_from_pem(bytes: &[u8]) -> PeerCert {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return PeerCert::Missing;
     }
-    match parse_pem_or_der(bytes) {
-        Ok(certs) => match certs.into_iter().next() {
-            Some(leaf) => PeerCert::Parsed(Box::new(leaf)),
-            None => PeerCert::Unparsable(CertError::NoCertificate.to_string()),
-        },
+    match leaf_of(bytes) {
+        Ok(leaf) => PeerCert::Parsed(Box::new(leaf)),
         Err(e) => PeerCert::Unparsable(e.to_string()),
     }
 }
@@ -385,9 +432,19 @@ mod tests {
             Err(CertError::NoCertificate)
         );
         assert_eq!(peer_cert_from_pem(b"  \n"), PeerCert::Missing);
-        assert!(matches!(
-            peer_cert_from_pem(b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"),
-            PeerCert::Unparsable(_)
-        ));
+        for bad in [
+            &b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"[..],
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n",
+            b"-----BEGIN CERTIFICATE\nAAAA\n",
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            b"\x30\x03\x02\x01\x01",
+            b"\xff\xfe",
+        ] {
+            assert!(
+                matches!(peer_cert_from_pem(bad), PeerCert::Unparsable(_)),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -110,6 +110,74 @@ pub fn issuer_id_of(name: &X509Name<'_>) -> u64 {
     id_of(attrs)
 }
 
+/// Formats a name for display in RFC 4514 order (last RDN first), with short
+/// attribute names where certgate knows them and dotted OIDs otherwise, e.g.
+/// `CN=Intermediate CA,O=Example`. Written here rather than through x509-parser's
+/// `Display`, whose OID registry costs the filter module tens of kilobytes.
+pub fn format_name(name: &X509Name<'_>) -> String {
+    let mut out = String::new();
+    let rdns: Vec<_> = name.iter_rdn().collect();
+    for (i, rdn) in rdns.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, attr) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            let oid = attr.attr_type().to_id_string();
+            let short = ATTRIBUTE_NAMES
+                .iter()
+                // `E` and `emailAddress` share an OID; the table lists the long name first.
+                .find(|(_, o)| *o == oid)
+                .map(|(n, _)| display_name(n));
+            out.push_str(short.unwrap_or(&oid));
+            out.push('=');
+            match attr.as_str() {
+                Ok(v) => escape_value(v, &mut out),
+                Err(_) => match std::str::from_utf8(attr.as_slice()) {
+                    Ok(v) => escape_value(v, &mut out),
+                    Err(_) => {
+                        out.push('#');
+                        out.push_str(&crate::cert::hex_lower(attr.as_slice()));
+                    }
+                },
+            }
+        }
+    }
+    out
+}
+
+/// The conventional spelling of an attribute name from [`ATTRIBUTE_NAMES`].
+fn display_name(upper: &'static str) -> &'static str {
+    match upper {
+        "SERIALNUMBER" => "serialNumber",
+        "STREET" => "street",
+        "TITLE" => "title",
+        "POSTALCODE" => "postalCode",
+        "GIVENNAME" => "givenName",
+        "DNQUALIFIER" => "dnQualifier",
+        "PSEUDONYM" => "pseudonym",
+        "ORGANIZATIONIDENTIFIER" => "organizationIdentifier",
+        "EMAILADDRESS" => "emailAddress",
+        other => other,
+    }
+}
+
+/// RFC 4514 escaping: `, + " \ < > ;` anywhere, `#` or space first, space last.
+fn escape_value(v: &str, out: &mut String) {
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
 /// Splits on unescaped `sep`.
 fn split_unescaped(s: &str, seps: &[char]) -> Vec<String> {
     let mut parts = Vec::new();

@@ -250,7 +250,11 @@ pub fn encode(table: &Table) -> Result<Vec<u8>, EncodeError> {
         w.keys(rev.serial_keys(), MAX_SERIALS, "revoked serials")
     })?;
     w.section(SECTION_FINGERPRINTS, |w| {
-        w.keys(rev.fingerprint_keys(), MAX_FINGERPRINTS, "revoked fingerprints")
+        w.keys(
+            rev.fingerprint_keys(),
+            MAX_FINGERPRINTS,
+            "revoked fingerprints",
+        )
     })?;
     let body = w.0;
     let too_big = EncodeError::Limit {

@@ -43,6 +43,6 @@ pub use model::{
     Action, AuditLog, Cidr, Constraints, Curve, KeyPolicy, Mode, PortRange, Rule, SigHash, Table,
     TlsVersion,
 };
-pub use revocation::{Revocation, RevokedSerial};
 pub use pattern::{Pattern, Segment};
 pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, SigInfo};
+pub use revocation::{Revocation, RevokedSerial};

@@ -189,7 +189,10 @@ mod tests {
             r.normalize();
             assert_eq!(r.serial_count(), n);
             for i in 0..n as u32 {
-                assert!(r.is_serial_revoked(7, &i.to_be_bytes()), "member {i} of {n}");
+                assert!(
+                    r.is_serial_revoked(7, &i.to_be_bytes()),
+                    "member {i} of {n}"
+                );
                 assert!(!r.is_serial_revoked(8, &i.to_be_bytes()));
             }
             for i in n as u32..n as u32 + 100 {

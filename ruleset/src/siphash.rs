@@ -82,8 +82,7 @@ impl SipHasher {
     /// The 64-bit hash of everything written.
     pub fn finish(mut self) -> u64 {
         let mut last = [0u8; 8];
-        if let (Some(dst), Some(src)) = (last.get_mut(..self.ntail), self.tail.get(..self.ntail))
-        {
+        if let (Some(dst), Some(src)) = (last.get_mut(..self.ntail), self.tail.get(..self.ntail)) {
             dst.copy_from_slice(src);
         }
         last[7] = (self.len & 0xff) as u8;

@@ -47,6 +47,7 @@ fn ecdsa_leaf_facts() {
     let f = parse_der(cert.der()).unwrap();
     assert_eq!(f.serial, vec![0x4f, 0x38, 0x0a]);
     assert_eq!(serial_hex(&f.serial), "4F380A");
+    assert_eq!(f.issuer, "CN=Intermediate CA,O=Example");
     assert_eq!(
         f.key,
         KeyInfo::Ecdsa {
