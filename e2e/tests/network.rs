@@ -17,11 +17,42 @@ fn network_filter_enforces_the_matrix() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
+        let cases = enforce_cases();
         verdict(
             &s.target("tcp").with_eval(&run.certgate, &table),
             &run,
-            &enforce_cases(),
+            &cases,
         )
         .await;
+        // The same counters on the Prometheus endpoint (namespace and prefix stripped).
+        let (status, text) = s
+            .envoy
+            .admin_get("/stats/prometheus")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(status, 200, "/stats/prometheus: {text}");
+        let value = |name: &str| {
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .find(|l| l.split([' ', '{']).next() == Some(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let allowed = cases.iter().filter(|c| c.expect.admitted).count() as u64;
+        let denied = cases.len() as u64 - allowed;
+        assert_eq!(
+            value("certgate_allowed"),
+            Some(allowed),
+            "Prometheus:\n{text}"
+        );
+        assert_eq!(
+            value("certgate_denied"),
+            Some(denied),
+            "Prometheus:\n{text}"
+        );
+        assert_eq!(
+            value("certgate_reason_default_deny"),
+            Some(1),
+            "Prometheus:\n{text}"
+        );
     });
 }
