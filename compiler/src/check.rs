@@ -298,7 +298,7 @@ fn unique_names(policies: &[Policy], sink: &mut Sink) {
 
 /// The rules in the order the engine tries them: deny rules, then allow rules, each in
 /// document order.
-pub(crate) fn evaluation_order(policies: &[Policy]) -> Vec<&RuleSpec> {
+pub fn evaluation_order(policies: &[Policy]) -> Vec<&RuleSpec> {
     let all: Vec<&RuleSpec> = policies.iter().flat_map(|p| &p.spec.rules).collect();
     let mut order: Vec<&RuleSpec> = all
         .iter()
@@ -313,10 +313,82 @@ pub(crate) fn evaluation_order(policies: &[Policy]) -> Vec<&RuleSpec> {
     order
 }
 
+/// Indexes rules by what their principals could cover, so finding the rules that might
+/// shadow a rule does not compare every pair (tables can hold hundreds of thousands of
+/// rules). A rule `a` can only cover `b` if `a` has no principals, or has a pattern covering
+/// `b`'s first principal: that pattern is `b`'s exact ID or a wildcard in its trust domain.
+struct CoverIndex {
+    /// Rules without `principals`, by evaluation position.
+    any: Vec<usize>,
+    /// Rules by each exact principal they list.
+    exact: HashMap<String, Vec<usize>>,
+    /// Rules by the trust domain of each wildcard principal they list.
+    wildcard: HashMap<String, Vec<usize>>,
+}
+
+impl CoverIndex {
+    fn new(order: &[&RuleSpec]) -> Self {
+        let mut index = CoverIndex {
+            any: Vec::new(),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        };
+        for (i, r) in order.iter().enumerate() {
+            match &r.principals {
+                None => index.any.push(i),
+                Some(ps) => {
+                    for p in ps {
+                        let list = if p.value.is_exact() {
+                            index.exact.entry(p.value.to_string()).or_default()
+                        } else {
+                            index
+                                .wildcard
+                                .entry(p.value.trust_domain().to_string())
+                                .or_default()
+                        };
+                        // INVARIANT: each list is ascending and holds a rule once.
+                        if list.last() != Some(&i) {
+                            list.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    /// Positions of the rules that might cover `b`, each list ascending.
+    fn candidates(&self, b: &RuleSpec) -> Vec<&[usize]> {
+        let mut lists: Vec<&[usize]> = vec![&self.any];
+        if let Some(first) = b.principals.as_ref().and_then(|ps| ps.first()) {
+            if first.value.is_exact() {
+                if let Some(l) = self.exact.get(&first.value.to_string()) {
+                    lists.push(l);
+                }
+            }
+            if let Some(l) = self.wildcard.get(first.value.trust_domain()) {
+                lists.push(l);
+            }
+        }
+        lists
+    }
+}
+
 fn shadowed(policies: &[Policy], sink: &mut Sink) {
     let order = evaluation_order(policies);
+    let index = CoverIndex::new(&order);
     for (j, b) in order.iter().enumerate() {
-        let Some(a) = order.iter().take(j).find(|a| covers_rule(a, b)) else {
+        let first_cover = index
+            .candidates(b)
+            .into_iter()
+            .filter_map(|list| {
+                list.iter()
+                    .take_while(|i| **i < j)
+                    .find(|i| order.get(**i).is_some_and(|a| covers_rule(a, b)))
+                    .copied()
+            })
+            .min();
+        let Some(a) = first_cover.and_then(|i| order.get(i)) else {
             continue;
         };
         let why = if a.action.value == Action::Deny && b.action.value == Action::Allow {
@@ -345,7 +417,7 @@ fn shadowed(policies: &[Policy], sink: &mut Sink) {
 
 /// Sound, simple subsumption: `true` only if every connection `b` matches, `a` matches too.
 /// It may answer `false` for some rules that are in fact covered.
-pub(crate) fn covers_rule(a: &RuleSpec, b: &RuleSpec) -> bool {
+pub fn covers_rule(a: &RuleSpec, b: &RuleSpec) -> bool {
     let principals = match (&a.principals, &b.principals) {
         (None, _) => true,
         (Some(_), None) => false,

@@ -462,6 +462,19 @@ proptest! {
             .filter(|d| d.code == certgate_compiler::Code::ShadowedRule)
             .filter_map(|d| d.message.split('`').nth(1).map(str::to_string))
             .collect();
+        // The indexed check finds exactly what comparing every pair finds.
+        let order = certgate_compiler::check::evaluation_order(&c.policies);
+        let brute: Vec<String> = order
+            .iter()
+            .enumerate()
+            .filter(|(j, b)| order[..*j].iter().any(|a| certgate_compiler::check::covers_rule(a, b)))
+            .map(|(_, b)| b.name.value.clone())
+            .collect();
+        let mut sorted_shadowed = shadowed.clone();
+        sorted_shadowed.sort();
+        let mut sorted_brute = brute;
+        sorted_brute.sort();
+        prop_assert_eq!(sorted_shadowed, sorted_brute);
         for gp in &peers {
             let peer = to_peer(gp);
             let d = engine.evaluate(&peer);
