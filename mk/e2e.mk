@@ -12,5 +12,4 @@ e2e: envoy filter cli ## end-to-end tests: real Envoy, real filter, real certifi
 
 .PHONY: demo
 demo: envoy filter cli ## compile the demo policy, start a backend and Envoy, run four clients, print what happened
-	cargo build -q -p certgate-e2e --bin demo
-	CERTGATE_FILTER_WASM=$(CURDIR)/$(FILTER_WASM) target/debug/demo
+	CERTGATE_FILTER_WASM=$(CURDIR)/$(FILTER_WASM) cargo run -q -p certgate-e2e --bin demo
