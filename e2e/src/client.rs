@@ -264,6 +264,53 @@ pub async fn rustls_http_get(addr: SocketAddr, config: Arc<ClientConfig>) -> Htt
     parse_http(ex)
 }
 
+/// `n` HTTP/1.1 requests, one after the other, on one connection: the status of each
+/// (`None` once the connection failed or closed).
+pub async fn rustls_http_session(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    n: usize,
+) -> Vec<Option<u16>> {
+    let mut statuses = Vec::new();
+    let Ok(Ok(tcp)) = tokio::time::timeout(READ_TIMEOUT, TcpStream::connect(addr)).await else {
+        return vec![None; n];
+    };
+    let Ok(name) = ServerName::try_from(SERVER_NAME) else {
+        return vec![None; n];
+    };
+    let Ok(Ok(mut tls)) =
+        tokio::time::timeout(READ_TIMEOUT, TlsConnector::from(config).connect(name, tcp)).await
+    else {
+        return vec![None; n];
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    for i in 0..n {
+        let last = i + 1 == n;
+        let req = format!(
+            "GET /{i} HTTP/1.1\r\nhost: {SERVER_NAME}\r\nconnection: {}\r\n\r\n",
+            if last { "close" } else { "keep-alive" }
+        );
+        if tls.write_all(req.as_bytes()).await.is_err() {
+            statuses.push(None);
+            continue;
+        }
+        let mut got = Vec::new();
+        while !Want::HttpResponse.complete(&got) {
+            match tokio::time::timeout(READ_TIMEOUT, tls.read(&mut buf)).await {
+                Ok(Ok(k)) if k > 0 => got.extend_from_slice(buf.get(..k).unwrap_or_default()),
+                _ => break,
+            }
+        }
+        statuses.push(
+            String::from_utf8_lossy(&got)
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok()),
+        );
+    }
+    statuses
+}
+
 /// Splits a client's bytes into an HTTP response.
 pub fn parse_http(ex: Exchange) -> HttpExchange {
     let text = String::from_utf8_lossy(&ex.received).into_owned();

@@ -2,6 +2,8 @@
 //! for allowed peers, a generic 403 with a decision id for denied ones.
 
 use crate::common::{emit, enforce_table, run, runtime, verdict};
+use certgate_e2e::client::{rustls_config, rustls_http_session};
+use certgate_e2e::run::counter_deltas;
 use certgate_e2e::{Case, Client, EmitEnvoy, Expect, Listener, Scenario, TlsPin, Wire};
 
 #[test]
@@ -75,5 +77,28 @@ fn http_filter_answers_403_or_200() {
             &cases,
         )
         .await;
+
+        // One decision per connection: three requests on one connection share it, and the
+        // counters move once.
+        let target = s.target("http");
+        for (leaf, want, counter) in [("web", 200, "allowed"), ("stranger", 403, "denied")] {
+            let before = s.envoy.certgate_stats().unwrap_or_default();
+            let cfg = rustls_config(&run.pki, run.pki.leaf(leaf), TlsPin::Any)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            let statuses = rustls_http_session(target.envoy.addr("http"), cfg, 3).await;
+            let after = s.envoy.certgate_stats().unwrap_or_default();
+            let deltas = counter_deltas(&before, &after);
+            assert_eq!(
+                statuses,
+                vec![Some(want); 3],
+                "`{leaf}`: three requests on one connection\n--- envoy log ---\n{}",
+                s.envoy.log_tail(20)
+            );
+            assert_eq!(
+                deltas.get(counter),
+                Some(&1),
+                "`{leaf}`: one decision per connection, counters moved by {deltas:?}"
+            );
+        }
     });
 }
