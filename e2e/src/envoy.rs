@@ -199,6 +199,7 @@ pub fn bootstrap(
 #[derive(Debug)]
 pub struct Envoy {
     child: Option<Child>,
+    watchdog: Option<Child>,
     /// The admin API address.
     pub admin: SocketAddr,
     /// Listener name -> bound port.
@@ -301,8 +302,10 @@ impl Envoy {
         let child = cmd
             .spawn()
             .map_err(|e| fail(format!("cannot start {}: {e}", envoy.display()), &log_path))?;
+        let watchdog = watchdog(child.id());
         let mut me = Envoy {
             child: Some(child),
+            watchdog,
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             ports: BTreeMap::new(),
             log_path: log_path.clone(),
@@ -414,11 +417,31 @@ impl Envoy {
 
 impl Drop for Envoy {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for mut child in [self.child.take(), self.watchdog.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// A shell that kills Envoy `pid` if this process dies without dropping the [`Envoy`]
+/// (killed by a timeout, aborted): no test run leaves an Envoy behind.
+fn watchdog(pid: u32) -> Option<Child> {
+    let script = format!(
+        "while kill -0 {parent} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         kill -9 {pid} 2>/dev/null",
+        parent = std::process::id()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
 }
 
 /// A minimal blocking HTTP/1.1 GET (the admin API only; it refuses HTTP/1.0).
