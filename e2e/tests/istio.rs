@@ -1,6 +1,6 @@
 //! The Istio shape: the `pluginConfig` of `certgate emit istio`'s WasmPlugin, handed to
-//! Envoy the way Istio's control plane does it (the object as JSON in a StringValue,
-//! plugin name `<namespace>.<name>`, root id from `pluginName`, fail closed), through a
+//! Envoy the way istiod does it (the object as JSON in a StringValue, plugin name
+//! `<namespace>.<name>`, root id from `pluginName`, no vm_id, fail closed), through a
 //! subset of the matrix.
 
 use crate::common::{enforce_table, run, runtime, verdict};
@@ -22,6 +22,9 @@ fn as_istio_would(plugin: &Value, wasm: &std::path::Path) -> Value {
     let name = plugin["metadata"]["name"].as_str().unwrap_or_default();
     // Istio serialises the pluginConfig Struct to JSON and wraps it in a StringValue.
     let config = serde_json::to_string(&spec["pluginConfig"]).unwrap_or_default();
+    // As istiod builds it: plugin name `<namespace>.<name>`, root id `pluginName`, no
+    // vm_id (Envoy keys the VM by the code), the resource version in the VM's
+    // environment, FAIL_CLOSE as `failure_policy: FAIL_CLOSED`.
     json!({
         "name": "envoy.filters.network.wasm",
         "typed_config": {
@@ -30,10 +33,12 @@ fn as_istio_would(plugin: &Value, wasm: &std::path::Path) -> Value {
                 "name": format!("{namespace}.{name}"),
                 "root_id": spec["pluginName"],
                 "vm_config": {
-                    "vm_id": spec["pluginName"],
                     "runtime": "envoy.wasm.runtime.v8",
                     // istio-agent fetches `url` and hands Envoy a local file.
-                    "code": {"local": {"filename": wasm}}
+                    "code": {"local": {"filename": wasm}},
+                    "environment_variables": {"key_values": {
+                        "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION": "1"
+                    }}
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
