@@ -70,7 +70,7 @@ struct Config {
     /// Size of the filter's per-worker parsed-certificate cache
     #[arg(long, value_name = "N")]
     cert_cache_size: Option<u64>,
-    /// Log every decision at debug level (costly; for troubleshooting)
+    /// Log every decision at info level (costly: about a third more Envoy CPU per connection; for troubleshooting)
     #[arg(long)]
     log_all_decisions: bool,
     /// Output syntax
@@ -176,7 +176,8 @@ fn envoy(a: &EnvoyArgs) -> anyhow::Result<u8> {
                     "config",
                     map(vec![
                         ("name", s("certgate")),
-                        ("root_id", s("certgate")),
+                        // The filter picks its front end by root id (docs/filter.md).
+                        ("root_id", s(if a.http { "certgate-http" } else { "certgate" })),
                         (
                             "vm_config",
                             map(vec![

@@ -557,6 +557,9 @@ fn emit_envoy_carries_the_table() {
         .stdout
         .contains("\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n"));
     assert!(http.stdout.contains("filename: /opt/cg.wasm\n"));
+    // Regression: the HTTP entry carried the network root id, and the module then ran
+    // the wrong front end (every request answered 503).
+    assert!(http.stdout.contains("root_id: certgate-http\n"), "{}", http.stdout);
     assert_eq!(
         certgate(&[
             "emit",
