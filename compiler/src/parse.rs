@@ -1,11 +1,9 @@
 //! Walks the YAML node tree of one document into a [`Policy`], reporting every problem it
 //! finds (unknown fields, wrong types, malformed values) instead of stopping at the first.
 
-use std::net::IpAddr;
-
 use ruleset::{
-    Action, AuditLog, Cidr, Curve, KeyPolicy, Mode, Pattern, PortRange, RevokedSerial, SigHash,
-    TlsVersion,
+    Action, AuditLog, Cidr, CidrError, Curve, KeyPolicy, Mode, Pattern, PortRange, RevokedSerial,
+    SigHash, TlsVersion,
 };
 
 use crate::diag::{one_of, Code, Diagnostic, Sink};
@@ -868,11 +866,11 @@ impl<'a> Walker<'a> {
 
     fn server_name(&mut self, node: &Node) -> Option<Spanned<String>> {
         let s = self.string(node, "a server name")?;
-        if is_server_name(&s.value) {
+        if ruleset::sni::is_valid_pattern(&s.value) {
             return Some(s);
         }
         let lower = s.value.to_ascii_lowercase();
-        let help = if lower != s.value && is_server_name(&lower) {
+        let help = if lower != s.value && ruleset::sni::is_valid_pattern(&lower) {
             format!("server names are matched in lowercase: did you mean `{lower}`?")
         } else {
             "write a DNS name such as `api.example.com`, or `*.example.com` for any one label in front of `example.com`".into()
@@ -888,46 +886,30 @@ impl<'a> Walker<'a> {
 
     fn cidr(&mut self, node: &Node) -> Option<Spanned<Cidr>> {
         let s = self.string(node, "a source CIDR")?;
-        let (addr_text, prefix_text) = match s.value.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s.value.as_str(), None),
-        };
-        let addr: Option<IpAddr> = addr_text.parse().ok();
-        let max = match addr {
-            Some(IpAddr::V4(_)) => 32,
-            Some(IpAddr::V6(_)) => 128,
-            None => 0,
-        };
-        let prefix: Option<u8> = match prefix_text {
-            None => Some(max),
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse().ok().filter(|p| *p <= max)
+        match Cidr::parse(&s.value) {
+            Ok(cidr) => Some(Spanned::new(cidr, s.span)),
+            Err(CidrError::Invalid) => {
+                self.error(
+                    Code::InvalidCidr,
+                    s.span,
+                    format!("invalid source CIDR `{}`", s.value),
+                )
+                .help = Some(
+                    "write an address block such as `10.0.0.0/8` or `fd00::/8`, or a single address"
+                        .into(),
+                );
+                None
             }
-            Some(_) => None,
-        };
-        let (Some(addr), Some(prefix)) = (addr, prefix) else {
-            self.error(
-                Code::InvalidCidr,
-                s.span,
-                format!("invalid source CIDR `{}`", s.value),
-            )
-            .help = Some(
-                "write an address block such as `10.0.0.0/8` or `fd00::/8`, or a single address"
-                    .into(),
-            );
-            return None;
-        };
-        let network = mask(addr, prefix);
-        if network != addr {
-            self.error(
-                Code::InvalidCidr,
-                s.span,
-                format!("source CIDR `{}` has host bits set", s.value),
-            )
-            .help = Some(format!("did you mean `{network}/{prefix}`?"));
-            return None;
+            Err(CidrError::HostBits { network }) => {
+                self.error(
+                    Code::InvalidCidr,
+                    s.span,
+                    format!("source CIDR `{}` has host bits set", s.value),
+                )
+                .help = Some(format!("did you mean `{network}`?"));
+                None
+            }
         }
-        Some(Spanned::new(Cidr { addr, prefix }, s.span))
     }
 }
 
@@ -943,30 +925,6 @@ fn parse_port(s: &str) -> Option<u16> {
         return None;
     }
     s.parse::<u16>().ok().filter(|p| *p != 0)
-}
-
-/// The network address of `addr` with `prefix` bits kept.
-pub(crate) fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let m = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix.min(32)))
-            };
-            IpAddr::V4((bits & m).into())
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let m = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix.min(128)))
-            };
-            IpAddr::V6((bits & m).into())
-        }
-    }
 }
 
 /// Policy and rule names: 1 to 63 of `[a-z0-9.-]`, starting and ending alphanumeric.
@@ -1022,20 +980,6 @@ fn fix_spiffe_id(s: &str) -> Option<String> {
     (fixed != s).then_some(fixed)
 }
 
-fn is_server_name(s: &str) -> bool {
-    let body = s.strip_prefix("*.").unwrap_or(s);
-    !body.is_empty()
-        && s.len() <= 253
-        && body.split('.').all(|label| {
-            let b = label.as_bytes();
-            (1..=63).contains(&b.len())
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                && b.first() != Some(&b'-')
-                && b.last() != Some(&b'-')
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1063,22 +1007,5 @@ mod tests {
             fix_spiffe_id("cluster.local/ns/a").as_deref(),
             Some("spiffe://cluster.local/ns/a")
         );
-    }
-
-    #[test]
-    fn server_names() {
-        assert!(is_server_name("api.example.com"));
-        assert!(is_server_name("*.example.com"));
-        assert!(!is_server_name("*"));
-        assert!(!is_server_name("API.example.com"));
-        assert!(!is_server_name("a..b"));
-    }
-
-    #[test]
-    fn masks() {
-        let a: IpAddr = "10.1.2.3".parse().unwrap();
-        assert_eq!(mask(a, 8), "10.0.0.0".parse::<IpAddr>().unwrap());
-        assert_eq!(mask(a, 0), "0.0.0.0".parse::<IpAddr>().unwrap());
-        assert_eq!(mask(a, 32), a);
     }
 }

@@ -401,20 +401,18 @@ pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
         let sni = s
             .strs(MAX_RULE_LIST, "sni")?
             .into_iter()
-            .map(str::to_owned)
-            .collect();
+            .map(|p| {
+                crate::sni::is_valid_pattern(p)
+                    .then(|| p.to_owned())
+                    .ok_or(DecodeError::BadValue { what: "sni" })
+            })
+            .collect::<Result<_, _>>()?;
         let nc = s.count(MAX_RULE_LIST, 6, "sourceCidrs")?;
         let source_cidrs = (0..nc)
             .map(|_| {
-                let (addr, max) = match s.u8("address family")? {
-                    4 => (
-                        IpAddr::V4(Ipv4Addr::from(s.array::<4>("IPv4 address")?)),
-                        32,
-                    ),
-                    6 => (
-                        IpAddr::V6(Ipv6Addr::from(s.array::<16>("IPv6 address")?)),
-                        128,
-                    ),
+                let addr = match s.u8("address family")? {
+                    4 => IpAddr::V4(Ipv4Addr::from(s.array::<4>("IPv4 address")?)),
+                    6 => IpAddr::V6(Ipv6Addr::from(s.array::<16>("IPv6 address")?)),
                     _ => {
                         return Err(DecodeError::BadValue {
                             what: "address family",
@@ -422,12 +420,10 @@ pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
                     }
                 };
                 let prefix = s.u8("prefix length")?;
-                if prefix > max {
-                    return Err(DecodeError::BadValue {
-                        what: "prefix length",
-                    });
-                }
-                Ok(Cidr { addr, prefix })
+                // Prefix within the family's length and no host bits set.
+                Cidr::new(addr, prefix).ok_or(DecodeError::BadValue {
+                    what: "source CIDR",
+                })
             })
             .collect::<Result<_, _>>()?;
         rules.push(Rule {

@@ -259,24 +259,12 @@ fn rule_matches_besides_principals(rule: &Rule, identity: &str, peer: &Peer) -> 
             .port
             .map_or(unknown, |port| rule.ports.iter().any(|r| r.contains(port)));
     let sni_ok = rule.sni.is_empty()
-        || peer
-            .sni
-            .as_deref()
-            .map_or(unknown, |sni| rule.sni.iter().any(|p| sni_matches(p, sni)));
+        || peer.sni.as_deref().map_or(unknown, |sni| {
+            rule.sni.iter().any(|p| crate::sni::matches(p, sni))
+        });
     let source_ok = rule.source_cidrs.is_empty()
         || peer.source_ip.map_or(unknown, |ip| {
             rule.source_cidrs.iter().any(|c| c.contains(ip))
         });
     port_ok && sni_ok && source_ok
-}
-
-/// `*.example.com` matches exactly one extra leftmost label; otherwise exact,
-/// case-insensitively (DNS names are).
-pub(crate) fn sni_matches(pattern: &str, sni: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => sni
-            .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix)),
-        None => pattern.eq_ignore_ascii_case(sni),
-    }
 }

@@ -32,6 +32,7 @@ mod pattern;
 mod peer;
 pub mod revocation;
 mod siphash;
+pub mod sni;
 pub mod spiffe;
 
 pub use decision::{Decision, Reason};
@@ -40,8 +41,8 @@ pub use encode::{encode, EncodeError};
 pub use eval::Engine;
 pub use format::{MAGIC, VERSION};
 pub use model::{
-    Action, AuditLog, Cidr, Constraints, Curve, KeyPolicy, Mode, PortRange, Rule, SigHash, Table,
-    TlsVersion,
+    Action, AuditLog, Cidr, CidrError, Constraints, Curve, KeyPolicy, Mode, PortRange, Rule,
+    SigHash, Table, TlsVersion,
 };
 pub use pattern::{Pattern, Segment};
 pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, SigInfo};

@@ -247,41 +247,97 @@ impl PortRange {
     }
 }
 
+/// Why a string is not a source address block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CidrError {
+    /// Not `ADDRESS/PREFIX` or a plain address, or the prefix is too long.
+    Invalid,
+    /// The address has bits set beyond the prefix; `network` is what was probably meant.
+    HostBits {
+        /// The block with the host bits cleared.
+        network: Cidr,
+    },
+}
+
+impl std::fmt::Display for CidrError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CidrError::Invalid => f.write_str("not an address block such as `10.0.0.0/8`"),
+            CidrError::HostBits { network } => {
+                write!(f, "host bits are set (the block is `{network}`)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CidrError {}
+
+/// `addr` with every bit after the first `prefix` cleared.
+fn network_of(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = u32::MAX
+                .checked_shl(32u32.saturating_sub(u32::from(prefix)))
+                .unwrap_or(0);
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX
+                .checked_shl(128u32.saturating_sub(u32::from(prefix)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
 impl Cidr {
+    /// A block, if `prefix` fits the family and no host bit is set.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Cidr> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max && network_of(addr, prefix) == addr).then_some(Cidr { addr, prefix })
+    }
+
+    /// Parses `10.0.0.0/8`, `fd00::/8`, or a single address (a full-length prefix).
+    pub fn parse(s: &str) -> Result<Cidr, CidrError> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| CidrError::Invalid)?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().map_err(|_| CidrError::Invalid)?
+            }
+            Some(_) => return Err(CidrError::Invalid),
+        };
+        if prefix > max {
+            return Err(CidrError::Invalid);
+        }
+        Cidr::new(addr, prefix).ok_or(CidrError::HostBits {
+            network: Cidr {
+                addr: network_of(addr, prefix),
+                prefix,
+            },
+        })
+    }
+
     /// Whether `ip` lies in the block. IPv4-mapped IPv6 addresses match IPv4 blocks.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            _ => false,
-        }
+        ip.is_ipv4() == self.addr.is_ipv4() && network_of(ip, self.prefix) == self.addr
     }
-}
 
-/// Compares the first `prefix` bits of two addresses of the same family.
-fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let mut bits = usize::from(prefix);
-    for (x, y) in a.iter().zip(b) {
-        if bits == 0 {
-            return true;
-        }
-        let take = u32::try_from(bits.min(8)).unwrap_or(8);
-        // take is 1..=8, so the shift amount is 0..=7.
-        let mask = 0xffu8.checked_shl(8u32.saturating_sub(take)).unwrap_or(0);
-        if (x ^ y) & mask != 0 {
-            return false;
-        }
-        bits = bits.saturating_sub(8);
+    /// Whether every address of `other` lies in this block.
+    pub fn covers(&self, other: &Cidr) -> bool {
+        self.addr.is_ipv4() == other.addr.is_ipv4()
+            && self.prefix <= other.prefix
+            && network_of(other.addr, self.prefix) == self.addr
     }
-    true
 }
 
 impl std::fmt::Display for Cidr {
@@ -294,5 +350,50 @@ impl Table {
     /// Establishes the table invariants (see [`Revocation::normalize`]).
     pub fn normalize(&mut self) {
         self.revocation.normalize();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Cidr {
+        Cidr::parse(s).unwrap()
+    }
+
+    #[test]
+    fn cidr_parse() {
+        assert_eq!(c("10.0.0.0/8").prefix, 8);
+        assert_eq!(c("10.1.2.3").prefix, 32);
+        assert_eq!(c("fd00::/8").prefix, 8);
+        assert_eq!(c("0.0.0.0/0").prefix, 0);
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "nope",
+            "fd00::/129",
+        ] {
+            assert_eq!(Cidr::parse(bad), Err(CidrError::Invalid), "{bad}");
+        }
+        assert_eq!(
+            Cidr::parse("10.1.2.3/8"),
+            Err(CidrError::HostBits {
+                network: c("10.0.0.0/8")
+            })
+        );
+    }
+
+    #[test]
+    fn cidr_contains_and_covers() {
+        assert!(c("10.0.0.0/8").contains("10.255.0.1".parse().unwrap()));
+        assert!(!c("10.0.0.0/8").contains("11.0.0.1".parse().unwrap()));
+        assert!(c("10.0.0.0/8").contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(!c("fd00::/8").contains("10.0.0.1".parse().unwrap()));
+        assert!(c("0.0.0.0/0").contains("192.168.1.1".parse().unwrap()));
+        assert!(c("10.0.0.0/8").covers(&c("10.1.0.0/16")));
+        assert!(!c("10.1.0.0/16").covers(&c("10.0.0.0/8")));
+        assert!(!c("10.0.0.0/8").covers(&c("fd00::/8")));
+        assert!(c("0.0.0.0/0").covers(&c("192.168.1.1/32")));
     }
 }

@@ -177,7 +177,10 @@ fn envoy(a: &EnvoyArgs) -> anyhow::Result<u8> {
                     map(vec![
                         ("name", s("certgate")),
                         // The filter picks its front end by root id (docs/filter.md).
-                        ("root_id", s(if a.http { "certgate-http" } else { "certgate" })),
+                        (
+                            "root_id",
+                            s(if a.http { "certgate-http" } else { "certgate" }),
+                        ),
                         (
                             "vm_config",
                             map(vec![

@@ -47,7 +47,8 @@ fn ecdsa_leaf_facts() {
     let f = parse_der(cert.der()).unwrap();
     assert_eq!(f.serial, vec![0x4f, 0x38, 0x0a]);
     assert_eq!(serial_hex(&f.serial), "4F380A");
-    assert_eq!(f.issuer, "CN=Intermediate CA,O=Example");
+    // RFC 4514 order is the reverse of the DER order (rcgen writes CN first).
+    assert_eq!(f.issuer, "O=Example,CN=Intermediate CA");
     assert_eq!(
         f.key,
         KeyInfo::Ecdsa {

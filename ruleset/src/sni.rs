@@ -1,0 +1,55 @@
+//! Server names (SNI) in rules: an exact DNS name or `*.` plus a suffix, matching one
+//! extra leftmost label. The compiler validates with the same rules the engine matches by.
+
+/// Whether `pattern` is a valid rule SNI: lowercase LDH labels of 1–63 bytes, at most
+/// 253 bytes, optionally prefixed by `*.`.
+pub fn is_valid_pattern(pattern: &str) -> bool {
+    let body = pattern.strip_prefix("*.").unwrap_or(pattern);
+    !body.is_empty()
+        && pattern.len() <= 253
+        && body.split('.').all(|label| {
+            let b = label.as_bytes();
+            (1..=63).contains(&b.len())
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.first() != Some(&b'-')
+                && b.last() != Some(&b'-')
+        })
+}
+
+/// Whether the client's server name `sni` matches `pattern`; DNS names compare
+/// case-insensitively, and `*.example.com` needs exactly one extra leftmost label.
+pub fn matches(pattern: &str, sni: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => sni
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix)),
+        None => pattern.eq_ignore_ascii_case(sni),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(is_valid_pattern("api.example.com"));
+        assert!(is_valid_pattern("*.example.com"));
+        for bad in ["*", "", "API.example.com", "-a.b", "a..b", "a_b.c", "*.*.b"] {
+            assert!(!is_valid_pattern(bad), "{bad}");
+        }
+        assert!(!is_valid_pattern(&"a.".repeat(127)));
+    }
+
+    #[test]
+    fn matching() {
+        assert!(matches("*.svc", "api.svc"));
+        assert!(matches("*.svc", "API.SVC"));
+        assert!(!matches("*.svc", "svc"));
+        assert!(!matches("*.svc", "a.b.svc"));
+        assert!(!matches("*.svc", ".svc"));
+        assert!(matches("exact.example", "Exact.Example"));
+        assert!(!matches("exact.example", "x.exact.example"));
+    }
+}
