@@ -129,6 +129,20 @@ pub fn rustls_config(pki: &Pki, leaf: &Leaf, pin: TlsPin) -> Result<Arc<ClientCo
     Ok(Arc::new(config))
 }
 
+/// A rustls client configuration that presents no certificate.
+pub fn rustls_config_anonymous(pki: &Pki) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&pki.root_pem)? {
+        roots.add(cert?)?;
+    }
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(rustls::ALL_VERSIONS)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Connects with rustls, sends `send` (may be empty: server-speaks-first), then reads
 /// until `want` is complete, the server closed, or [`READ_TIMEOUT`].
 pub async fn rustls_exchange(

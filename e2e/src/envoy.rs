@@ -44,13 +44,14 @@ fn access_log(path: &Path, source: &str) -> Value {
 }
 
 /// The `DownstreamTlsContext` every test listener uses: Envoy's certificate, client
-/// certificates required and verified against the test root.
-pub fn downstream_tls(pki: &Pki) -> Value {
+/// certificates verified against the test root and required (unless `optional`, to
+/// prove the filter refuses what a misconfigured Envoy would let in).
+pub fn downstream_tls(pki: &Pki, optional: bool) -> Value {
     json!({
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "require_client_certificate": true,
+            "require_client_certificate": !optional,
             "common_tls_context": {
                 "tls_params": {
                     "tls_minimum_protocol_version": "TLSv1_2",
@@ -103,6 +104,8 @@ pub struct ListenerSpec {
     pub name: String,
     /// Its filter chain.
     pub kind: ListenerKind,
+    /// Whether Envoy lets clients without a certificate finish the handshake.
+    pub client_cert_optional: bool,
 }
 
 /// A STATIC cluster with one endpoint on 127.0.0.1.
@@ -184,7 +187,7 @@ pub fn bootstrap(
                 "access_log": [access_log(access_log_path, &format!("{}/listener", l.name))],
                 "filter_chains": [{
                     "filters": filters,
-                    "transport_socket": downstream_tls(pki)
+                    "transport_socket": downstream_tls(pki, l.client_cert_optional)
                 }]
             })
         })

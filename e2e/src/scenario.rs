@@ -25,6 +25,8 @@ pub struct Listener {
     pub tcp_proxy_extra: Value,
     /// Whether the filter runs in audit mode (for checks).
     pub audit_mode: bool,
+    /// Whether Envoy lets clients without a certificate in (the filter must not).
+    pub client_cert_optional: bool,
 }
 
 impl Listener {
@@ -36,6 +38,7 @@ impl Listener {
             wire,
             tcp_proxy_extra: json!({}),
             audit_mode: false,
+            client_cert_optional: false,
         }
     }
 }
@@ -70,6 +73,7 @@ impl Scenario {
             backends.insert(l.name.clone(), backend);
             specs.push(ListenerSpec {
                 name: l.name.clone(),
+                client_cert_optional: l.client_cert_optional,
                 kind: match l.wire {
                     Wire::Http => ListenerKind::Http {
                         filter: l.filter.clone(),

@@ -19,6 +19,7 @@ fn envoy_alone_accepts_every_test_leaf() {
             &run.pki,
             &[ListenerSpec {
                 name: "plain".into(),
+                client_cert_optional: false,
                 kind: ListenerKind::Tcp {
                     filter: None,
                     cluster: "echo".into(),

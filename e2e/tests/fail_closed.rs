@@ -3,7 +3,10 @@
 
 use crate::common::{emit, enforce_table, run, runtime};
 use base64::Engine as _;
-use certgate_e2e::client::{rustls_config, rustls_exchange, Want};
+use certgate_e2e::client::{
+    rustls_config, rustls_config_anonymous, rustls_exchange, rustls_http_session, Want,
+};
+use certgate_e2e::run::{audit_records, counter_deltas, wait_for_log};
 use certgate_e2e::{EmitEnvoy, Listener, Run, Scenario, TlsPin, Wire};
 use serde_json::{json, Value};
 
@@ -120,5 +123,80 @@ fn broken_tables_and_configuration_fail_closed() {
             let how = fails_closed(&run, &format!("fail-closed-{i}"), filter).await;
             println!("ok   {name}: {how}");
         }
+    });
+}
+
+#[test]
+fn no_client_certificate_is_refused_even_when_envoy_lets_it_in() {
+    let run = run();
+    let table = enforce_table(&run);
+    let network = emit(&run, &table, EmitEnvoy::default());
+    let http = emit(
+        &run,
+        &table,
+        EmitEnvoy {
+            http: true,
+            ..EmitEnvoy::default()
+        },
+    );
+    runtime().block_on(async {
+        let mut tcp = Listener::new("tcp", network, Wire::Echo);
+        tcp.client_cert_optional = true;
+        let mut web = Listener::new("http", http, Wire::Http);
+        web.client_cert_optional = true;
+        let s = Scenario::start(&run, "no-client-cert", vec![tcp, web])
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let anon = rustls_config_anonymous(&run.pki).unwrap_or_else(|e| panic!("{e:#}"));
+
+        let before = s.envoy.certgate_stats().unwrap_or_default();
+        let from = s.envoy.access_records().len();
+        let msg = b"anonymous\n";
+        let ex = rustls_exchange(
+            s.envoy.addr("tcp"),
+            anon.clone(),
+            msg,
+            Want::Bytes(msg.len()),
+        )
+        .await;
+        let records = wait_for_log(&s.envoy, from, Some(&ex));
+        let audit = audit_records(&records, from);
+        let deltas = counter_deltas(&before, &s.envoy.certgate_stats().unwrap_or_default());
+        let tail = s.envoy.log_tail(20);
+        assert!(
+            ex.denied(),
+            "network: a client without a certificate got through: {}\n{tail}",
+            ex.summary()
+        );
+        assert_eq!(
+            s.backends.get("tcp").map(|b| b.received_bytes()),
+            Some(0),
+            "network: bytes of a client without a certificate reached the backend"
+        );
+        assert_eq!(
+            audit.first().and_then(|a| a["event.reason"].as_str()),
+            Some("no_peer_cert"),
+            "network: audit record {audit:?}\n{tail}"
+        );
+        assert_eq!(
+            deltas.get("reason.no_peer_cert"),
+            Some(&1),
+            "network: counters {deltas:?}"
+        );
+        assert_eq!(
+            deltas.get("denied"),
+            Some(&1),
+            "network: counters {deltas:?}"
+        );
+        println!("ok   network, no client certificate: {}", ex.summary());
+
+        let statuses = rustls_http_session(s.envoy.addr("http"), anon, 1).await;
+        assert_eq!(
+            statuses,
+            vec![Some(403)],
+            "http: a client without a certificate\n{}",
+            s.envoy.log_tail(20)
+        );
+        println!("ok   http, no client certificate: {statuses:?}");
     });
 }

@@ -13,6 +13,7 @@ fn emitted_entries_pass_envoy_validate() {
     let dir = run.subdir("validate").unwrap_or_else(|e| panic!("{e}"));
     let tcp = |name: &str, opts: EmitEnvoy, extra| ListenerSpec {
         name: name.into(),
+        client_cert_optional: false,
         kind: ListenerKind::Tcp {
             filter: Some(emit(&run, &table, opts)),
             cluster: "backend".into(),
@@ -39,6 +40,7 @@ fn emitted_entries_pass_envoy_validate() {
         ),
         ListenerSpec {
             name: "http".into(),
+            client_cert_optional: false,
             kind: ListenerKind::Http {
                 filter: Some(emit(
                     &run,
