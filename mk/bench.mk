@@ -1,0 +1,28 @@
+# Benchmarks (bench/): criterion micro benchmarks of the engine and the Envoy harness that
+# compares certgate with no filter, a no-op wasm filter and native RBAC. Included by the
+# root Makefile; results land in docs/bench/ (docs/benchmarks.md explains them).
+NOOP_WASM := target/wasm32-wasip1/wasm-release/certgate_noop_filter.wasm
+export CERTGATE_NOOP_WASM := $(CURDIR)/$(NOOP_WASM)
+BENCH_DOCS := docs/bench
+# Envoy's pid while the harness runs, so the recipe can kill it even if the harness dies.
+BENCH_PID := target/bench-envoy.pid
+# Extra harness flags, e.g. BENCH_ENVOY_FLAGS="--rounds 5 --seconds 8".
+BENCH_ENVOY_FLAGS ?=
+
+.PHONY: bench
+bench: bench-micro bench-envoy ## both benchmarks (about 10 minutes); tables printed and written to docs/bench/
+
+.PHONY: bench-micro
+bench-micro: ## criterion benchmarks of evaluate/decode/parse and the 1M-serial revocation goals
+	CERTGATE_BENCH_DOCS=$(CURDIR)/$(BENCH_DOCS) cargo bench -p certgate-bench --bench engine
+
+.PHONY: noop-filter
+noop-filter: wasm-target ## the no-op proxy-wasm filter of case (w)
+	cargo build -p certgate-bench-noop-filter --target wasm32-wasip1 --profile wasm-release
+
+.PHONY: bench-envoy
+bench-envoy: envoy filter noop-filter ## Envoy CPU/connection and conn/s: certgate vs no filter, no-op wasm, RBAC
+	cargo build --release -p certgate-bench --bin bench-envoy
+	@rm -f $(BENCH_PID); \
+	trap 'test -s $(BENCH_PID) && kill $$(cat $(BENCH_PID)) 2>/dev/null; rm -f $(BENCH_PID)' EXIT; \
+	target/release/bench-envoy --out $(BENCH_DOCS) --pid-file $(BENCH_PID) $(BENCH_ENVOY_FLAGS)
