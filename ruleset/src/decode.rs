@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::encode::{CURVE_BITS, HASH_BITS};
 use crate::format::*;
-use crate::revocation::KeySet;
+use crate::revocation::{KeySet, OnStale};
 use crate::{
     Action, AuditLog, Cidr, Constraints, KeyPolicy, Mode, Pattern, PortRange, Revocation, Rule,
     Table, TlsVersion,
@@ -439,13 +439,19 @@ pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
     }
     s.finish("rules section")?;
 
-    let mut s = r.section(SECTION_SERIALS)?;
+    let mut s = r.section(SECTION_REVOCATION)?;
+    let on_stale = match s.u8("stale policy")? {
+        0 => OnStale::Deny,
+        1 => OnStale::Keep,
+        _ => {
+            return Err(DecodeError::BadValue {
+                what: "stale policy",
+            })
+        }
+    };
     let serials = s.keys(MAX_SERIALS, "revoked serials")?;
-    s.finish("revoked serials section")?;
-
-    let mut s = r.section(SECTION_FINGERPRINTS)?;
     let fingerprints = s.keys(MAX_FINGERPRINTS, "revoked fingerprints")?;
-    s.finish("revoked fingerprints section")?;
+    s.finish("revocation section")?;
     r.finish("table")?;
 
     Ok(Table {
@@ -455,7 +461,7 @@ pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
         default_action,
         audit_log,
         constraints,
-        revocation: Revocation::from_sets(serials, fingerprints),
+        revocation: Revocation::from_sets(serials, fingerprints, on_stale),
         rules,
     })
 }

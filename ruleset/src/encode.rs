@@ -246,10 +246,12 @@ pub fn encode(table: &Table) -> Result<Vec<u8>, EncodeError> {
         }
         Ok(())
     })?;
-    w.section(SECTION_SERIALS, |w| {
-        w.keys(rev.serial_keys(), MAX_SERIALS, "revoked serials")
-    })?;
-    w.section(SECTION_FINGERPRINTS, |w| {
+    w.section(SECTION_REVOCATION, |w| {
+        w.u8(match rev.on_stale() {
+            crate::OnStale::Deny => 0,
+            crate::OnStale::Keep => 1,
+        });
+        w.keys(rev.serial_keys(), MAX_SERIALS, "revoked serials")?;
         w.keys(
             rev.fingerprint_keys(),
             MAX_FINGERPRINTS,

@@ -14,10 +14,8 @@ pub const SECTION_META: u8 = 1;
 pub const SECTION_CONSTRAINTS: u8 = 2;
 /// Rules section.
 pub const SECTION_RULES: u8 = 3;
-/// Revoked serials section.
-pub const SECTION_SERIALS: u8 = 4;
-/// Revoked fingerprints section.
-pub const SECTION_FINGERPRINTS: u8 = 5;
+/// Revocation section: stale policy, serial keys, fingerprint keys.
+pub const SECTION_REVOCATION: u8 = 4;
 
 /// Largest table accepted, in bytes.
 pub const MAX_TABLE_LEN: usize = 512 * 1024 * 1024;

@@ -100,19 +100,61 @@ impl KeySet {
     }
 }
 
-/// The revocation set (decision step 2).
+/// What a host does when its revocation data is stale: a live feed has not delivered
+/// a good table for longer than the host's `maxStale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OnStale {
+    /// Deny every connection until fresh data arrives (fail closed).
+    #[default]
+    Deny,
+    /// Keep enforcing the last good table.
+    Keep,
+}
+
+impl OnStale {
+    /// The policy keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStale::Deny => "deny",
+            OnStale::Keep => "keep",
+        }
+    }
+
+    /// Parses the policy keyword.
+    pub fn parse(s: &str) -> Option<OnStale> {
+        match s {
+            "deny" => Some(OnStale::Deny),
+            "keep" => Some(OnStale::Keep),
+            _ => None,
+        }
+    }
+}
+
+/// The revocation set (decision step 2), and what to do when it goes stale.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Revocation {
     serials: KeySet,
     fingerprints: KeySet,
+    on_stale: OnStale,
 }
 
 impl Revocation {
-    pub(crate) fn from_sets(serials: KeySet, fingerprints: KeySet) -> Self {
+    pub(crate) fn from_sets(serials: KeySet, fingerprints: KeySet, on_stale: OnStale) -> Self {
         Revocation {
             serials,
             fingerprints,
+            on_stale,
         }
+    }
+
+    /// What a host with a live feed does once the data is stale (default: deny).
+    pub fn on_stale(&self) -> OnStale {
+        self.on_stale
+    }
+
+    /// Sets [`Revocation::on_stale`].
+    pub fn set_on_stale(&mut self, on_stale: OnStale) {
+        self.on_stale = on_stale;
     }
 
     pub(crate) fn serial_keys(&self) -> &[u64] {

@@ -179,15 +179,27 @@ fn semantic_damage_under_a_valid_checksum_is_still_rejected() {
         "seal() is faithful"
     );
 
-    // Trailing byte inside the last section.
+    // Trailing byte inside the last section: stale byte, serial count and one key,
+    // fingerprint count = 17 payload bytes, after the 4-byte length.
     let mut b = inner.to_vec();
-    let n = b.len();
-    b[n - 8] += 1; // fingerprints section length (low byte) 4 -> 5
+    let len_at = b.len() - 17 - 4;
+    assert_eq!(b[len_at], 17);
+    b[len_at] += 1;
     b.push(0);
     assert_eq!(
         decode(&seal(&b)),
         Err(DecodeError::TrailingBytes {
-            section: "revoked fingerprints section"
+            section: "revocation section"
+        })
+    );
+
+    // An unknown stale policy.
+    let mut b = inner.to_vec();
+    b[len_at + 4] = 2;
+    assert_eq!(
+        decode(&seal(&b)),
+        Err(DecodeError::BadValue {
+            what: "stale policy"
         })
     );
 
