@@ -24,6 +24,7 @@ pub mod inspect;
 mod lower;
 pub mod model;
 mod parse;
+pub mod policytest;
 #[cfg(feature = "fancy")]
 pub mod render;
 pub mod report;

@@ -36,6 +36,7 @@ enum Command {
     Cert(cli::cert::Args),
     Crl(cli::crl::Args),
     Emit(cli::emit::Args),
+    Test(cli::test::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         Command::Cert(a) => cli::cert::run(a),
         Command::Crl(a) => cli::crl::run(a),
         Command::Emit(a) => cli::emit::run(a),
+        Command::Test(a) => cli::test::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

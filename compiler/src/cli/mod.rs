@@ -8,6 +8,7 @@ pub mod crl;
 pub mod emit;
 pub mod eval;
 pub mod inspect;
+pub mod test;
 pub mod yaml_out;
 
 use std::io::IsTerminal;
