@@ -149,27 +149,30 @@ pub fn markdown(results: &[CaseResult], goals: &[Goal]) -> String {
     let http: Vec<&CaseResult> = results.iter().filter(|r| r.key.starts_with('h')).collect();
     if !http.is_empty() {
         let h0 = find("h0");
+        let hw = find("hw");
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "| HTTP, kept-alive mTLS | Envoy CPU µs/request, median (min–max) | ×(no filter) | requests/s, median (min–max) | ×(no filter) | Envoy core busy | client errors |"
+            "| HTTP, kept-alive mTLS | Envoy CPU µs/request, median (min–max) | ×(h0) | ×(hw) | requests/s, median (min–max) | ×(h0) | ×(hw) | Envoy core busy | client errors |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
         for r in http {
             let (c, s) = (r.cpu(), r.rate());
             let _ = writeln!(
                 out,
-                "| ({}) {} | {:.1} ({:.1}–{:.1}) | {} | {:.0} ({:.0}–{:.0}) | {} | {:.0}% | {} |",
+                "| ({}) {} | {:.1} ({:.1}–{:.1}) | {} | {} | {:.0} ({:.0}–{:.0}) | {} | {} | {:.0}% | {} |",
                 r.key,
                 r.label,
                 c.median,
                 c.min,
                 c.max,
                 ratio(c.median, h0, |b| b.cpu().median),
+                ratio(c.median, hw, |b| b.cpu().median),
                 s.median,
                 s.min,
                 s.max,
                 ratio(s.median, h0, |b| b.rate().median),
+                ratio(s.median, hw, |b| b.rate().median),
                 r.util().median * 100.0,
                 r.errors()
             );
