@@ -19,6 +19,7 @@
 pub mod check;
 pub mod crl;
 pub mod diag;
+pub mod diff;
 pub mod duration;
 pub mod inspect;
 mod lower;
@@ -31,6 +32,7 @@ pub mod report;
 pub mod source;
 mod suggest;
 pub mod time;
+pub mod wasm;
 mod yaml;
 
 pub use check::Merged;

@@ -37,6 +37,7 @@ enum Command {
     Crl(cli::crl::Args),
     Emit(cli::emit::Args),
     Test(cli::test::Args),
+    Diff(cli::diff::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         Command::Crl(a) => cli::crl::run(a),
         Command::Emit(a) => cli::emit::run(a),
         Command::Test(a) => cli::test::run(a),
+        Command::Diff(a) => cli::diff::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

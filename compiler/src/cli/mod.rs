@@ -5,6 +5,7 @@ pub mod cert;
 pub mod check;
 pub mod compile;
 pub mod crl;
+pub mod diff;
 pub mod emit;
 pub mod eval;
 pub mod inspect;
