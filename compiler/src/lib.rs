@@ -32,7 +32,6 @@ pub mod report;
 pub mod source;
 mod suggest;
 pub mod time;
-pub mod wasm;
 mod yaml;
 
 pub use check::Merged;
