@@ -34,7 +34,33 @@ pub struct Config {
     pub cert_cache_size: usize,
     /// Log every decision at info (costly; off by default).
     pub log_all_decisions: bool,
+    /// Poll a live table feed (`certgate serve`) instead of (or after) the inline table.
+    pub feed: Option<FeedConfig>,
 }
+
+/// `feed`: where and how often the root context polls for a newer table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedConfig {
+    /// The Envoy cluster that reaches the feed server.
+    pub cluster: String,
+    /// Request path, starting with `/`.
+    pub path: String,
+    /// `:authority` of the request; defaults to the cluster name.
+    pub authority: String,
+    /// Time between polls, in milliseconds.
+    pub interval_millis: u64,
+    /// Time without a good fetch after which the table's `onStale` decides, in milliseconds.
+    pub max_stale_millis: u64,
+    /// Timeout of one poll, in milliseconds.
+    pub timeout_millis: u64,
+}
+
+/// Shortest accepted `feed.interval`: a feed is not a busy loop.
+pub const MIN_FEED_INTERVAL_MILLIS: u64 = 100;
+/// Longest accepted feed duration (one day).
+pub const MAX_FEED_DURATION_MILLIS: u64 = 86_400_000;
+/// Default `feed.timeout`.
+pub const DEFAULT_FEED_TIMEOUT_MILLIS: u64 = 5_000;
 
 /// Why a configuration was refused; `Display` is the log line's detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +85,7 @@ pub enum ConfigError {
     },
     /// A known key with a value outside its allowed set.
     BadValue { key: &'static str, value: String },
-    /// `table` is missing.
+    /// `table` is missing (and there is no `feed`).
     MissingTable,
     /// `table` is not standard base64.
     BadBase64(String),
@@ -79,13 +105,13 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::UnknownKey(k) => write!(
                 f,
-                "unknown key `{k}` in plugin configuration (known: table, mode, audit, serverFirst, certCacheSize, logAllDecisions)"
+                "unknown key `{k}` in plugin configuration (known: table, feed, mode, audit, serverFirst, certCacheSize, logAllDecisions)"
             ),
             ConfigError::WrongType { key, expected, found } => {
                 write!(f, "`{key}` must be {expected}, found {found}")
             }
             ConfigError::BadValue { key, value } => write!(f, "invalid value `{value}` for `{key}`"),
-            ConfigError::MissingTable => write!(f, "missing `table` (the base64 compiled table)"),
+            ConfigError::MissingTable => write!(f, "missing `table` (the base64 compiled table) or `feed`"),
             ConfigError::BadBase64(e) => write!(f, "`table` is not standard base64: {e}"),
             ConfigError::BadTable(e) => write!(f, "`table` is not a valid certgate table: {e}"),
         }
@@ -117,6 +143,7 @@ impl Config {
             server_first: false,
             cert_cache_size: DEFAULT_CERT_CACHE_SIZE,
             log_all_decisions: false,
+            feed: None,
         };
         for (key, value) in members {
             match key.as_str() {
@@ -135,6 +162,7 @@ impl Config {
                     })?);
                 }
                 "audit" => config.audit_log = parse_audit(&value)?,
+                "feed" => config.feed = Some(parse_feed(&value)?),
                 "serverFirst" => config.server_first = boolean(&value, "serverFirst")?,
                 "logAllDecisions" => config.log_all_decisions = boolean(&value, "logAllDecisions")?,
                 "certCacheSize" => {
@@ -161,8 +189,112 @@ impl Config {
                 _ => return Err(ConfigError::UnknownKey(key)),
             }
         }
-        config.table = table.ok_or(ConfigError::MissingTable)?;
+        // With a feed, an inline table is only the one enforced until the first fetch.
+        match table {
+            Some(t) => config.table = t,
+            None if config.feed.is_some() => {}
+            None => return Err(ConfigError::MissingTable),
+        }
         Ok(config)
+    }
+}
+
+fn parse_feed(value: &Value) -> Result<FeedConfig, ConfigError> {
+    let Value::Object(members) = value else {
+        return Err(ConfigError::WrongType {
+            key: "feed",
+            expected: "an object like {\"cluster\":\"certgate-feed\",\"path\":\"/table.cgt\",\"interval\":\"5s\",\"maxStale\":\"5m\"}",
+            found: value.type_name(),
+        });
+    };
+    let mut cluster = None;
+    let mut path = None;
+    let mut authority = None;
+    let mut interval = None;
+    let mut max_stale = None;
+    let mut timeout = None;
+    for (key, value) in members {
+        let bad = |key: &'static str, v: &str| ConfigError::BadValue {
+            key,
+            value: v.to_owned(),
+        };
+        match key.as_str() {
+            "cluster" => {
+                let s = string(value, "feed.cluster", "a cluster name")?;
+                if s.is_empty() {
+                    return Err(bad("feed.cluster", s));
+                }
+                cluster = Some(s.to_owned());
+            }
+            "path" => {
+                let s = string(value, "feed.path", "a path like `/table.cgt`")?;
+                if !s.starts_with('/') || s.chars().any(|c| c.is_ascii_control() || c == ' ') {
+                    return Err(bad("feed.path", s));
+                }
+                path = Some(s.to_owned());
+            }
+            "authority" => {
+                let s = string(value, "feed.authority", "a host name")?;
+                if s.is_empty() || s.chars().any(|c| c.is_ascii_control() || c == ' ') {
+                    return Err(bad("feed.authority", s));
+                }
+                authority = Some(s.to_owned());
+            }
+            "interval" => interval = Some(duration(value, "feed.interval")?),
+            "maxStale" => max_stale = Some(duration(value, "feed.maxStale")?),
+            "timeout" => timeout = Some(duration(value, "feed.timeout")?),
+            _ => return Err(ConfigError::UnknownKey(format!("feed.{key}"))),
+        }
+    }
+    let missing = |k: &'static str| ConfigError::BadValue {
+        key: k,
+        value: "missing".into(),
+    };
+    let cluster = cluster.ok_or_else(|| missing("feed.cluster"))?;
+    let interval_millis = interval.ok_or_else(|| missing("feed.interval"))?;
+    let max_stale_millis = max_stale.ok_or_else(|| missing("feed.maxStale"))?;
+    if interval_millis < MIN_FEED_INTERVAL_MILLIS {
+        return Err(ConfigError::BadValue {
+            key: "feed.interval",
+            value: format!("{interval_millis}ms (at least {MIN_FEED_INTERVAL_MILLIS}ms)"),
+        });
+    }
+    if max_stale_millis < interval_millis {
+        return Err(ConfigError::BadValue {
+            key: "feed.maxStale",
+            value: format!("{max_stale_millis}ms (at least `feed.interval`)"),
+        });
+    }
+    Ok(FeedConfig {
+        authority: authority.unwrap_or_else(|| cluster.clone()),
+        cluster,
+        path: path.ok_or_else(|| missing("feed.path"))?,
+        interval_millis,
+        max_stale_millis,
+        timeout_millis: timeout.unwrap_or(DEFAULT_FEED_TIMEOUT_MILLIS),
+    })
+}
+
+/// A duration string: a whole number and a unit, `ms`, `s`, `m` or `h` (`500ms`, `5s`).
+fn duration(value: &Value, key: &'static str) -> Result<u64, ConfigError> {
+    let s = string(value, key, "a duration string like \"5s\"")?;
+    let bad = || ConfigError::BadValue {
+        key,
+        value: s.to_owned(),
+    };
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(scale) {
+        Some(ms) if ms > 0 && ms <= MAX_FEED_DURATION_MILLIS => Ok(ms),
+        _ => Err(bad()),
     }
 }
 
@@ -232,6 +364,21 @@ mod tests {
     }
 
     #[test]
+    fn feed_without_table() {
+        let c = Config::parse(
+            br#"{"feed":{"cluster":"certgate-feed","path":"/table.cgt","interval":"500ms","maxStale":"2m","timeout":"1s"}}"#,
+        )
+        .unwrap();
+        assert!(c.table.is_empty());
+        let f = c.feed.unwrap();
+        assert_eq!(f.authority, "certgate-feed");
+        assert_eq!(
+            (f.interval_millis, f.max_stale_millis, f.timeout_millis),
+            (500, 120_000, 1_000)
+        );
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::parse(br#"{"table":""}"#).unwrap();
         assert_eq!(c.mode, None);
@@ -258,6 +405,43 @@ mod tests {
             ),
             (br#"{"table":"!!"}"#, "not standard base64"),
             (br#"{}"#, "missing `table`"),
+            (br#"{"feed":1}"#, "`feed` must be an object"),
+            (
+                br#"{"feed":{"cluster":"f","path":"/t","interval":"1s","maxStale":"1m","x":1}}"#,
+                "unknown key `feed.x`",
+            ),
+            (
+                br#"{"feed":{"path":"/t","interval":"1s","maxStale":"1m"}}"#,
+                "invalid value `missing` for `feed.cluster`",
+            ),
+            (
+                br#"{"feed":{"cluster":"f","path":"t","interval":"1s","maxStale":"1m"}}"#,
+                "invalid value `t` for `feed.path`",
+            ),
+            (
+                br#"{"feed":{"cluster":"f","path":"/t","interval":"1","maxStale":"1m"}}"#,
+                "invalid value `1` for `feed.interval`",
+            ),
+            (
+                br#"{"feed":{"cluster":"f","path":"/t","interval":"5x","maxStale":"1m"}}"#,
+                "invalid value `5x`",
+            ),
+            (
+                br#"{"feed":{"cluster":"f","path":"/t","interval":"10ms","maxStale":"1m"}}"#,
+                "at least 100ms",
+            ),
+            (
+                br#"{"feed":{"cluster":"f","path":"/t","interval":"1m","maxStale":"1s"}}"#,
+                "at least `feed.interval`",
+            ),
+            (
+                br#"{"feed":{"cluster":"f","path":"/t","interval":5,"maxStale":"1m"}}"#,
+                "must be a duration string",
+            ),
+            (
+                br#"{"feed":{"cluster":"f","path":"/t","interval":"0s","maxStale":"1m"}}"#,
+                "invalid value `0s`",
+            ),
             (
                 br#"{"table":"","mode":"block"}"#,
                 "invalid value `block` for `mode`",

@@ -2,13 +2,14 @@
 //! Shared by the network and the HTTP front ends so both act the same.
 //!
 //! [`Shared`] is the per-VM state the root context builds in `on_configure` and hands
-//! to every stream context through an `Rc`.
+//! to every stream context through an `Rc`; it holds the table in force, which a live
+//! feed may replace (see `feed.rs`), and the open connections a newer table may close.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use ruleset::{Engine, Mode};
+use ruleset::{AuditLog, Decision, Engine, Mode, OnStale, Peer, Reason, Table};
 
 use crate::audit;
 use crate::cache::CertCache;
@@ -51,13 +52,31 @@ pub struct Verdict {
     pub decision_id: String,
     /// The audit record, when `audit.log` asked for one.
     pub record: Option<String>,
+    /// HTTP: a newer table denies a connection an older one admitted; close it.
+    pub close: bool,
 }
 
-/// Per-VM state: the engine, the options and the caches.
+/// The table being enforced, swapped as a whole when the feed delivers a newer one.
 #[derive(Debug)]
-pub struct Shared {
+pub struct Active {
     pub engine: Engine,
     pub policy_digest: String,
+}
+
+/// An admitted network connection, kept so a newer table can close it.
+#[derive(Debug)]
+pub struct Live {
+    pub phase: Rc<Cell<Phase>>,
+    pub peer: Peer,
+}
+
+/// Per-VM state: the table, the options and the caches.
+#[derive(Debug)]
+pub struct Shared {
+    /// `None` only with a feed and no inline table, until the first good fetch.
+    active: RefCell<Option<Rc<Active>>>,
+    mode_override: Option<Mode>,
+    audit_override: Option<AuditLog>,
     pub server_first: bool,
     pub log_all: bool,
     pub metrics: Metrics,
@@ -65,40 +84,166 @@ pub struct Shared {
     /// Connections paused in `on_new_connection` (serverFirst), by context id. Only
     /// connections inside their TLS handshake are here, so a list is enough.
     pub pending: RefCell<Vec<(u32, Pending)>>,
-    /// HTTP: one decision per connection, by `connection.id`, newest first.
-    http_verdicts: RefCell<VecDeque<(u64, Rc<Verdict>)>>,
+    /// Admitted network connections by context id (only with a feed: nothing else
+    /// changes the table while a connection is open).
+    live: RefCell<Vec<(u32, Rc<Live>)>>,
+    /// HTTP: one decision per connection and table generation, by `connection.id`,
+    /// newest first.
+    http_verdicts: RefCell<VecDeque<(u64, u64, Rc<Verdict>)>>,
     decisions: Cell<u64>,
+    /// Bumped at every swap.
+    generation: Cell<u64>,
+    /// With a feed: when a good table was last confirmed, and how long that holds.
+    last_good_nanos: Cell<u64>,
+    max_stale_nanos: Option<u64>,
 }
 
 impl Shared {
     /// Builds the per-VM state from validated configuration, defining the counters.
     pub fn new(config: Config, host: &dyn Host) -> Result<Shared, ConfigError> {
-        let mut table =
-            ruleset::decode(&config.table).map_err(|e| ConfigError::BadTable(e.to_string()))?;
-        if let Some(mode) = config.mode {
-            table.mode = mode;
-        }
-        if let Some(log) = config.audit_log {
-            table.audit_log = log;
-        }
-        let policy_digest = ruleset::cert::hex_lower(&table.policy_digest);
-        Ok(Shared {
-            engine: Engine::new(table),
-            policy_digest,
+        let mut shared = Shared {
+            active: RefCell::new(None),
+            mode_override: config.mode,
+            audit_override: config.audit_log,
             server_first: config.server_first,
             log_all: config.log_all_decisions,
             metrics: Metrics::define(host),
             certs: RefCell::new(CertCache::new(config.cert_cache_size)),
             pending: RefCell::new(Vec::new()),
+            live: RefCell::new(Vec::new()),
             http_verdicts: RefCell::new(VecDeque::new()),
             decisions: Cell::new(0),
-        })
+            generation: Cell::new(0),
+            last_good_nanos: Cell::new(host.now_nanos()),
+            max_stale_nanos: config
+                .feed
+                .as_ref()
+                .map(|f| f.max_stale_millis.saturating_mul(1_000_000)),
+        };
+        if config.feed.is_none() || !config.table.is_empty() {
+            let table =
+                ruleset::decode(&config.table).map_err(|e| ConfigError::BadTable(e.to_string()))?;
+            shared.active = RefCell::new(Some(Rc::new(shared.activate(table))));
+        }
+        Ok(shared)
+    }
+
+    fn activate(&self, mut table: Table) -> Active {
+        if let Some(mode) = self.mode_override {
+            table.mode = mode;
+        }
+        if let Some(log) = self.audit_override {
+            table.audit_log = log;
+        }
+        Active {
+            policy_digest: ruleset::cert::hex_lower(&table.policy_digest),
+            engine: Engine::new(table),
+        }
+    }
+
+    /// The table in force (`None`: a feed that has not delivered yet).
+    pub fn active(&self) -> Option<Rc<Active>> {
+        self.active.borrow().clone()
+    }
+
+    /// Whether the feed has gone without a good fetch for longer than `maxStale`.
+    pub fn is_stale(&self, now: u64) -> bool {
+        self.max_stale_nanos
+            .is_some_and(|max| now.saturating_sub(self.last_good_nanos.get()) > max)
+    }
+
+    /// The feed confirmed the table in force (`304 Not Modified`).
+    pub fn confirm(&self, now: u64) {
+        self.last_good_nanos.set(now);
+    }
+
+    /// Validates a table the feed delivered (magic, version, checksum, same policy
+    /// lineage) and swaps it in for every new decision, then closes open connections
+    /// the new table denies. On error nothing changes.
+    pub fn install(&self, host: &dyn Host, bytes: &[u8]) -> Result<(), String> {
+        let table = ruleset::decode(bytes).map_err(|e| e.to_string())?;
+        if let Some(current) = self.active() {
+            let names = &current.engine.table().policy_names;
+            // Lineage: the same policies, so a feed for another service's table (or a
+            // misrouted one) can never replace this one.
+            if *names != table.policy_names {
+                return Err(format!(
+                    "table is for policies [{}], not [{}] (another lineage)",
+                    table.policy_names.join(", "),
+                    names.join(", ")
+                ));
+            }
+        }
+        let active = Rc::new(self.activate(table));
+        host.log(
+            Level::Info,
+            &format!(
+                "feed: new table in force (policy {}, {} revoked serials)",
+                active.policy_digest,
+                active.engine.table().revocation.serial_count()
+            ),
+        );
+        *self.active.borrow_mut() = Some(Rc::clone(&active));
+        self.generation.set(self.generation.get().wrapping_add(1));
+        self.confirm(host.now_nanos());
+        Metrics::bump(host, self.metrics.feed_updates);
+        self.close_denied(host, &active);
+        Ok(())
+    }
+
+    /// Re-evaluates every admitted network connection against `active` and closes
+    /// those it denies. HTTP connections are re-decided at their next request.
+    fn close_denied(&self, host: &dyn Host, active: &Active) {
+        let live: Vec<(u32, Rc<Live>)> = self.live.borrow().clone();
+        for (id, conn) in live {
+            let decision = active.engine.evaluate(&conn.peer);
+            if conn.phase.get() != Phase::Admitted || decision.admits() {
+                continue;
+            }
+            conn.phase.set(Phase::Denied);
+            self.remove_live(id);
+            Metrics::bump(host, self.metrics.closed_on_update);
+            host.log(
+                Level::Warn,
+                &format!(
+                    "closing open connection (context {id}, {}): the new table decides {}",
+                    decision.identity.unwrap_or("no identity"),
+                    decision.reason.code()
+                ),
+            );
+            // From a root callback: act on the stream context (gone: nothing to close).
+            if host.enter_context(id) {
+                host.close_downstream();
+            }
+        }
     }
 
     /// Decides for the connection of the current (or entered) context.
     pub fn decide(&self, host: &dyn Host) -> Verdict {
+        self.decide_peer(host).0
+    }
+
+    /// [`Shared::decide`], also returning the peer it decided for.
+    pub fn decide_peer(&self, host: &dyn Host) -> (Verdict, Peer) {
         let peer = peer::gather(host, &self.certs);
-        let decision = self.engine.evaluate(&peer);
+        let active = self.active();
+        let now = host.now_nanos();
+        let keep = |a: &Active| {
+            !self.is_stale(now) || a.engine.table().revocation.on_stale() == OnStale::Keep
+        };
+        let decision = match active.as_deref() {
+            Some(a) if keep(a) => a.engine.evaluate(&peer),
+            other => Decision {
+                action: ruleset::Action::Deny,
+                reason: Reason::StaleRevocation,
+                rule: None,
+                policy: None,
+                mode: other.map_or(self.mode_override.unwrap_or(Mode::Enforce), |a| {
+                    a.engine.table().mode
+                }),
+                identity: None,
+            },
+        };
         let admit = decision.admits();
         self.metrics.count(host, &decision);
 
@@ -107,10 +252,14 @@ impl Shared {
         let connection = peer::int_property(host, peer::CONNECTION_ID).unwrap_or(0);
         // Time first so ids sort by time across workers; the connection id and a
         // per-VM sequence keep them unique within one Envoy process.
-        let decision_id = format!("{:x}-{connection:x}-{seq:x}", host.now_nanos());
+        let decision_id = format!("{now:x}-{connection:x}-{seq:x}");
 
-        let table = self.engine.table();
-        let wanted = audit::wanted(table.audit_log, &decision);
+        let audit_log = active
+            .as_deref()
+            .map_or(self.audit_override.unwrap_or(AuditLog::Deny), |a| {
+                a.engine.table().audit_log
+            });
+        let wanted = audit::wanted(audit_log, &decision);
         // Deny records go to the Envoy log at warn; every other decision at info with
         // `logAllDecisions`, else at debug (built only when debug is on: it costs).
         let log_level = if wanted && decision.action == ruleset::Action::Deny {
@@ -127,7 +276,7 @@ impl Shared {
                 &decision,
                 &peer,
                 audit::Context {
-                    policy_digest: &self.policy_digest,
+                    policy_digest: active.as_deref().map_or("", |a| &a.policy_digest),
                     decision_id: &decision_id,
                 },
             )
@@ -140,30 +289,63 @@ impl Shared {
                 host.log(level, text);
             }
         }
-        Verdict {
+        let verdict = Verdict {
             admit,
             decision_id,
             record: text.filter(|_| wanted),
-        }
+            close: false,
+        };
+        (verdict, peer)
     }
 
-    /// The HTTP verdict for `connection`, deciding once per connection.
+    /// The HTTP verdict for `connection`, deciding once per connection and table.
     /// Returns the verdict and whether it was decided just now.
     pub fn http_verdict(&self, host: &dyn Host) -> (Rc<Verdict>, bool) {
         let connection = peer::int_property(host, peer::CONNECTION_ID);
+        let generation = self.generation.get();
+        let mut was_admitted = false;
         if let Some(id) = connection {
             let verdicts = self.http_verdicts.borrow();
-            if let Some((_, v)) = verdicts.iter().find(|(c, _)| *c == id) {
-                return (Rc::clone(v), false);
+            if let Some((_, g, v)) = verdicts.iter().find(|(c, _, _)| *c == id) {
+                if *g == generation {
+                    return (Rc::clone(v), false);
+                }
+                was_admitted = v.admit;
             }
         }
-        let verdict = Rc::new(self.decide(host));
+        let mut verdict = self.decide(host);
+        if was_admitted && !verdict.admit {
+            // A newer table denies a connection an older one let in.
+            verdict.close = true;
+            Metrics::bump(host, self.metrics.closed_on_update);
+        }
+        let verdict = Rc::new(verdict);
         if let Some(id) = connection {
             let mut verdicts = self.http_verdicts.borrow_mut();
+            verdicts.retain(|(c, _, _)| *c != id);
             verdicts.truncate(HTTP_VERDICTS.saturating_sub(1));
-            verdicts.push_front((id, Rc::clone(&verdict)));
+            verdicts.push_front((id, generation, Rc::clone(&verdict)));
         }
         (verdict, true)
+    }
+
+    /// Remembers an admitted network connection (only with a feed).
+    pub fn add_live(&self, context_id: u32, phase: Rc<Cell<Phase>>, peer: Peer) {
+        if self.max_stale_nanos.is_some() {
+            self.live
+                .borrow_mut()
+                .push((context_id, Rc::new(Live { phase, peer })));
+        }
+    }
+
+    /// Forgets a network connection.
+    pub fn remove_live(&self, context_id: u32) {
+        self.live.borrow_mut().retain(|(id, _)| *id != context_id);
+    }
+
+    /// Number of remembered open connections.
+    pub fn live_count(&self) -> usize {
+        self.live.borrow().len()
     }
 
     /// Starts polling `context_id` (serverFirst).
@@ -182,6 +364,8 @@ impl Shared {
 
     /// Whether the table (after overrides) is in audit mode.
     pub fn audit_mode(&self) -> bool {
-        self.engine.table().mode == Mode::Audit
+        self.active()
+            .map_or(self.mode_override, |a| Some(a.engine.table().mode))
+            == Some(Mode::Audit)
     }
 }

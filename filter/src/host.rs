@@ -47,6 +47,18 @@ pub trait Host {
     fn now_nanos(&self) -> u64;
     /// Asks for `on_tick` every `millis` milliseconds.
     fn set_tick_period_millis(&self, millis: u64);
+    /// Starts an HTTP call to `cluster` (from the root context); the token, or `None`
+    /// if the host refused (unknown cluster, bad headers).
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_millis: u64,
+    ) -> Option<u32>;
+    /// A header of the HTTP call response being delivered (`:status`, `etag`).
+    fn http_call_response_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// The body of the HTTP call response being delivered.
+    fn http_call_response_body(&self, size: usize) -> Option<Vec<u8>>;
 }
 
 /// The real host: proxy-wasm hostcalls into Envoy.
@@ -124,6 +136,43 @@ impl Host for ProxyHost {
     fn set_tick_period_millis(&self, millis: u64) {
         let _ = proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(millis));
     }
+
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_millis: u64,
+    ) -> Option<u32> {
+        // Statuses Envoy returns here: Ok, BadArgument (unknown cluster), InternalFailure.
+        proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            None,
+            Vec::new(),
+            std::time::Duration::from_millis(timeout_millis),
+        )
+        .ok()
+    }
+
+    fn http_call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        // The bytes variant: the string one panics on a header that is not UTF-8.
+        proxy_wasm::hostcalls::get_map_value_bytes(
+            proxy_wasm::types::MapType::HttpCallResponseHeaders,
+            name,
+        )
+        .ok()
+        .flatten()
+    }
+
+    fn http_call_response_body(&self, size: usize) -> Option<Vec<u8>> {
+        proxy_wasm::hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::HttpCallResponseBody,
+            0,
+            size,
+        )
+        .ok()
+        .flatten()
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -154,6 +203,9 @@ pub mod fake {
         pub body: Vec<u8>,
     }
 
+    /// An HTTP call the filter dispatched: cluster, headers, timeout in milliseconds.
+    pub type Call = (String, Vec<(String, String)>, u64);
+
     /// What the fake host saw and holds. Context 0 is the root.
     #[derive(Debug, Default)]
     pub struct FakeHost {
@@ -175,6 +227,13 @@ pub mod fake {
         pub now: Cell<u64>,
         /// Lowest level logged; `None` means info.
         pub log_level: Cell<Option<Level>>,
+        /// HTTP calls dispatched: (cluster, headers, timeout ms).
+        pub calls: RefCell<Vec<Call>>,
+        /// Makes `dispatch_http_call` fail.
+        pub refuse_calls: Cell<bool>,
+        /// The response being delivered: headers and body.
+        pub response_headers: RefCell<Vec<(String, Vec<u8>)>>,
+        pub response_body: RefCell<Option<Vec<u8>>>,
     }
 
     impl FakeHost {
@@ -291,6 +350,38 @@ pub mod fake {
         }
         fn set_tick_period_millis(&self, millis: u64) {
             self.tick_millis.set(Some(millis));
+        }
+        fn dispatch_http_call(
+            &self,
+            cluster: &str,
+            headers: &[(&str, &str)],
+            timeout_millis: u64,
+        ) -> Option<u32> {
+            assert_eq!(self.current.get(), 0, "http call from a stream context");
+            if self.refuse_calls.get() {
+                return None;
+            }
+            let mut calls = self.calls.borrow_mut();
+            calls.push((
+                cluster.to_owned(),
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                timeout_millis,
+            ));
+            Some(calls.len() as u32)
+        }
+        fn http_call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+            self.response_headers
+                .borrow()
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+        fn http_call_response_body(&self, size: usize) -> Option<Vec<u8>> {
+            let body = self.response_body.borrow().clone()?;
+            Some(body.into_iter().take(size).collect())
         }
     }
 }

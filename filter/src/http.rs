@@ -50,6 +50,19 @@ impl HttpFilter {
         }
         if verdict.admit {
             Action::Continue
+        } else if verdict.close {
+            // A newer table (live feed) denies what an older one admitted: refuse and
+            // ask HTTP/1.1 to close the connection.
+            host.send_http_response(
+                403,
+                &[
+                    (DECISION_ID_HEADER, &verdict.decision_id),
+                    ("content-type", "text/plain"),
+                    ("connection", "close"),
+                ],
+                FORBIDDEN_BODY,
+            );
+            Action::Pause
         } else {
             forbid(host, &verdict.decision_id);
             Action::Pause

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod decide;
+pub mod feed;
 pub mod host;
 pub mod http;
 pub mod json;

@@ -10,6 +10,12 @@ use crate::host::Host;
 pub const ALLOWED: &str = "certgate.allowed";
 pub const DENIED: &str = "certgate.denied";
 pub const AUDIT_WOULD_DENY: &str = "certgate.audit_would_deny";
+/// Tables the live feed delivered and the filter swapped in.
+pub const FEED_UPDATES: &str = "certgate.feed_updates";
+/// Feed polls that failed (no answer, bad status, invalid table, other lineage).
+pub const FEED_ERRORS: &str = "certgate.feed_errors";
+/// Open connections closed because a newer table denies them.
+pub const CLOSED_ON_UPDATE: &str = "certgate.closed_on_update";
 /// Prefix of the per-reason counters: `certgate.reason.<code>`.
 pub const REASON_PREFIX: &str = "certgate.reason.";
 
@@ -19,6 +25,9 @@ pub struct Metrics {
     allowed: Option<u32>,
     denied: Option<u32>,
     audit_would_deny: Option<u32>,
+    pub feed_updates: Option<u32>,
+    pub feed_errors: Option<u32>,
+    pub closed_on_update: Option<u32>,
     reasons: Vec<(Reason, Option<u32>)>,
 }
 
@@ -30,6 +39,9 @@ impl Metrics {
             allowed: host.define_counter(ALLOWED),
             denied: host.define_counter(DENIED),
             audit_would_deny: host.define_counter(AUDIT_WOULD_DENY),
+            feed_updates: host.define_counter(FEED_UPDATES),
+            feed_errors: host.define_counter(FEED_ERRORS),
+            closed_on_update: host.define_counter(CLOSED_ON_UPDATE),
             reasons: Reason::ALL
                 .iter()
                 .map(|r| {
@@ -39,6 +51,13 @@ impl Metrics {
                     )
                 })
                 .collect(),
+        }
+    }
+
+    /// Adds one to a counter, if the host defined it.
+    pub fn bump(host: &dyn Host, id: Option<u32>) {
+        if let Some(id) = id {
+            host.increment_counter(id);
         }
     }
 

@@ -1,6 +1,8 @@
 //! The network filter (`envoy.filters.network.wasm`): one decision per connection, at
 //! the first downstream data (the TLS attributes are complete by then) or, in
 //! `serverFirst` mode, from the root context's tick before any upstream connection.
+//! With a live feed, an admitted connection stays registered so that a newer table
+//! that denies it closes it (see `Shared::install`).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -72,8 +74,10 @@ impl NetworkFilter {
                     return self.deny();
                 };
                 shared.remove_pending(self.context_id);
-                if shared.decide(&*self.host).admit {
+                let (verdict, peer) = shared.decide_peer(&*self.host);
+                if verdict.admit {
                     self.phase.set(Phase::Admitted);
+                    shared.add_live(self.context_id, Rc::clone(&self.phase), peer);
                     Action::Continue
                 } else {
                     self.deny()
@@ -92,6 +96,7 @@ impl NetworkFilter {
     pub fn done(&mut self) {
         if let Some(shared) = &self.shared {
             shared.remove_pending(self.context_id);
+            shared.remove_live(self.context_id);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The root context: parses the configuration once per VM, builds the shared state,
-//! creates the per-connection contexts and, in `serverFirst` mode, polls paused
-//! connections from a tick until their TLS handshake is complete.
+//! creates the per-connection contexts and, from a tick, polls the live table feed
+//! (`feed`) and, in `serverFirst` mode, paused connections until their TLS handshake
+//! is complete.
 
 use std::rc::Rc;
 
@@ -9,6 +10,7 @@ use proxy_wasm::types::ContextType;
 
 use crate::config::Config;
 use crate::decide::{Phase, Shared};
+use crate::feed::Feed;
 use crate::host::{Host, Level};
 use crate::http::HttpFilter;
 use crate::network::NetworkFilter;
@@ -36,6 +38,7 @@ pub struct Root {
     host: Rc<dyn Host>,
     kind: Kind,
     shared: Option<Rc<Shared>>,
+    feed: Option<Feed>,
 }
 
 impl std::fmt::Debug for Root {
@@ -53,6 +56,7 @@ impl Root {
             host,
             kind: Kind::Network,
             shared: None,
+            feed: None,
         }
     }
 
@@ -70,16 +74,22 @@ impl Root {
             .plugin_configuration()
             .ok_or(crate::config::ConfigError::Empty)
             .and_then(|bytes| Config::parse(&bytes))
-            .and_then(|config| Shared::new(config, host));
+            .and_then(|config| {
+                let feed = config.feed.clone().map(Feed::new);
+                Shared::new(config, host).map(|s| (s, feed))
+            });
         match loaded {
-            Ok(shared) => {
+            Ok((shared, feed)) => {
                 if shared.server_first && self.kind == Kind::Network {
                     host.set_tick_period_millis(TICK_MILLIS);
+                } else if let Some(feed) = &feed {
+                    host.set_tick_period_millis(feed.tick_millis());
                 }
+                let rules = shared.active().map_or(0, |a| a.engine.table().rules.len());
                 host.log(
                     Level::Info,
                     &format!(
-                        "configured ({} filter, mode {}, policy {}, {} rules)",
+                        "configured ({} filter, mode {}, policy {}, {} rules{})",
                         match self.kind {
                             Kind::Network => "network",
                             Kind::Http => "http",
@@ -89,25 +99,36 @@ impl Root {
                         } else {
                             "enforce"
                         },
-                        shared.policy_digest,
-                        shared.engine.table().rules.len(),
+                        shared
+                            .active()
+                            .map_or_else(|| "none yet".to_owned(), |a| a.policy_digest.clone()),
+                        rules,
+                        if feed.is_some() { ", live feed" } else { "" },
                     ),
                 );
                 self.shared = Some(Rc::new(shared));
+                self.feed = feed;
                 true
             }
             Err(e) => {
                 host.log(Level::Error, &format!("invalid configuration: {e}"));
                 self.shared = None;
+                self.feed = None;
                 false
             }
         }
     }
 
-    /// Decides for paused `serverFirst` connections whose handshake has completed.
+    /// Polls the feed, then decides for paused `serverFirst` connections whose
+    /// handshake has completed.
     pub fn tick(&self) {
         let Some(shared) = &self.shared else { return };
         let host = &*self.host;
+        // First: the HTTP call must be dispatched from the root context, before the
+        // loop below enters stream contexts.
+        if let Some(feed) = &self.feed {
+            feed.tick(host, shared);
+        }
         let now = host.now_nanos();
         let pending: Vec<_> = shared
             .pending
@@ -137,15 +158,27 @@ impl Root {
                      a client certificate (is tcp_proxy `max_early_data_bytes` set?)",
                 );
             }
-            let verdict = shared.decide(host);
+            let (verdict, peer) = shared.decide_peer(host);
             if verdict.admit {
                 p.phase.set(Phase::Admitted);
+                shared.add_live(id, Rc::clone(&p.phase), peer);
                 host.resume_downstream();
             } else {
                 p.phase.set(Phase::Denied);
                 host.close_downstream();
             }
         }
+    }
+
+    /// A feed poll answered (or timed out).
+    pub fn http_call_response(&self, token: u32, body_size: usize) {
+        if let (Some(shared), Some(feed)) = (&self.shared, &self.feed) {
+            feed.response(&*self.host, shared, token, body_size);
+        }
+    }
+
+    pub fn shared(&self) -> Option<&Rc<Shared>> {
+        self.shared.as_ref()
     }
 
     pub fn kind(&self) -> Kind {
@@ -161,7 +194,17 @@ impl Root {
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        self.http_call_response(token_id, body_size);
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {

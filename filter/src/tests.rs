@@ -285,7 +285,7 @@ fn every_counter_is_defined_at_configure() {
             Some(&0)
         );
     }
-    assert_eq!(counters.len(), 3 + ruleset::Reason::ALL.len());
+    assert_eq!(counters.len(), 6 + ruleset::Reason::ALL.len());
 }
 
 #[test]
@@ -572,4 +572,207 @@ fn log_all_decisions_logs_allows_at_info() {
         "{info:?}"
     );
     assert_eq!(e.host.audit(2), None);
+}
+
+// ---- live feed ----
+
+const FEED: &str =
+    r#","feed":{"cluster":"certgate-feed","path":"/table.cgt","interval":"1s","maxStale":"10s"}"#;
+const SECOND: u64 = 1_000_000_000;
+
+/// The same lineage as [`table`] but without the allow rule: every peer is denied.
+fn deny_all() -> Table {
+    let mut t = table(Mode::Enforce, AuditLog::Deny);
+    t.rules.clear();
+    t.policy_digest = [0xcd; 32];
+    t
+}
+
+impl Env {
+    /// Advances the clock and runs the root tick from the root context.
+    fn tick_at(&self, nanos: u64) {
+        self.host.now.set(nanos);
+        self.enter(0);
+        self.root.tick();
+    }
+
+    /// Delivers the answer to the latest feed call.
+    fn answer(&mut self, status: &str, etag: Option<&str>, body: &[u8]) {
+        let token = self.host.calls.borrow().len() as u32;
+        let mut headers = vec![(":status".to_string(), status.as_bytes().to_vec())];
+        if let Some(etag) = etag {
+            headers.push(("etag".to_string(), etag.as_bytes().to_vec()));
+        }
+        *self.host.response_headers.borrow_mut() = headers;
+        *self.host.response_body.borrow_mut() = Some(body.to_vec());
+        self.enter(0);
+        self.root.http_call_response(token, body.len());
+    }
+
+    /// A network connection from `spiffe` on `ctx`, through its first data.
+    fn admit_network(&self, ctx: u32, spiffe: &str) -> (crate::network::NetworkFilter, Action) {
+        self.connection(ctx, Some(&cert_pem(spiffe)), &format!("D{ctx}"));
+        let mut f = self.root.network_filter(ctx);
+        self.enter(ctx);
+        f.new_connection();
+        let a = f.downstream_data();
+        (f, a)
+    }
+}
+
+#[test]
+fn feed_swaps_in_a_new_table_and_closes_open_connections_it_denies() {
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), FEED));
+    assert_eq!(e.host.tick_millis.get(), Some(1000));
+    let (mut open, a) = e.admit_network(2, WEB);
+    assert_eq!(a, Action::Continue);
+    assert_eq!(e.root.shared().unwrap().live_count(), 1);
+
+    e.tick_at(2 * SECOND);
+    {
+        let calls = e.host.calls.borrow();
+        let (cluster, headers, timeout) = &calls[0];
+        assert_eq!(cluster, "certgate-feed");
+        assert_eq!(*timeout, 5000);
+        assert!(headers.contains(&(":path".into(), "/table.cgt".into())));
+        assert!(headers.contains(&(":authority".into(), "certgate-feed".into())));
+        assert!(!headers.iter().any(|(k, _)| k == "if-none-match"));
+    }
+    e.answer(
+        "200",
+        Some("\"v2\""),
+        &ruleset::encode(&deny_all()).unwrap(),
+    );
+    assert_eq!(e.host.counter("certgate.feed_updates"), 1);
+    assert_eq!(e.host.counter("certgate.closed_on_update"), 1);
+    assert_eq!(*e.host.closed.borrow(), vec![2]);
+    assert_eq!(open.phase(), Phase::Denied);
+    e.enter(2);
+    assert_eq!(open.downstream_data(), Action::Pause);
+    assert_eq!(e.root.shared().unwrap().live_count(), 0);
+
+    // new connections are decided by the new table
+    let (_, a) = e.admit_network(3, WEB);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(e.host.counter("certgate.reason.default_deny"), 1);
+
+    // the next poll carries the ETag; a 304 changes nothing
+    e.tick_at(3 * SECOND + 1);
+    assert!(e.host.calls.borrow()[1]
+        .1
+        .contains(&("if-none-match".into(), "\"v2\"".into())));
+    e.answer("304", None, b"");
+    assert_eq!(e.host.counter("certgate.feed_updates"), 1);
+    assert_eq!(e.host.counter("certgate.feed_errors"), 0);
+}
+
+#[test]
+fn feed_refuses_corrupt_tables_other_lineages_and_errors() {
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), FEED));
+    let (_open, _) = e.admit_network(2, WEB);
+    let mut corrupt = ruleset::encode(&deny_all()).unwrap();
+    let mid = corrupt.len() / 2;
+    corrupt[mid] ^= 0xff;
+    let mut other = deny_all();
+    other.policy_names = vec!["other".into()];
+    let other = ruleset::encode(&other).unwrap();
+    let answers: [(&str, &[u8]); 4] = [
+        ("200", &corrupt),
+        ("200", &other),
+        ("503", b""),
+        ("200", b""),
+    ];
+    for (i, (status, body)) in answers.iter().enumerate() {
+        e.tick_at((i as u64 + 2) * SECOND);
+        e.answer(status, None, body);
+    }
+    // a timed-out call arrives without headers
+    e.tick_at(6 * SECOND);
+    e.host.response_headers.borrow_mut().clear();
+    e.enter(0);
+    e.root.http_call_response(5, 0);
+    // a call the host refuses
+    e.host.refuse_calls.set(true);
+    e.tick_at(7 * SECOND);
+    assert_eq!(e.host.counter("certgate.feed_errors"), 6);
+    assert_eq!(e.host.counter("certgate.feed_updates"), 0);
+    assert!(e.host.closed.borrow().is_empty());
+    let warns = e.host.logged(Level::Warn).join("\n");
+    assert!(warns.contains("checksum"), "{warns}");
+    assert!(warns.contains("another lineage"), "{warns}");
+    assert!(warns.contains("status 503"), "{warns}");
+    // still the first table: web is allowed
+    let (_, a) = e.admit_network(3, WEB);
+    assert_eq!(a, Action::Continue);
+}
+
+#[test]
+fn past_max_stale_the_tables_on_stale_decides() {
+    // onStale deny (the default): new connections are refused, open ones stay
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), FEED));
+    let (_, a) = e.admit_network(2, WEB);
+    assert_eq!(a, Action::Continue);
+    e.tick_at(12 * SECOND);
+    assert!(e
+        .host
+        .logged(Level::Warn)
+        .iter()
+        .any(|l| l.contains("onStale deny")));
+    let (_, a) = e.admit_network(3, WEB);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(e.host.counter("certgate.reason.stale_revocation"), 1);
+    assert_eq!(*e.host.closed.borrow(), vec![3]);
+    // a 304 makes the table fresh again
+    e.answer("304", None, b"");
+    let (_, a) = e.admit_network(4, WEB);
+    assert_eq!(a, Action::Continue);
+
+    // onStale keep: the last good table goes on deciding
+    let mut keep = table(Mode::Enforce, AuditLog::Deny);
+    keep.revocation.set_on_stale(ruleset::OnStale::Keep);
+    let e = env(&config_json(&keep, FEED));
+    e.tick_at(60 * SECOND);
+    let (_, a) = e.admit_network(2, WEB);
+    assert_eq!(a, Action::Continue);
+    assert_eq!(e.host.counter("certgate.reason.stale_revocation"), 0);
+}
+
+#[test]
+fn feed_without_an_initial_table_denies_until_the_first_fetch() {
+    let feed_only = format!("{{{}}}", &FEED[1..]);
+    let mut e = env(&feed_only);
+    let (_, a) = e.admit_network(2, WEB);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(e.host.counter("certgate.reason.stale_revocation"), 1);
+    e.tick_at(2 * SECOND);
+    e.answer(
+        "200",
+        Some("\"v1\""),
+        &ruleset::encode(&table(Mode::Enforce, AuditLog::Deny)).unwrap(),
+    );
+    let (_, a) = e.admit_network(3, WEB);
+    assert_eq!(a, Action::Continue);
+}
+
+#[test]
+fn http_connection_denied_by_a_new_table_gets_403_and_close() {
+    let (mut e, ok) = env_with(
+        &config_json(&table(Mode::Enforce, AuditLog::Deny), FEED),
+        HTTP_ROOT_ID,
+    );
+    assert!(ok);
+    e.connection(7, Some(&cert_pem(WEB)), "A1");
+    let mut f = e.root.http_filter();
+    e.enter(7);
+    assert_eq!(f.request_headers(), Action::Continue);
+    e.tick_at(2 * SECOND);
+    e.answer("200", None, &ruleset::encode(&deny_all()).unwrap());
+    e.enter(7);
+    assert_eq!(f.request_headers(), Action::Pause);
+    let responses = e.host.responses.borrow();
+    assert_eq!(responses[0].status, 403);
+    assert!(responses[0]
+        .headers
+        .contains(&("connection".into(), "close".into())));
+    assert_eq!(e.host.counter("certgate.closed_on_update"), 1);
 }

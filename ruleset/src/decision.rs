@@ -44,11 +44,14 @@ pub enum Reason {
     DefaultDeny,
     /// No rule matched and the default action is allow.
     DefaultAllow,
+    /// A host fed by a live revocation feed has had no good table for longer than its
+    /// `maxStale`, and the table says `onStale: deny` (or there is no table yet).
+    StaleRevocation,
 }
 
 impl Reason {
     /// Every reason, in declaration order (for metrics defined up front).
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::NoPeerCert,
         Reason::BadPeerCert,
         Reason::NoSpiffeId,
@@ -68,6 +71,7 @@ impl Reason {
         Reason::AllowRule,
         Reason::DefaultDeny,
         Reason::DefaultAllow,
+        Reason::StaleRevocation,
     ];
 
     /// The stable snake_case code.
@@ -92,6 +96,7 @@ impl Reason {
             Reason::AllowRule => "allow_rule",
             Reason::DefaultDeny => "default_deny",
             Reason::DefaultAllow => "default_allow",
+            Reason::StaleRevocation => "stale_revocation",
         }
     }
 
