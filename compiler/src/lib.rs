@@ -17,6 +17,7 @@
 )]
 
 pub mod check;
+pub mod compliance;
 pub mod crl;
 pub mod diag;
 pub mod diff;

@@ -38,6 +38,7 @@ enum Command {
     Emit(cli::emit::Args),
     Test(cli::test::Args),
     Diff(cli::diff::Args),
+    Report(cli::report::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         Command::Emit(a) => cli::emit::run(a),
         Command::Test(a) => cli::test::run(a),
         Command::Diff(a) => cli::diff::run(a),
+        Command::Report(a) => cli::report::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
