@@ -10,6 +10,7 @@ pub mod emit;
 pub mod eval;
 pub mod inspect;
 pub mod report;
+pub mod serve;
 pub mod test;
 pub mod yaml_out;
 
