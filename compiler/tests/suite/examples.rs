@@ -3,7 +3,12 @@
 
 use crate::common::{certgate_in, repo_dir};
 
-pub const EXAMPLES: &[&str] = &["zero-trust", "staged-rollout", "revoked-intermediate"];
+pub const EXAMPLES: &[&str] = &[
+    "zero-trust",
+    "staged-rollout",
+    "revoked-intermediate",
+    "demo",
+];
 
 /// Compiles `policies/NAME.yaml` into a temporary table and returns its path.
 pub fn compile_example(name: &str, dir: &std::path::Path) -> std::path::PathBuf {

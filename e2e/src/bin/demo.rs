@@ -33,12 +33,9 @@ fn demo() -> Result<bool> {
         "issued a root CA, an intermediate, SPIFFE workload certificates and a CRL",
     );
 
-    let policy = repo_root().join("e2e/demo-policy/payments-inbound.yaml");
+    let policy = repo_root().join("policies/demo.yaml");
     let table = run.compile_file(&policy)?;
-    step(
-        t0,
-        "compiled e2e/demo-policy/payments-inbound.yaml with `certgate compile`",
-    );
+    step(t0, "compiled policies/demo.yaml with `certgate compile`");
     let filter = run
         .certgate
         .emit_envoy(&table, &run.tools.filter_wasm, &EmitEnvoy::default())?;
