@@ -155,17 +155,19 @@ fn check(
 /// Unix epoch, for CRL freshness.
 pub fn report(c: &Compilation, now: i64) -> Report {
     let x = Ctx { c };
-    let m = c.merged.clone().unwrap_or(crate::Merged {
-        mode: Mode::Enforce,
-        default_action: Action::Deny,
-        audit_log: AuditLog::Deny,
-        min_tls: None,
-        trust_domains: Vec::new(),
-        max_lifetime: None,
-        keys: None,
-        forbid_signatures: Vec::new(),
-    });
     let mut checks = Vec::new();
+    // `merged` is always present after `compile`; without it there is nothing to score.
+    let Some(m) = c.merged.clone() else {
+        return Report {
+            version: VERSION,
+            files: c.inputs.iter().map(|i| i.path.clone()).collect(),
+            policies: Vec::new(),
+            compliant: false,
+            required: Score::default(),
+            recommended: Score::default(),
+            checks,
+        };
+    };
     let tls_at = x.setting(|p| p.spec.min_tls.as_ref().map(|s| s.span));
     checks.push(check(
         "tls-min-version",

@@ -32,45 +32,63 @@ pub const MAX_PROBES: usize = 500_000;
 /// Stand-in for a wildcard segment: an identity no exact principal names.
 const ANY_SEGMENT: &str = "_any";
 
-/// The revocation entries a policy side writes, for a diff by value.
+/// The revocation entries a policy side writes, for a diff by value: keyed by what they
+/// revoke, shown as written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevocationEntries {
-    /// `ISSUER serial HEX` (or `any issuer`), from `serials` and CRLs.
-    pub serials: BTreeSet<String>,
+    /// (issuer id or any, serial) → `serial 4F380A, issuer CN=...` (or `from CRL path`).
+    pub serials: BTreeMap<(Option<u64>, Vec<u8>), String>,
     /// SHA-256 fingerprints, lowercase hex.
-    pub fingerprints: BTreeSet<String>,
-    /// CRL paths as written, with their issuer.
-    pub crls: BTreeSet<String>,
+    pub fingerprints: BTreeMap<[u8; 32], String>,
+    /// CRL paths as written → `crl PATH (issuer)`.
+    pub crls: BTreeMap<String, String>,
 }
 
 impl RevocationEntries {
-    /// Collects the entries of parsed policies.
-    pub fn of(policies: &[Policy]) -> RevocationEntries {
+    /// Collects the entries of parsed policies; `text` gives a file's source, for showing
+    /// an issuer as written.
+    pub fn of<'t>(
+        policies: &[Policy],
+        text: impl Fn(usize) -> Option<&'t str>,
+    ) -> RevocationEntries {
         let mut e = RevocationEntries::default();
         for p in policies {
             for s in &p.spec.serials {
-                e.serials.insert(format!(
-                    "{} (issuer {})",
-                    ruleset::cert::serial_hex(&s.value.serial),
-                    s.value
-                        .issuer
-                        .map_or("any".to_string(), |i| format!("{i:016x}"))
-                ));
+                let written = text(p.file)
+                    .and_then(|t| t.get(s.span.start..s.span.end))
+                    .map(|w| w.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default();
+                let hex = ruleset::cert::serial_hex(&s.value.serial);
+                e.serials.insert(
+                    (s.value.issuer, s.value.serial.clone()),
+                    format!("serial {hex}: {written}"),
+                );
             }
             for c in &p.spec.crls {
                 if let Some(info) = &c.crl {
-                    e.crls.insert(format!("{} ({})", c.path.value, info.issuer));
+                    e.crls.insert(
+                        c.path.value.clone(),
+                        format!("crl {} (issuer {})", c.path.value, info.issuer),
+                    );
                     for serial in &info.revoked {
-                        e.serials.insert(format!(
-                            "{} (issuer {:016x})",
-                            ruleset::cert::serial_hex(serial),
-                            info.issuer_id
-                        ));
+                        e.serials
+                            .entry((Some(info.issuer_id), serial.clone()))
+                            .or_insert_with(|| {
+                                format!(
+                                    "serial {} of {} (from CRL {})",
+                                    ruleset::cert::serial_hex(serial),
+                                    info.issuer,
+                                    c.path.value
+                                )
+                            });
                     }
                 }
             }
             for f in &p.spec.fingerprints {
-                e.fingerprints.insert(ruleset::cert::hex_lower(&f.value));
+                e.fingerprints.insert(
+                    f.value,
+                    format!("sha256 {}", ruleset::cert::hex_lower(&f.value)),
+                );
             }
         }
         e
@@ -665,19 +683,16 @@ fn revocation(old: &Side<'_>, new: &Side<'_>) -> RevocationChange {
     let (or, nr) = (&old.table.revocation, &new.table.revocation);
     let (added, removed) = match (&old.entries, &new.entries) {
         (Some(o), Some(n)) => {
+            fn only<K: Ord, V: Clone>(a: &BTreeMap<K, V>, b: &BTreeMap<K, V>) -> Vec<V> {
+                a.iter()
+                    .filter(|(k, _)| !b.contains_key(*k))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            }
             let diff = |a: &RevocationEntries, b: &RevocationEntries| {
-                let mut v: Vec<String> = Vec::new();
-                v.extend(a.crls.difference(&b.crls).map(|c| format!("crl {c}")));
-                v.extend(
-                    a.serials
-                        .difference(&b.serials)
-                        .map(|s| format!("serial {s}")),
-                );
-                v.extend(
-                    a.fingerprints
-                        .difference(&b.fingerprints)
-                        .map(|f| format!("sha256 {f}")),
-                );
+                let mut v = only(&a.crls, &b.crls);
+                v.extend(only(&a.serials, &b.serials));
+                v.extend(only(&a.fingerprints, &b.fingerprints));
                 v
             };
             (Some(diff(n, o)), Some(diff(o, n)))

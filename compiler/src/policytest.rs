@@ -273,9 +273,13 @@ impl Walker<'_> {
             source_ip: None,
         };
         let mut ok = true;
+        let written = fields
+            .iter()
+            .filter(|(k, _)| *k == "identity" || *k == "certificate")
+            .count();
         for (key, v) in fields {
             match key {
-                "identity" | "certificate" if cert.is_some() => {
+                "identity" | "certificate" if written > 1 => {
                     self.err(
                         v.span,
                         "give either `identity` or `certificate`, not both".into(),
@@ -329,6 +333,8 @@ impl Walker<'_> {
         }
         match cert {
             Some(c) => spec.cert = c,
+            // A written but malformed one was reported already.
+            None if written > 0 => ok = false,
             None => {
                 self.err(
                     node.span,
@@ -538,7 +544,9 @@ impl Walker<'_> {
             }
         }
         let Some(action) = action else {
-            self.err(node.span, "`expect` has no `action`".into());
+            if ok {
+                self.err(node.span, "`expect` has no `action`".into());
+            }
             return None;
         };
         ok.then_some(Expect {
@@ -604,6 +612,7 @@ pub fn parse(file: usize, text: &str) -> Result<TestFile, Vec<TestFileError>> {
     if w.errors.is_empty() {
         Ok(parsed)
     } else {
+        w.errors.sort_by_key(|e| e.span.start);
         Err(w.errors)
     }
 }

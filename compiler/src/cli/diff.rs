@@ -69,7 +69,11 @@ fn load(path: &PathBuf) -> anyhow::Result<Loaded> {
     }
     let c = super::compile_paths(std::slice::from_ref(path))?;
     match &c.table {
-        Some(t) => Ok(Some((t.clone(), Some(RevocationEntries::of(&c.policies))))),
+        Some(t) => {
+            let entries =
+                RevocationEntries::of(&c.policies, |f| c.inputs.get(f).map(|i| i.text.as_str()));
+            Ok(Some((t.clone(), Some(entries))))
+        }
         None => {
             super::report(&c, DiagFormat::Human, false);
             eprintln!(
