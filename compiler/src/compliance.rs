@@ -187,7 +187,8 @@ pub fn report(c: &Compilation, now: i64) -> Report {
         m.min_tls == Some(TlsVersion::V1_3),
         match m.min_tls {
             Some(TlsVersion::V1_3) => "`tls.minVersion` is `1.3`".into(),
-            _ => "TLS 1.2 connections are accepted; set `tls.minVersion: \"1.3\"` once every client speaks it".into(),
+            None => "`tls.minVersion` is not set".into(),
+            Some(_) => "TLS 1.2 connections are accepted; set `tls.minVersion: \"1.3\"` once every client speaks it".into(),
         },
         tls_at,
     ));

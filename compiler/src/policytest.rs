@@ -952,7 +952,7 @@ impl Summary {
                 let (message, body) = match (&c.error, &c.actual) {
                     (Some(e), _) => (e.clone(), e.clone()),
                     (None, Some(a)) => (
-                        format!("{} differs", c.mismatches.join(", ")),
+                        format!("mismatch in {}", c.mismatches.join(", ")),
                         format!(
                             "expected: {}\nactual: {}",
                             serde_json::to_string(&c.expected).unwrap_or_default(),

@@ -9,5 +9,7 @@ mod common;
 mod diagnostics;
 #[path = "suite/examples.rs"]
 mod examples;
+#[path = "suite/policy_ci.rs"]
+mod policy_ci;
 #[path = "suite/prop.rs"]
 mod prop;
