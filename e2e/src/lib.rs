@@ -8,6 +8,7 @@ pub mod backend;
 pub mod certgate;
 pub mod client;
 pub mod envoy;
+pub mod feed;
 pub mod matrix;
 pub mod pki;
 pub mod run;

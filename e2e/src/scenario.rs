@@ -58,6 +58,16 @@ impl Scenario {
     /// Starts one backend per listener and an Envoy with all the listeners, in
     /// `run`'s scratch directory under `name`. Needs a tokio runtime.
     pub async fn start(run: &Run, name: &str, listeners: Vec<Listener>) -> Result<Scenario> {
+        Self::start_with_clusters(run, name, listeners, Vec::new()).await
+    }
+
+    /// [`Scenario::start`] with extra Envoy clusters (the live feed's).
+    pub async fn start_with_clusters(
+        run: &Run,
+        name: &str,
+        listeners: Vec<Listener>,
+        extra_clusters: Vec<Value>,
+    ) -> Result<Scenario> {
         let dir = run.subdir(name)?;
         let mut backends = BTreeMap::new();
         let mut specs = Vec::new();
@@ -87,6 +97,7 @@ impl Scenario {
                 },
             });
         }
+        clusters.extend(extra_clusters);
         let cfg = bootstrap(&run.pki, &specs, clusters, &dir.join("access.log"));
         let envoy = Envoy::start(&run.tools.envoy, &dir, &cfg).map_err(|e| anyhow!("{e}"))?;
         Ok(Scenario {

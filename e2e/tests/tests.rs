@@ -5,6 +5,7 @@ mod audit;
 mod baseline;
 mod common;
 mod fail_closed;
+mod feed;
 mod http;
 mod istio;
 mod network;

@@ -1,0 +1,151 @@
+//! The live revocation feed for the `feed` scenario: `certgate serve` on a directory of
+//! tables (killed on drop, and exiting by itself when the test process dies because its
+//! stdin pipe closes), a stand-in feed that answers every request with fixed bytes (to
+//! deliver a corrupt table), and the Envoy cluster that reaches either.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::envoy::cluster;
+
+/// Name of the Envoy cluster the filter's `feed.cluster` names.
+pub const FEED_CLUSTER: &str = "certgate-feed";
+
+/// A running `certgate serve`.
+#[derive(Debug)]
+pub struct FeedServer {
+    child: Child,
+    // Held open: closing it makes the server exit (`--exit-on-stdin-close`).
+    _stdin: Option<ChildStdin>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl FeedServer {
+    /// Starts `certgate serve dir --listen listen` and waits for its address line.
+    pub fn start(certgate: &Path, dir: &Path, listen: SocketAddr) -> Result<FeedServer> {
+        let mut child = Command::new(certgate)
+            .arg("serve")
+            .arg(dir)
+            .args(["--listen", &listen.to_string(), "--poll-ms", "100"])
+            .arg("--exit-on-stdin-close")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} serve", certgate.display()))?;
+        let stdin = child.stdin.take();
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                let _ = child.kill();
+                bail!("certgate serve exited before listening");
+            };
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("listening on http://") {
+                let addr = rest.split('/').next().unwrap_or_default();
+                break addr
+                    .parse()
+                    .with_context(|| format!("address in {line:?}"))?;
+            }
+        };
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("[certgate serve] {line}");
+            }
+        });
+        Ok(FeedServer {
+            child,
+            _stdin: stdin,
+            addr,
+        })
+    }
+
+    /// The Envoy cluster that reaches this server.
+    pub fn cluster(&self) -> Value {
+        cluster(FEED_CLUSTER, self.addr.port())
+    }
+
+    /// Stops the server now.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for FeedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stand-in feed that answers every request with `200` and the same bytes.
+#[derive(Debug)]
+pub struct FixedFeed {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl FixedFeed {
+    /// Listens on `addr` (the port a [`FeedServer`] just left) and serves `body`.
+    pub fn start(addr: SocketAddr, body: Vec<u8>) -> Result<FixedFeed> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\netag: \"fixed\"\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            }
+        });
+        Ok(FixedFeed { stop, addr })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for FixedFeed {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Adds `feed` to the plugin configuration of an emitted filter entry (the JSON inside
+/// the `StringValue`).
+pub fn with_feed(mut filter: Value, feed: Value) -> Result<Value> {
+    let value = &mut filter["typed_config"]["config"]["configuration"]["value"];
+    let text = value
+        .as_str()
+        .context("filter entry has no configuration value")?;
+    let mut config: Value = serde_json::from_str(text)?;
+    config["feed"] = feed;
+    *value = json!(config.to_string());
+    Ok(filter)
+}

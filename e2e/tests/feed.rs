@@ -1,0 +1,283 @@
+//! The live revocation feed through a real Envoy, without a restart: `certgate serve`
+//! delivers a newer table, the filter swaps it in, closes an open connection the new
+//! table revokes and leaves the others alone; a corrupt table is refused; with the feed
+//! gone the last good table keeps deciding until `maxStale`, then `onStale: deny`
+//! refuses new connections; a million-entry table delivered by the feed is enforced.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certgate_e2e::client::{rustls_config, rustls_exchange};
+use certgate_e2e::feed::{with_feed, FeedServer, FixedFeed, FEED_CLUSTER};
+use certgate_e2e::pki::INTERMEDIATE_DN;
+use certgate_e2e::{EmitEnvoy, Envoy, Listener, Run, Scenario, TlsPin, Want, Wire};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::common::{emit, run, runtime};
+
+const INTERVAL: Duration = Duration::from_secs(1);
+const MAX_STALE: Duration = Duration::from_secs(4);
+const PING: &[u8] = b"ping\n";
+
+fn policy(run: &Run, revoke_web: bool) -> String {
+    let web = run.pki.leaf("web");
+    let checkout = run.pki.leaf("checkout");
+    let serials = if revoke_web {
+        format!(
+            "    serials: [{{serial: \"{}\", issuer: \"{INTERMEDIATE_DN}\"}}]\n",
+            web.serial_hex()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: e2e-feed}}\nspec:\n  \
+         defaultAction: deny\n  revocation:\n    onStale: deny\n{serials}  rules:\n    \
+         - name: mesh\n      action: allow\n      principals: [\"{}\", \"{}\"]\n",
+        web.spiffe_id(),
+        checkout.spiffe_id()
+    )
+}
+
+/// A new connection as `leaf`: whether its ping came back.
+async fn admitted(addr: SocketAddr, config: &Arc<ClientConfig>) -> bool {
+    rustls_exchange(addr, Arc::clone(config), PING, Want::Bytes(PING.len()))
+        .await
+        .got(PING)
+}
+
+/// A connection that stays open: handshake and one echoed ping.
+async fn open(addr: SocketAddr, config: &Arc<ClientConfig>) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(certgate_e2e::pki::SERVER_NAME).expect("server name");
+    let mut tls = TlsConnector::from(Arc::clone(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    assert!(
+        echoes(&mut tls).await,
+        "long-lived connection refused at start"
+    );
+    tls
+}
+
+/// Whether the connection still echoes a ping (false: closed or reset).
+async fn echoes(tls: &mut TlsStream<TcpStream>) -> bool {
+    if tls.write_all(PING).await.is_err() || tls.flush().await.is_err() {
+        return false;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < PING.len() {
+        match tokio::time::timeout(Duration::from_secs(2), tls.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return false,
+        }
+    }
+    got == PING
+}
+
+fn counter(envoy: &Envoy, name: &str) -> u64 {
+    envoy
+        .certgate_stats()
+        .unwrap_or_default()
+        .get(&format!("wasmcustom.certgate.{name}"))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; the time it took.
+async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() <= limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[test]
+fn feed_revokes_open_and_new_connections_without_restart() {
+    let started = Instant::now();
+    let run = run();
+    let feed_dir = run.subdir("feed-tables").expect("feed dir");
+    let v1 = run
+        .compile_text("feed.yaml", &policy(&run, false))
+        .expect("compile v1");
+    std::fs::copy(&v1, feed_dir.join("v1.cgt")).expect("copy v1");
+    let server = FeedServer::start(
+        &run.tools.certgate,
+        &feed_dir,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .expect("certgate serve");
+    let feed_addr = server.addr;
+    let filter = with_feed(
+        emit(&run, &v1, EmitEnvoy::default()),
+        json!({"cluster": FEED_CLUSTER, "path": "/table.cgt", "interval": "1s",
+               "maxStale": "4s", "timeout": "2s"}),
+    )
+    .expect("feed option");
+    let web = rustls_config(&run.pki, run.pki.leaf("web"), TlsPin::Any).expect("web");
+    let checkout =
+        rustls_config(&run.pki, run.pki.leaf("checkout"), TlsPin::Any).expect("checkout");
+
+    runtime().block_on(async {
+        let s = Scenario::start_with_clusters(
+            &run,
+            "feed",
+            vec![Listener::new("tcp", filter, Wire::Echo)],
+            vec![server.cluster()],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let addr = s.envoy.addr("tcp");
+        let envoy = &s.envoy;
+        println!("envoy up after {:?}", started.elapsed());
+
+        // v1: both identities in; two long-lived connections.
+        assert!(admitted(addr, &web).await && admitted(addr, &checkout).await);
+        let mut web_open = open(addr, &web).await;
+        let mut checkout_open = open(addr, &checkout).await;
+
+        // Revoke web's serial: compile v2 straight into the feed directory.
+        let v2 = run
+            .compile_text("feed.yaml", &policy(&run, true))
+            .expect("compile v2");
+        let placed = Instant::now();
+        std::fs::copy(&v2, feed_dir.join("v2.cgt")).expect("place v2");
+        let took = within(INTERVAL + Duration::from_secs(1), async || {
+            !admitted(addr, &web).await
+        })
+        .await;
+        println!("revocation enforced on new connections after {took:?}");
+        assert!(
+            took.is_some(),
+            "web still admitted {:?} after placing v2:\n{}",
+            placed.elapsed(),
+            envoy.log_tail(30)
+        );
+        assert!(!admitted(addr, &web).await, "web admitted again");
+        assert!(admitted(addr, &checkout).await, "checkout refused after v2");
+        assert!(counter(envoy, "reason.revoked_serial") >= 1);
+        // The long-lived web connection was closed; checkout's still echoes.
+        assert!(
+            !echoes(&mut web_open).await,
+            "open web connection survived v2"
+        );
+        assert!(
+            echoes(&mut checkout_open).await,
+            "open checkout connection was closed"
+        );
+        assert!(
+            counter(envoy, "closed_on_update") >= 1,
+            "{:?}",
+            envoy.certgate_stats()
+        );
+        assert!(counter(envoy, "feed_updates") >= 1);
+        assert!(
+            envoy.log_tail(200).contains("closing open connection"),
+            "{}",
+            envoy.log_tail(30)
+        );
+        println!(
+            "open connection closed; {:?} since placing v2",
+            placed.elapsed()
+        );
+
+        // A corrupt newest file in the directory is never served.
+        std::fs::write(feed_dir.join("v3.cgt"), b"CGT\x01 not a table").expect("v3");
+        tokio::time::sleep(INTERVAL + Duration::from_millis(300)).await;
+        assert!(!admitted(addr, &web).await && admitted(addr, &checkout).await);
+
+        // A feed that serves a corrupt table (v2 with one byte flipped): refused,
+        // counted, nothing changes.
+        let errors = counter(envoy, "feed_errors");
+        let updates = counter(envoy, "feed_updates");
+        server.stop();
+        let mut corrupt = std::fs::read(&v2).expect("v2 bytes");
+        let mid = corrupt.len() / 2;
+        corrupt[mid] ^= 0xff;
+        let bad = FixedFeed::start(feed_addr, corrupt).expect("fixed feed");
+        let last_good = Instant::now();
+        let refused = within(INTERVAL * 3, async || {
+            counter(envoy, "feed_errors") > errors
+        })
+        .await;
+        assert!(
+            refused.is_some(),
+            "corrupt table not counted:\n{}",
+            envoy.log_tail(30)
+        );
+        assert_eq!(counter(envoy, "feed_updates"), updates);
+        assert!(!admitted(addr, &web).await && admitted(addr, &checkout).await);
+        assert!(
+            envoy.log_tail(200).contains("checksum"),
+            "{}",
+            envoy.log_tail(30)
+        );
+
+        // The feed goes away: the last good table holds until maxStale, then onStale deny.
+        drop(bad);
+        tokio::time::sleep(
+            MAX_STALE.saturating_sub(last_good.elapsed()) + Duration::from_millis(500),
+        )
+        .await;
+        let stale_from = counter(envoy, "reason.stale_revocation");
+        assert!(
+            !admitted(addr, &checkout).await,
+            "checkout admitted past maxStale"
+        );
+        assert!(counter(envoy, "reason.stale_revocation") > stale_from);
+        assert!(counter(envoy, "feed_errors") > errors + 1);
+        println!("stale after {:?} without a good fetch", last_good.elapsed());
+
+        // The feed comes back with a million revoked serials (web's among them).
+        let mut table = ruleset::decode(&std::fs::read(&v2).expect("v2")).expect("decode v2");
+        let built = Instant::now();
+        for i in 0u32..1_000_000 {
+            let serial = [0x7f, (i >> 16) as u8, (i >> 8) as u8, i as u8, 0x11];
+            table.revocation.add_serial(Some(0x5eed), &serial);
+        }
+        table.normalize();
+        let big = ruleset::encode(&table).expect("encode 1M");
+        println!(
+            "1M-entry table: {} bytes, built in {:?}",
+            big.len(),
+            built.elapsed()
+        );
+        let big_dir = run.subdir("feed-big").expect("big dir");
+        std::fs::write(big_dir.join("big.cgt"), &big).expect("write big");
+        let _server = FeedServer::start(&run.tools.certgate, &big_dir, feed_addr)
+            .expect("certgate serve again");
+        let back = within(Duration::from_secs(6), async || {
+            admitted(addr, &checkout).await
+        })
+        .await;
+        println!("1M-entry table in force after {back:?}");
+        assert!(
+            back.is_some(),
+            "checkout still refused:\n{}",
+            envoy.log_tail(30)
+        );
+        assert!(
+            !admitted(addr, &web).await,
+            "web admitted under the 1M table"
+        );
+        assert!(
+            envoy.log_tail(100).contains("1000001 revoked serials"),
+            "{}",
+            envoy.log_tail(30)
+        );
+    });
+    println!("feed scenario took {:?}", started.elapsed());
+}
