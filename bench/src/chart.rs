@@ -59,7 +59,11 @@ fn panel(
         .build_cartesian_2d(0.0..max.max(1.0), n..0.0)
         .map_err(e)?;
     let mut mesh = chart.configure_mesh();
-    mesh.disable_y_mesh().disable_y_axis().y_labels(0);
+    mesh.disable_y_mesh()
+        .disable_y_axis()
+        .y_labels(0)
+        .light_line_style(WHITE)
+        .x_label_formatter(&|x| format!("{x:.0}"));
     if text {
         mesh.x_label_style((FONT, 13));
     } else {
@@ -76,7 +80,7 @@ fn panel(
             .map_err(e)?;
         chart
             .draw_series(std::iter::once(PathElement::new(
-                vec![(s.min, y + 0.5), (s.max, y + 0.5)],
+                vec![(s.min, y + 0.72), (s.max, y + 0.72)],
                 BLACK.stroke_width(2),
             )))
             .map_err(e)?;

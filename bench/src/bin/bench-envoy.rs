@@ -194,6 +194,13 @@ const CASES: &[Case] = &[
         enforces: false,
     },
     Case {
+        key: "hw",
+        label: "no-op wasm HTTP filter",
+        http: true,
+        pool: Pool::Warm,
+        enforces: false,
+    },
+    Case {
         key: "hc",
         label: "certgate HTTP filter as (c)",
         http: true,
@@ -544,7 +551,14 @@ async fn run(args: Args) -> Result<()> {
         })
         .collect();
     for round in 1..=args.rounds {
-        for (case, result) in CASES.iter().zip(results.iter_mut()) {
+        // Alternate the order so that no case always follows the same neighbour.
+        let order: Vec<usize> = if round % 2 == 1 {
+            (0..CASES.len()).collect()
+        } else {
+            (0..CASES.len()).rev().collect()
+        };
+        for i in order {
+            let (case, result) = (&CASES[i], &mut results[i]);
             if !args.only.is_empty() && !args.only.iter().any(|k| k == case.key) {
                 continue;
             }
@@ -588,7 +602,7 @@ async fn run(args: Args) -> Result<()> {
     let mut md = String::new();
     md.push_str(&format!(
         "Measured {} on {}; Envoy {} (`--concurrency 1`, pinned to core {}), load generator on core {}; \
-{} interleaved rounds of {:.0} s (after {:.0} s warm-up) per case; {} connections in flight \
+{} interleaved rounds of {:.0} s (after {:.1} s warm-up) per case; {} connections in flight \
 (HTTP: {} kept-alive connections). Envoy started in {:.1} s with {} certgate plugins \
 (table {:.1} MB, {} rules, {} revoked serials); RSS {:.0} MB; wasm memories (MB, each VM on \
 each thread): {}. certgate counted {allowed} allowed, {denied} denied (the stranger probes). \
