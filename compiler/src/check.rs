@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use ruleset::{Action, AuditLog, KeyPolicy, Mode, Pattern, PortRange, SigHash, TlsVersion};
+use ruleset::{
+    Action, AuditLog, KeyPolicy, Mode, OnStale, Pattern, PortRange, SigHash, TlsVersion,
+};
 
 use crate::diag::{Code, Diagnostic, Sink};
 use crate::model::{Policy, RuleSpec};
@@ -34,6 +36,8 @@ pub struct Merged {
     pub keys: Option<KeyPolicy>,
     /// Union of `forbidSignatureAlgorithms`, sorted.
     pub forbid_signatures: Vec<SigHash>,
+    /// `spec.revocation.onStale`, default `deny`.
+    pub on_stale: OnStale,
 }
 
 /// Values as the policy language writes them, for conflict messages.
@@ -52,6 +56,11 @@ impl Word for Action {
     }
 }
 impl Word for AuditLog {
+    fn word(&self) -> String {
+        self.as_str().to_string()
+    }
+}
+impl Word for OnStale {
     fn word(&self) -> String {
         self.as_str().to_string()
     }
@@ -134,6 +143,13 @@ pub(crate) fn check(policies: &[Policy], sink: &mut Sink) -> Merged {
             sink,
         )
         .unwrap_or(AuditLog::Deny),
+        on_stale: agree(
+            policies,
+            "spec.revocation.onStale",
+            |p| p.spec.on_stale.as_ref(),
+            sink,
+        )
+        .unwrap_or_default(),
         min_tls: agree(
             policies,
             "spec.tls.minVersion",

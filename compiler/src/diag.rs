@@ -99,6 +99,10 @@ codes! {
     CrlUnreadable = "certgate::crl-unreadable", Error;
     /// A CRL file is not a PEM or DER X.509 CRL.
     CrlMalformed = "certgate::crl-malformed", Error;
+    /// A CRL's signature does not verify against any certificate of `crlIssuers`.
+    CrlSignature = "certgate::crl-signature", Error;
+    /// A `crlIssuers` file cannot be read or holds no X.509 certificate.
+    CrlIssuerUnreadable = "certgate::crl-issuer-unreadable", Error;
     /// Two documents set the same spec setting to different values.
     Conflict = "certgate::conflict", Error;
     /// No policy document was found in the inputs.

@@ -195,6 +195,40 @@ fn load_crls(
         let Some(input) = inputs.get(p.file) else {
             continue;
         };
+        // `crlIssuers`: the CA certificates this document's CRLs must be signed by.
+        let mut cas = Vec::new();
+        for ca in &mut p.spec.crl_issuers {
+            let path = &ca.path.value;
+            match loader.load(input, path).and_then(|b| {
+                crl::read_ca_certs(&b).map(|certs| (b, certs))
+            }) {
+                Ok((bytes, certs)) => {
+                    cas.extend(certs.iter().cloned());
+                    ca.certs = certs;
+                    out.push(CrlBytes {
+                        name: format!("{}#{}", input.relative, path),
+                        bytes,
+                    });
+                }
+                Err(e) => sink.push(
+                    Diagnostic::new(
+                        Code::CrlIssuerUnreadable,
+                        Some(ca.path.span),
+                        format!("cannot read CA certificate `{path}`: {e}"),
+                    )
+                    .label("not a CA certificate")
+                    .help("give the PEM or DER certificate of the CA that signs the CRLs; paths are relative to the policy file"),
+                ),
+            }
+        }
+        let verify = !p.spec.crl_issuers.is_empty();
+        let issuer_spans: Vec<Span> = p
+            .spec
+            .crl_issuers
+            .iter()
+            .filter(|c| !c.certs.is_empty())
+            .map(|c| c.path.span)
+            .collect();
         for c in &mut p.spec.crls {
             let path = &c.path.value;
             let bytes = match loader.load(input, path) {
@@ -212,7 +246,28 @@ fn load_crls(
                     continue;
                 }
             };
+            let signed = if verify && !cas.is_empty() {
+                crl::verify_signed_by(&bytes, &cas).map_err(|e| e.to_string())
+            } else {
+                Ok(())
+            };
             match crl::parse(&bytes) {
+                Ok(_) if signed.is_err() => {
+                    let mut d = Diagnostic::new(
+                        Code::CrlSignature,
+                        Some(c.path.span),
+                        format!(
+                            "CRL `{path}` is not signed by a CA of `crlIssuers` ({})",
+                            signed.err().unwrap_or_default()
+                        ),
+                    )
+                    .label("signature does not verify")
+                    .help("fetch the CRL from its issuer again, or add the CA certificate that signs it to `crlIssuers`");
+                    for span in &issuer_spans {
+                        d = d.related(*span, "a CA the CRL was checked against");
+                    }
+                    sink.push(d);
+                }
                 Ok(info) => {
                     if let Some(next) = info.next_update.filter(|n| *n < options.now) {
                         sink.push(

@@ -82,6 +82,7 @@ pub(crate) fn lower(
         }
     }
     let mut revocation = Revocation::default();
+    revocation.set_on_stale(merged.on_stale);
     for s in &serials {
         revocation.add_serial(s.issuer, &s.serial);
     }

@@ -2,7 +2,8 @@
 //! written at. Checks and lowering work on this model, never on YAML.
 
 use ruleset::{
-    Action, AuditLog, Cidr, KeyPolicy, Mode, Pattern, PortRange, RevokedSerial, SigHash, TlsVersion,
+    Action, AuditLog, Cidr, KeyPolicy, Mode, OnStale, Pattern, PortRange, RevokedSerial, SigHash,
+    TlsVersion,
 };
 
 use crate::crl::CrlInfo;
@@ -40,6 +41,11 @@ pub struct Spec {
     pub forbid_signatures: Vec<Spanned<SigHash>>,
     /// `spec.revocation.crls`.
     pub crls: Vec<CrlRef>,
+    /// `spec.revocation.crlIssuers`: CA certificates every CRL of this document must be
+    /// signed by (one of them).
+    pub crl_issuers: Vec<CaRef>,
+    /// `spec.revocation.onStale`.
+    pub on_stale: Option<Spanned<OnStale>>,
     /// `spec.revocation.serials`.
     pub serials: Vec<Spanned<RevokedSerial>>,
     /// `spec.revocation.sha256Fingerprints`.
@@ -57,6 +63,15 @@ pub struct CrlRef {
     pub path: Spanned<String>,
     /// The parsed CRL; `None` if it could not be read or parsed (an error was reported).
     pub crl: Option<CrlInfo>,
+}
+
+/// A CA certificate file named by `spec.revocation.crlIssuers`.
+#[derive(Debug, Clone)]
+pub struct CaRef {
+    /// The path as written (relative to the policy file).
+    pub path: Spanned<String>,
+    /// The certificates it holds, DER, once read (empty if it could not be read).
+    pub certs: Vec<Vec<u8>>,
 }
 
 /// One entry of `spec.rules`.

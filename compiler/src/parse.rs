@@ -2,12 +2,12 @@
 //! finds (unknown fields, wrong types, malformed values) instead of stopping at the first.
 
 use ruleset::{
-    Action, AuditLog, Cidr, CidrError, Curve, KeyPolicy, Mode, Pattern, PortRange, RevokedSerial,
-    SigHash, TlsVersion,
+    Action, AuditLog, Cidr, CidrError, Curve, KeyPolicy, Mode, OnStale, Pattern, PortRange,
+    RevokedSerial, SigHash, TlsVersion,
 };
 
 use crate::diag::{one_of, Code, Diagnostic, Sink};
-use crate::model::{CrlRef, Policy, RuleSpec, Spec};
+use crate::model::{CaRef, CrlRef, Policy, RuleSpec, Spec};
 use crate::source::{Span, Spanned};
 use crate::suggest::closest;
 use crate::yaml::{raw, Kind, Node};
@@ -36,7 +36,13 @@ const PEER_FIELDS: &[&str] = &[
     "forbidSignatureAlgorithms",
 ];
 const KEYS_FIELDS: &[&str] = &["rsaMinBits", "ecdsaCurves", "ed25519"];
-const REVOCATION_FIELDS: &[&str] = &["crls", "serials", "sha256Fingerprints"];
+const REVOCATION_FIELDS: &[&str] = &[
+    "crls",
+    "crlIssuers",
+    "serials",
+    "sha256Fingerprints",
+    "onStale",
+];
 const SERIAL_FIELDS: &[&str] = &["serial", "issuer"];
 const RULE_FIELDS: &[&str] = &[
     "name",
@@ -596,6 +602,26 @@ impl<'a> Walker<'a> {
             for item in self.list(n, "`spec.revocation.crls`").unwrap_or_default() {
                 if let Some(path) = self.string(item, "a CRL path") {
                     spec.crls.push(CrlRef { path, crl: None });
+                }
+            }
+        }
+        if let Some(n) = f.get("onStale") {
+            spec.on_stale = self.word(
+                n,
+                "`spec.revocation.onStale`",
+                &[("deny", OnStale::Deny), ("keep", OnStale::Keep)],
+            );
+        }
+        if let Some(n) = f.get("crlIssuers") {
+            for item in self
+                .list(n, "`spec.revocation.crlIssuers`")
+                .unwrap_or_default()
+            {
+                if let Some(path) = self.string(item, "a CA certificate path") {
+                    spec.crl_issuers.push(CaRef {
+                        path,
+                        certs: Vec::new(),
+                    });
                 }
             }
         }
