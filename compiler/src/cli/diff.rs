@@ -47,7 +47,7 @@ pub struct Args {
     /// The new version: policy file, directory, or table
     #[arg(value_name = "NEW")]
     pub new: PathBuf,
-    /// `markdown` (default) or `json`, on stdout
+    /// Output on stdout
     #[arg(long, value_enum, default_value_t = DiffFormat::Markdown)]
     pub format: DiffFormat,
     /// Exit 1 when access widens (`widen`) or anything changes (`change`)

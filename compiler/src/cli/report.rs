@@ -40,7 +40,7 @@ pub struct Args {
     /// Policy files, or directories of `*.yaml`/`*.yml` files
     #[arg(required = true, value_name = "FILE_OR_DIR")]
     pub inputs: Vec<PathBuf>,
-    /// `markdown` (default), `json` or `sarif`, on stdout
+    /// Output on stdout
     #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
     pub format: ReportFormat,
     /// Exit 1 when a required check fails (`required`) or any check fails (`recommended`)

@@ -9,7 +9,16 @@ use anyhow::{bail, Context};
 use certgate_compiler::policytest::{self, Summary, Uncovered};
 use certgate_compiler::{Compilation, Input};
 
-use super::{Format, FsLoader, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
+use super::{FsLoader, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
+
+/// Output of `certgate test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TestFormat {
+    /// A line per case, the diff of each failure, `N passed, N failed` last.
+    Human,
+    /// The versioned JSON report.
+    Json,
+}
 
 /// Run policy tests.
 #[derive(Debug, clap::Args)]
@@ -27,9 +36,9 @@ pub struct Args {
     /// Test files, directories (their `*.test.yaml`/`*.test.yml`), or policy files (their `X.test.yaml`)
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// `human`: a line per case and the summary on stdout; `json`: the versioned report on stdout
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+    /// Output on stdout
+    #[arg(long, value_enum, default_value_t = TestFormat::Human)]
+    pub format: TestFormat,
     /// Also write a JUnit XML report to FILE
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -248,8 +257,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot write `{}`", path.display()))?;
     }
     match args.format {
-        Format::Human => print!("{}", summary.to_text()),
-        Format::Json => println!("{}", summary.to_json()),
+        TestFormat::Human => print!("{}", summary.to_text()),
+        TestFormat::Json => println!("{}", summary.to_json()),
     }
     Ok(if summary.failed > 0 {
         EXIT_FINDINGS
