@@ -6,11 +6,11 @@
 //! Access is compared by evaluating both tables with the engine on probe peers, not by
 //! comparing rule text, so deny rules, rule order, `notPrincipals`, the default action and
 //! trust domains all count. The probes are one identity per principal pattern either table
-//! names (wildcards stand for an identity no exact principal names) plus one unnamed
-//! identity per trust domain, crossed with every elementary port interval (ports that every
-//! rule treats alike), every server name either table names plus another name and none, and
-//! every source block's network address plus an address in no block. Certificate
-//! constraints are compared as settings, not probed.
+//! names (wildcards stand for an identity no exact principal names), one unnamed identity
+//! per trust domain and one of a trust domain neither names, crossed with every elementary
+//! port interval (ports that every rule treats alike), every server name either table names
+//! plus another name and none, and every source block's network address plus an address in
+//! no block. Certificate constraints are compared as settings, not probed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -347,6 +347,12 @@ fn subjects(tables: &[&Table]) -> Vec<(String, String)> {
             format!("spiffe://{d}/{ANY_SEGMENT}/{ANY_SEGMENT}"),
         ));
     }
+    // A trust domain neither version names: rules without principals, the default action
+    // and the trust-domain constraint decide for it.
+    out.push((
+        "any identity of another trust domain".to_string(),
+        format!("spiffe://other.invalid/{ANY_SEGMENT}/{ANY_SEGMENT}"),
+    ));
     out
 }
 
@@ -918,6 +924,25 @@ mod tests {
             .access
             .iter()
             .any(|a| a.change == "lost" && a.principal == "spiffe://t.test/ns/bad"));
+    }
+
+    #[test]
+    fn an_allow_rule_without_principals_opens_every_trust_domain() {
+        let old = table("  rules: []\n");
+        let new = table("  rules:\n    - {name: all, action: allow, ports: [443]}\n");
+        let d = run(&old, &new);
+        assert!(d.widened);
+        assert_eq!(d.access.len(), 1, "{d:#?}");
+        assert_eq!(
+            d.access[0].principal,
+            "any identity of another trust domain"
+        );
+        assert_eq!(d.access[0].ports, vec!["443"]);
+        // Confined by trust domain, only that domain's identities gain.
+        let confined = table("  peerCertificate: {trustDomains: [t.test]}\n  rules:\n    - {name: all, action: allow, ports: [443]}\n");
+        let d = run(&old, &confined);
+        let who: Vec<&str> = d.access.iter().map(|a| a.principal.as_str()).collect();
+        assert_eq!(who, vec!["any other identity in t.test"]);
     }
 
     #[test]
