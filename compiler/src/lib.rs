@@ -33,6 +33,7 @@ pub mod report;
 pub mod source;
 mod suggest;
 pub mod time;
+pub mod wasm;
 mod yaml;
 
 pub use check::Merged;
