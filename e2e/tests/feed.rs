@@ -68,6 +68,45 @@ async fn open(addr: SocketAddr, config: &Arc<ClientConfig>) -> TlsStream<TcpStre
     tls
 }
 
+/// One keep-alive HTTP/1.1 request on `tls`: the status and whether the server closed
+/// the connection right after the response.
+async fn http_request(tls: &mut TlsStream<TcpStream>) -> (Option<u16>, bool) {
+    let req = format!(
+        "GET / HTTP/1.1\r\nhost: {}\r\nconnection: keep-alive\r\n\r\n",
+        certgate_e2e::pki::SERVER_NAME
+    );
+    if tls.write_all(req.as_bytes()).await.is_err() {
+        return (None, true);
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !Want::HttpResponse.complete(&got) {
+        match tokio::time::timeout(Duration::from_secs(2), tls.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return (None, true),
+        }
+    }
+    let status = String::from_utf8_lossy(&got)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok());
+    let closed = matches!(
+        tokio::time::timeout(Duration::from_millis(500), tls.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    );
+    (status, closed)
+}
+
+/// A TLS connection that has not sent anything yet.
+async fn connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(certgate_e2e::pki::SERVER_NAME).expect("server name");
+    TlsConnector::from(Arc::clone(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake")
+}
+
 /// Whether the connection still echoes a ping (false: closed or reset).
 async fn echoes(tls: &mut TlsStream<TcpStream>) -> bool {
     if tls.write_all(PING).await.is_err() || tls.flush().await.is_err() {
@@ -127,6 +166,19 @@ fn feed_revokes_open_and_new_connections_without_restart() {
                "maxStale": "4s", "timeout": "2s"}),
     )
     .expect("feed option");
+    let http_filter = with_feed(
+        emit(
+            &run,
+            &v1,
+            EmitEnvoy {
+                http: true,
+                ..EmitEnvoy::default()
+            },
+        ),
+        json!({"cluster": FEED_CLUSTER, "path": "/table.cgt", "interval": "1s",
+               "maxStale": "4s", "timeout": "2s"}),
+    )
+    .expect("feed option");
     let web = rustls_config(&run.pki, run.pki.leaf("web"), TlsPin::Any).expect("web");
     let checkout =
         rustls_config(&run.pki, run.pki.leaf("checkout"), TlsPin::Any).expect("checkout");
@@ -135,7 +187,10 @@ fn feed_revokes_open_and_new_connections_without_restart() {
         let s = Scenario::start_with_clusters(
             &run,
             "feed",
-            vec![Listener::new("tcp", filter, Wire::Echo)],
+            vec![
+                Listener::new("tcp", filter, Wire::Echo),
+                Listener::new("http", http_filter, Wire::Http),
+            ],
             vec![server.cluster()],
         )
         .await
@@ -148,6 +203,9 @@ fn feed_revokes_open_and_new_connections_without_restart() {
         assert!(admitted(addr, &web).await && admitted(addr, &checkout).await);
         let mut web_open = open(addr, &web).await;
         let mut checkout_open = open(addr, &checkout).await;
+        let http_addr = s.envoy.addr("http");
+        let mut web_http = connect(http_addr, &web).await;
+        assert_eq!(http_request(&mut web_http).await, (Some(200), false));
 
         // Revoke web's serial: compile v2 straight into the feed directory.
         let v2 = run
@@ -184,6 +242,16 @@ fn feed_revokes_open_and_new_connections_without_restart() {
             envoy.certgate_stats()
         );
         assert!(counter(envoy, "feed_updates") >= 1);
+        // HTTP: the next request of the open web connection is refused by resetting the
+        // stream, which closes the HTTP/1.1 connection (Envoy 1.40 sends a wasm local
+        // reply only after the callback returns, so the reset wins over a 403).
+        let (status, closed) = http_request(&mut web_http).await;
+        println!("open HTTP connection after v2: response {status:?}, closed {closed}");
+        assert_eq!(status, None, "the revoked request got a response");
+        assert!(closed, "HTTP connection left open after the refusal");
+        // A new HTTP connection with web gets the ordinary 403.
+        let mut fresh = connect(http_addr, &web).await;
+        assert_eq!(http_request(&mut fresh).await.0, Some(403));
         assert!(
             envoy.log_tail(200).contains("closing open connection"),
             "{}",

@@ -313,18 +313,20 @@ impl Shared {
                 was_admitted = v.admit;
             }
         }
-        let mut verdict = self.decide(host);
-        if was_admitted && !verdict.admit {
-            // A newer table denies a connection an older one let in.
-            verdict.close = true;
-            Metrics::bump(host, self.metrics.closed_on_update);
-        }
-        let verdict = Rc::new(verdict);
+        let verdict = Rc::new(self.decide(host));
         if let Some(id) = connection {
             let mut verdicts = self.http_verdicts.borrow_mut();
             verdicts.retain(|(c, _, _)| *c != id);
             verdicts.truncate(HTTP_VERDICTS.saturating_sub(1));
             verdicts.push_front((id, generation, Rc::clone(&verdict)));
+        }
+        if was_admitted && !verdict.admit {
+            // A newer table denies a connection an older one let in: this request
+            // closes it (later ones, if any, get the ordinary refusal).
+            Metrics::bump(host, self.metrics.closed_on_update);
+            let mut closing = (*verdict).clone();
+            closing.close = true;
+            return (Rc::new(closing), true);
         }
         (verdict, true)
     }

@@ -41,6 +41,8 @@ pub trait Host {
     fn enter_context(&self, context_id: u32) -> bool;
     /// Answers the current HTTP request locally.
     fn send_http_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]);
+    /// Resets the current HTTP stream; on HTTP/1.1 that closes the connection.
+    fn reset_http_stream(&self);
     /// The plugin configuration bytes.
     fn plugin_configuration(&self) -> Option<Vec<u8>>;
     /// Wall-clock time in nanoseconds since the Unix epoch (0 if unknown).
@@ -113,6 +115,10 @@ impl Host for ProxyHost {
 
     fn send_http_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
         let _ = proxy_wasm::hostcalls::send_http_response(status, headers.to_vec(), Some(body));
+    }
+
+    fn reset_http_stream(&self) {
+        let _ = proxy_wasm::hostcalls::reset_http_request();
     }
 
     fn plugin_configuration(&self) -> Option<Vec<u8>> {
@@ -220,6 +226,8 @@ pub mod fake {
         pub closed: RefCell<Vec<u32>>,
         pub resumed: RefCell<Vec<u32>>,
         pub responses: RefCell<Vec<Response>>,
+        /// Contexts whose HTTP stream was reset.
+        pub resets: RefCell<Vec<u32>>,
         /// Every property read, in order, as (context, path).
         pub reads: RefCell<Vec<(u32, String)>>,
         pub current: Cell<u32>,
@@ -341,6 +349,9 @@ pub mod fake {
                 headers,
                 body: body.to_vec(),
             });
+        }
+        fn reset_http_stream(&self) {
+            self.resets.borrow_mut().push(self.current.get());
         }
         fn plugin_configuration(&self) -> Option<Vec<u8>> {
             self.config.borrow().clone()

@@ -51,17 +51,12 @@ impl HttpFilter {
         if verdict.admit {
             Action::Continue
         } else if verdict.close {
-            // A newer table (live feed) denies what an older one admitted: refuse and
-            // ask HTTP/1.1 to close the connection.
-            host.send_http_response(
-                403,
-                &[
-                    (DECISION_ID_HEADER, &verdict.decision_id),
-                    ("content-type", "text/plain"),
-                    ("connection", "close"),
-                ],
-                FORBIDDEN_BODY,
-            );
+            // A newer table (live feed) denies what an older one admitted: reset the
+            // stream, which closes an HTTP/1.1 connection. Envoy 1.40 strips
+            // `connection: close` from a local reply and sends a wasm local reply only
+            // after this callback returns, so a 403 would never reach the client before
+            // the reset (verified); the decision id is in the audit record.
+            host.reset_http_stream();
             Action::Pause
         } else {
             forbid(host, &verdict.decision_id);

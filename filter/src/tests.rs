@@ -755,7 +755,7 @@ fn feed_without_an_initial_table_denies_until_the_first_fetch() {
 }
 
 #[test]
-fn http_connection_denied_by_a_new_table_gets_403_and_close() {
+fn http_connection_denied_by_a_new_table_is_reset() {
     let (mut e, ok) = env_with(
         &config_json(&table(Mode::Enforce, AuditLog::Deny), FEED),
         HTTP_ROOT_ID,
@@ -769,10 +769,12 @@ fn http_connection_denied_by_a_new_table_gets_403_and_close() {
     e.answer("200", None, &ruleset::encode(&deny_all()).unwrap());
     e.enter(7);
     assert_eq!(f.request_headers(), Action::Pause);
-    let responses = e.host.responses.borrow();
-    assert_eq!(responses[0].status, 403);
-    assert!(responses[0]
-        .headers
-        .contains(&("connection".into(), "close".into())));
+    assert!(e.host.responses.borrow().is_empty());
+    assert_eq!(*e.host.resets.borrow(), vec![7]);
+    // later requests of that connection: the ordinary 403
+    e.enter(7);
+    assert_eq!(f.request_headers(), Action::Pause);
+    assert_eq!(e.host.responses.borrow()[0].status, 403);
+    assert_eq!(e.host.counter("certgate.closed_on_update"), 1);
     assert_eq!(e.host.counter("certgate.closed_on_update"), 1);
 }
