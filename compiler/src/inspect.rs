@@ -55,6 +55,7 @@ pub fn to_json(t: &Table, size: usize) -> Value {
         "revocation": {
             "serials": t.revocation.serial_count(),
             "sha256Fingerprints": t.revocation.fingerprint_count(),
+            "onStale": t.revocation.on_stale().as_str(),
         },
         "rules": t.rules.iter().map(|r| rule_json(t, r)).collect::<Vec<_>>(),
     })
@@ -129,9 +130,10 @@ pub fn to_text(t: &Table, size: usize) -> String {
     );
     let _ = writeln!(
         o,
-        "\nrevocation  {} serials, {} fingerprints (stored as keyed hashes)",
+        "\nrevocation  {} serials, {} fingerprints (stored as keyed hashes), onStale {}",
         t.revocation.serial_count(),
-        t.revocation.fingerprint_count()
+        t.revocation.fingerprint_count(),
+        t.revocation.on_stale().as_str()
     );
     let _ = writeln!(
         o,
