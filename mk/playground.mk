@@ -42,7 +42,7 @@ playground: playground-target wasm-bindgen-tool ## build the browser playground 
 	@echo "$(PLAYGROUND_SITE): $$(du -sk $(PLAYGROUND_SITE) | cut -f1) KB ($$(stat -c %s $(PLAYGROUND_SITE)/pkg/certgate_compiler_bg.wasm) bytes of wasm)"
 
 .PHONY: playground-serve
-playground-serve: playground ## serve the playground on http://localhost:$(PLAYGROUND_PORT)/ (Ctrl+C stops)
+playground-serve: playground ## serve the playground on http://localhost:8000/ (PLAYGROUND_PORT=N to change; Ctrl+C stops)
 	@echo "certgate playground: http://localhost:$(PLAYGROUND_PORT)/"
 	cd $(PLAYGROUND_SITE) && python3 -m http.server --bind 127.0.0.1 $(PLAYGROUND_PORT)
 

@@ -562,7 +562,15 @@ function wire() {
   $("cert-file").addEventListener("change", async (e) => {
     const f = e.target.files[0];
     if (!f) return;
-    $("cert").value = await f.text();
+    // A DER file is shown as PEM: the same bytes, in the form the text field holds.
+    const bytes = new Uint8Array(await f.arrayBuffer());
+    const text = new TextDecoder().decode(bytes);
+    if (text.includes("-----BEGIN")) {
+      $("cert").value = text;
+    } else {
+      const b64 = btoa(String.fromCharCode(...bytes)).replace(/.{64}/g, "$&\n").trimEnd();
+      $("cert").value = `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
+    }
     $("cert-sample").value = "";
     evaluateNow();
   });

@@ -297,6 +297,13 @@ test("certificate facts equal certgate cert", async () => {
     const want = JSON.parse(cli("cert", "--format", "json", path.join(repo, "compiler/tests/fixtures", cert))).certificates[0];
     assert.deepEqual([shown.sha256, shown.spiffeId, shown.serial], [want.sha256, want.spiffeId, want.serial], cert);
   }
+  // A DER file opened from disk reads the same as its PEM.
+  const pem = readFileSync(path.join(repo, "compiler/tests/fixtures", CERTS[0]), "utf8");
+  const der = Buffer.from(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""), "base64");
+  await page.setInputFiles("#cert-file", { name: "peer.der", mimeType: "application/octet-stream", buffer: der });
+  await page.waitForFunction(() => document.getElementById("cert-sample").value === "");
+  const want = JSON.parse(cli("cert", "--format", "json", path.join(repo, "compiler/tests/fixtures", CERTS[0]))).certificates[0];
+  assert.equal(await page.getAttribute("#cert-card", "data-sha256"), want.sha256);
 });
 
 test("the page made no request outside its own origin and logged no error", () => {
