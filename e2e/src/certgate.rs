@@ -23,6 +23,8 @@ pub struct EmitEnvoy {
     pub server_first: bool,
     /// `--mode audit`.
     pub audit: bool,
+    /// Further arguments, as given (the live feed's `--feed-*` flags).
+    pub extra: Vec<String>,
 }
 
 impl Certgate {
@@ -78,6 +80,7 @@ impl Certgate {
             args.push("--mode".as_ref());
             args.push("audit".as_ref());
         }
+        args.extend(opts.extra.iter().map(std::ffi::OsStr::new));
         let text = self.run(&args)?;
         serde_json::from_str(&text).with_context(|| format!("emit envoy printed non-JSON:\n{text}"))
     }

@@ -166,19 +166,26 @@ fn feed_revokes_open_and_new_connections_without_restart() {
                "maxStale": "4s", "timeout": "2s"}),
     )
     .expect("feed option");
-    let http_filter = with_feed(
-        emit(
-            &run,
-            &v1,
-            EmitEnvoy {
-                http: true,
-                ..EmitEnvoy::default()
-            },
-        ),
-        json!({"cluster": FEED_CLUSTER, "path": "/table.cgt", "interval": "1s",
-               "maxStale": "4s", "timeout": "2s"}),
-    )
-    .expect("feed option");
+    // The HTTP listener's entry comes straight from `certgate emit envoy --feed-*`.
+    let feed_flags = [
+        "--feed-cluster",
+        FEED_CLUSTER,
+        "--feed-interval",
+        "1s",
+        "--feed-max-stale",
+        "4s",
+        "--feed-timeout",
+        "2s",
+    ];
+    let http_filter = emit(
+        &run,
+        &v1,
+        EmitEnvoy {
+            http: true,
+            extra: feed_flags.iter().map(|f| f.to_string()).collect(),
+            ..EmitEnvoy::default()
+        },
+    );
     let web = rustls_config(&run.pki, run.pki.leaf("web"), TlsPin::Any).expect("web");
     let checkout =
         rustls_config(&run.pki, run.pki.leaf("checkout"), TlsPin::Any).expect("checkout");

@@ -1,7 +1,7 @@
 //! `certgate emit`: the configuration that carries a table to the filter, for Envoy (a
 //! filter entry) and for Istio (a `WasmPlugin`). Both hold the same filter configuration
-//! JSON: `{"table": base64, "mode"?, "audit"?: {"log"}, "serverFirst"?, "certCacheSize"?,
-//! "logAllDecisions"?}`.
+//! JSON: `{"table"?: base64, "feed"?: {...}, "mode"?, "audit"?: {"log"}, "serverFirst"?,
+//! "certCacheSize"?, "logAllDecisions"?}`.
 
 use std::path::PathBuf;
 
@@ -34,7 +34,8 @@ enum Target {
         after_help = "Put the printed entry in a listener's filter chain before `tcp_proxy` (or in \
 `http_filters` before the router with --http). The certgate module must be at --wasm on the Envoy host.\n\n\
 Exit codes: 0 printed, 2 usage or I/O error (unreadable or corrupt table).\n\n\
-Examples:\n  certgate emit envoy --table table.cgt\n  certgate emit envoy --table table.cgt --server-first --mode audit"
+Examples:\n  certgate emit envoy --table table.cgt\n  certgate emit envoy --table table.cgt --server-first --mode audit\n  \
+certgate emit envoy --feed-cluster certgate-feed --feed-interval 5s --feed-max-stale 10m"
     )]
     Envoy(EnvoyArgs),
     /// An Istio `WasmPlugin` (type NETWORK, phase AUTHN, failStrategy FAIL_CLOSE)
@@ -43,7 +44,8 @@ Examples:\n  certgate emit envoy --table table.cgt\n  certgate emit envoy --tabl
 about 1.5 MB, so certgate refuses tables whose configuration exceeds 1 MB (exit 2).\n\n\
 Exit codes: 0 printed, 2 usage or I/O error, or the table is too large for a WasmPlugin.\n\n\
 Examples:\n  certgate emit istio --table table.cgt --name certgate --url oci://registry.example/certgate-filter:0.1.0\n  \
-certgate emit istio --table table.cgt --name certgate --namespace payments --selector app=payments --url file:///etc/certgate/certgate_filter.wasm"
+certgate emit istio --table table.cgt --name certgate --namespace payments --selector app=payments --url file:///etc/certgate/certgate_filter.wasm\n  \
+certgate emit istio --name certgate --url oci://registry.example/certgate-filter:0.1.0 --feed-cluster 'outbound|8080||certgate-feed.certgate.svc.cluster.local'"
     )]
     Istio(IstioArgs),
 }
@@ -58,9 +60,31 @@ enum Syntax {
 /// The filter configuration options both targets share.
 #[derive(Debug, clap::Args)]
 struct Config {
-    /// The compiled table
-    #[arg(long, value_name = "TABLE.cgt")]
-    table: PathBuf,
+    /// The compiled table (with --feed-cluster: the table enforced until the first fetch)
+    #[arg(
+        long,
+        value_name = "TABLE.cgt",
+        required_unless_present = "feed_cluster"
+    )]
+    table: Option<PathBuf>,
+    /// Poll a live table feed (`certgate serve`) through this Envoy cluster
+    #[arg(long, value_name = "CLUSTER")]
+    feed_cluster: Option<String>,
+    /// Request path on the feed
+    #[arg(long, value_name = "PATH", default_value = "/table.cgt")]
+    feed_path: String,
+    /// Time between feed polls (`500ms`, `5s`, `1m`)
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    feed_interval: String,
+    /// Time without a good fetch after which the table's onStale decides
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    feed_max_stale: String,
+    /// `:authority` of the feed polls (default: the cluster name)
+    #[arg(long, value_name = "HOST")]
+    feed_authority: Option<String>,
+    /// Timeout of one feed poll (default 5s)
+    #[arg(long, value_name = "DURATION")]
+    feed_timeout: Option<String>,
     /// Override the table's mode in the filter
     #[arg(long, value_parser = ["enforce", "audit"])]
     mode: Option<String>,
@@ -118,13 +142,70 @@ struct IstioArgs {
     server_first: bool,
 }
 
+/// A feed duration as the filter reads it: a whole number and `ms`, `s`, `m` or `h`, in
+/// milliseconds; the filter's own bounds (at most a day, not zero).
+fn feed_millis(flag: &str, text: &str) -> anyhow::Result<u64> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(0);
+    let (digits, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => 0,
+    };
+    match digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+    {
+        Some(ms) if ms > 0 && ms <= 86_400_000 => Ok(ms),
+        _ => bail!("`{flag} {text}` must be a duration like `500ms`, `5s` or `10m`, at most `24h`"),
+    }
+}
+
+/// The `feed` object, when `--feed-cluster` is given.
+fn feed_config(c: &Config) -> anyhow::Result<Option<Y>> {
+    let Some(cluster) = &c.feed_cluster else {
+        return Ok(None);
+    };
+    if cluster.is_empty() || !c.feed_path.starts_with('/') {
+        bail!("`--feed-cluster` must not be empty and `--feed-path` must start with `/`");
+    }
+    let interval = feed_millis("--feed-interval", &c.feed_interval)?;
+    let max_stale = feed_millis("--feed-max-stale", &c.feed_max_stale)?;
+    if interval < 100 || max_stale < interval {
+        bail!("`--feed-interval` must be at least `100ms` and `--feed-max-stale` at least `--feed-interval`");
+    }
+    let mut feed = vec![
+        ("cluster", s(cluster.clone())),
+        ("path", s(c.feed_path.clone())),
+        ("interval", s(c.feed_interval.clone())),
+        ("maxStale", s(c.feed_max_stale.clone())),
+    ];
+    if let Some(a) = &c.feed_authority {
+        feed.push(("authority", s(a.clone())));
+    }
+    if let Some(t) = &c.feed_timeout {
+        feed_millis("--feed-timeout", t)?;
+        feed.push(("timeout", s(t.clone())));
+    }
+    Ok(Some(map(feed)))
+}
+
 /// The filter configuration object.
 fn filter_config(c: &Config, server_first: bool) -> anyhow::Result<Y> {
-    let (bytes, _) = super::read_table(&c.table)?;
-    let mut entries = vec![(
-        "table",
-        s(base64::engine::general_purpose::STANDARD.encode(&bytes)),
-    )];
+    let mut entries = Vec::new();
+    if let Some(table) = &c.table {
+        let (bytes, _) = super::read_table(table)?;
+        entries.push((
+            "table",
+            s(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+        ));
+    }
+    if let Some(feed) = feed_config(c)? {
+        entries.push(("feed", feed));
+    }
     if let Some(m) = &c.mode {
         entries.push(("mode", s(m.clone())));
     }
