@@ -16,8 +16,9 @@ CHROMIUM := /usr/bin/chromium
 playground-target:
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
-# Installed into .tools/ once, and again only when the pin changes. The published lockfile of
-# some releases names crate versions a registry mirror may lack: then resolve afresh.
+# Installed into .tools/ once, and again only when the pin changes. 0.2.130's published
+# lockfile names webpki-roots 1.0.11, which the registry here does not serve: when --locked
+# cannot resolve, install with freshly resolved dependencies.
 .PHONY: wasm-bindgen-tool
 wasm-bindgen-tool:
 	@[ -n "$(WASM_BINDGEN_VERSION)" ] || { echo "no exact wasm-bindgen pin in compiler/Cargo.toml" >&2; exit 1; }
