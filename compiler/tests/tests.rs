@@ -13,3 +13,5 @@ mod examples;
 mod policy_ci;
 #[path = "suite/prop.rs"]
 mod prop;
+#[path = "suite/serve.rs"]
+mod serve;
