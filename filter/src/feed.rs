@@ -118,13 +118,26 @@ impl Feed {
     }
 
     /// An HTTP call response for `token` (the root context's `on_http_call_response`).
-    pub fn response(&self, host: &dyn Host, shared: &Shared, token: u32, body_size: usize) {
+    pub fn response(
+        &self,
+        host: &dyn Host,
+        shared: &Shared,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
         match self.in_flight.get() {
             Some((t, _)) if t == token => self.in_flight.set(None),
             // A call already given up on: ignore it.
             _ => return,
         }
-        let outcome = self.accept(host, shared, body_size);
+        // A failed call (reset) arrives without headers, and Envoy then answers a header
+        // read with BadArgument, which proxy-wasm turns into a panic: do not read.
+        let outcome = if num_headers == 0 {
+            Err("no response (reset or timeout)".to_owned())
+        } else {
+            self.accept(host, shared, body_size)
+        };
         if let Err(why) = outcome {
             self.fail(host, shared, &why);
         }

@@ -384,6 +384,11 @@ pub mod fake {
             Some(calls.len() as u32)
         }
         fn http_call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+            // Envoy answers BadArgument without a response, and proxy-wasm panics on it.
+            assert!(
+                !self.response_headers.borrow().is_empty(),
+                "response header read after a failed call"
+            );
             self.response_headers
                 .borrow()
                 .iter()

@@ -170,10 +170,10 @@ impl Root {
         }
     }
 
-    /// A feed poll answered (or timed out).
-    pub fn http_call_response(&self, token: u32, body_size: usize) {
+    /// A feed poll answered (or failed: no headers).
+    pub fn http_call_response(&self, token: u32, num_headers: usize, body_size: usize) {
         if let (Some(shared), Some(feed)) = (&self.shared, &self.feed) {
-            feed.response(&*self.host, shared, token, body_size);
+            feed.response(&*self.host, shared, token, num_headers, body_size);
         }
     }
 
@@ -198,11 +198,11 @@ impl Context for Root {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
-        _num_headers: usize,
+        num_headers: usize,
         body_size: usize,
         _num_trailers: usize,
     ) {
-        self.http_call_response(token_id, body_size);
+        self.http_call_response(token_id, num_headers, body_size);
     }
 }
 

@@ -603,10 +603,11 @@ impl Env {
         if let Some(etag) = etag {
             headers.push(("etag".to_string(), etag.as_bytes().to_vec()));
         }
+        let headers_len = headers.len();
         *self.host.response_headers.borrow_mut() = headers;
         *self.host.response_body.borrow_mut() = Some(body.to_vec());
         self.enter(0);
-        self.root.http_call_response(token, body.len());
+        self.root.http_call_response(token, headers_len, body.len());
     }
 
     /// A network connection from `spiffe` on `ctx`, through its first data.
@@ -686,11 +687,11 @@ fn feed_refuses_corrupt_tables_other_lineages_and_errors() {
         e.tick_at((i as u64 + 2) * SECOND);
         e.answer(status, None, body);
     }
-    // a timed-out call arrives without headers
+    // a failed call (reset) arrives without headers, which must not be read
     e.tick_at(6 * SECOND);
     e.host.response_headers.borrow_mut().clear();
     e.enter(0);
-    e.root.http_call_response(5, 0);
+    e.root.http_call_response(5, 0, 0);
     // a call the host refuses
     e.host.refuse_calls.set(true);
     e.tick_at(7 * SECOND);
