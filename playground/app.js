@@ -523,6 +523,58 @@ function downloadTable() {
   setTimeout(() => URL.revokeObjectURL(a.href), 1000);
 }
 
+// A link holds the policy and the peer in its fragment, so it can be shared without a
+// server and never reaches one (browsers do not send the fragment).
+function encodeState() {
+  const state_ = {
+    v: 1, file: state.fileName, policy: editor.value, kind: peerKind(),
+    identity: $("identity").value, cert: $("cert").value, tls: $("tls").value,
+    port: $("port").value, sni: $("sni").value, sourceIp: $("source-ip").value,
+  };
+  const bytes = new TextEncoder().encode(JSON.stringify(state_));
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function decodeState(text) {
+  try {
+    const bin = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+    const s = JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0))));
+    return s && s.v === 1 && typeof s.policy === "string" ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+function loadShared(s) {
+  state.fileName = typeof s.file === "string" && s.file ? s.file : "policy.yaml";
+  $("file-name").textContent = state.fileName;
+  if (state.examples.policies.some((p) => p.name === state.fileName)) $("example").value = state.fileName;
+  editor.value = s.policy;
+  const kind = s.kind === "cert" ? "cert" : "identity";
+  document.querySelector(`input[name="peer-kind"][value="${kind}"]`).checked = true;
+  $("identity").value = s.identity ?? "";
+  $("cert").value = s.cert ?? "";
+  $("cert-sample").value = state.examples.certificates.find((c) => c.text === s.cert)?.name ?? "";
+  $("tls").value = s.tls ?? "";
+  $("port").value = s.port ?? "";
+  $("sni").value = s.sni ?? "";
+  $("source-ip").value = s.sourceIp ?? "";
+  showPeerKind();
+  compileNow();
+}
+
+async function share() {
+  history.replaceState(null, "", `#s=${encodeState()}`);
+  try {
+    await navigator.clipboard.writeText(location.href);
+    setStatus("link copied: it holds the policy and the peer", "good");
+  } catch {
+    setStatus("the address bar now holds the policy and the peer", "good");
+  }
+}
+
 function wire() {
   editor.addEventListener("input", () => { renderEditor(); debounce(compileNow, 150); });
   editor.addEventListener("scroll", syncScroll);
@@ -575,6 +627,7 @@ function wire() {
     evaluateNow();
   });
   $("download").addEventListener("click", downloadTable);
+  $("share").addEventListener("click", share);
 }
 
 async function main() {
@@ -592,8 +645,13 @@ async function main() {
   $("cert-sample").innerHTML = `<option value="">sample…</option>` + state.examples.certificates
     .map((c) => `<option value="${escapeHtml(c.name)}">${escapeHtml(c.name)}</option>`).join("");
   wire();
-  const first = state.examples.policies.find((p) => p.name === "zero-trust.yaml") ?? state.examples.policies[0];
-  loadExample(first.name);
+  const shared = location.hash.startsWith("#s=") ? decodeState(location.hash.slice(3)) : null;
+  if (shared) {
+    loadShared(shared);
+  } else {
+    const first = state.examples.policies.find((p) => p.name === "zero-trust.yaml") ?? state.examples.policies[0];
+    loadExample(first.name);
+  }
   document.body.dataset.ready = "true";
 }
 

@@ -253,7 +253,7 @@ function cliEval(table, peer, conn) {
   return JSON.parse(cli(...args));
 }
 
-test("the page's tables and decisions equal certgate compile and eval for every example", async () => {
+test("the page's tables and decisions equal certgate compile and eval for every example", async (t) => {
   const policies = readdirSync(path.join(repo, "policies"))
     .filter((f) => f.endsWith(".yaml") && !f.endsWith(".test.yaml")).sort();
   assert.ok(policies.length >= 3);
@@ -285,7 +285,7 @@ test("the page's tables and decisions equal certgate compile and eval for every 
   }
   // The cases reach both actions and many reasons, or the comparison proves little.
   assert.ok(verdicts.size >= 8, `only ${[...verdicts].join(", ")}`);
-  console.log(`# compared ${compared} decisions (${verdicts.size} distinct action:reason pairs) with certgate eval`);
+  t.diagnostic(`compared ${compared} decisions (${verdicts.size} distinct action:reason pairs) with certgate eval`);
 });
 
 test("certificate facts equal certgate cert", async () => {
@@ -304,6 +304,27 @@ test("certificate facts equal certgate cert", async () => {
   await page.waitForFunction(() => document.getElementById("cert-sample").value === "");
   const want = JSON.parse(cli("cert", "--format", "json", path.join(repo, "compiler/tests/fixtures", CERTS[0]))).certificates[0];
   assert.equal(await page.getAttribute("#cert-card", "data-sha256"), want.sha256);
+});
+
+test("a copied link brings back the edited policy and the peer", async () => {
+  await loadExample("staged-rollout.yaml");
+  await typeOver("ad-hoc", "ad-hoc-2", "notPrincipals");
+  await page.fill("#identity", "spiffe://prod.example.com/ns/batch/sa/ad-hoc");
+  await page.keyboard.press("Control+Enter");
+  const before = await decision();
+  assert.deepEqual([before.action, before.rule, before.admitted], ["allow", "batch-jobs-readonly", "true"]);
+  const policy = await page.inputValue("#policy");
+  await page.click("#share");
+  const url = page.url();
+  assert.match(url, /#s=[\w-]+$/);
+  await page.context().setOffline(false);
+  await page.goto("about:blank");
+  await page.goto(url);
+  await page.waitForSelector("body[data-ready=true]");
+  await page.context().setOffline(true);
+  assert.equal(await page.inputValue("#policy"), policy);
+  assert.equal(await page.textContent("#file-name"), "staged-rollout.yaml");
+  assert.deepEqual(await decision(), before);
 });
 
 test("the page made no request outside its own origin and logged no error", () => {
