@@ -559,7 +559,11 @@ fn emit_envoy_carries_the_table() {
     assert!(http.stdout.contains("filename: /opt/cg.wasm\n"));
     // Regression: the HTTP entry carried the network root id, and the module then ran
     // the wrong front end (every request answered 503).
-    assert!(http.stdout.contains("root_id: certgate-http\n"), "{}", http.stdout);
+    assert!(
+        http.stdout.contains("root_id: certgate-http\n"),
+        "{}",
+        http.stdout
+    );
     assert_eq!(
         certgate(&[
             "emit",
