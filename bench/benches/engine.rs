@@ -252,6 +252,34 @@ fn revocation_goals(s: &Setup, e: &Engine, big: &[u8]) -> Result<String> {
         "a revoked peer was not denied as revoked"
     );
     let lookup_ns = lookup.as_nanos() as f64 / peers.len() as f64;
+    // The lookup alone, as the engine calls it: 100,000 revoked (hits) and 100,000
+    // random other serials (misses) of the same issuer, in a fixed shuffled order.
+    let issuer = tables::ca_issuer_id()?;
+    let revocation = &e.table().revocation;
+    let hits: Vec<Vec<u8>> = tables::random_serials(MILLION, 0x5EED)
+        .step_by(10)
+        .map(|s| s.to_vec())
+        .collect();
+    let misses: Vec<Vec<u8>> = tables::random_serials(hits.len(), 0xD1CE)
+        .map(|s| s.to_vec())
+        .collect();
+    let per_lookup = |serials: &[Vec<u8>]| {
+        let t = median_of(5, || {
+            serials
+                .iter()
+                .filter(|s| revocation.is_serial_revoked(issuer, black_box(s)))
+                .count()
+        });
+        t.as_nanos() as f64 / serials.len() as f64
+    };
+    anyhow::ensure!(
+        hits.iter().all(|s| revocation.is_serial_revoked(issuer, s))
+            && !misses
+                .iter()
+                .any(|s| revocation.is_serial_revoked(issuer, s)),
+        "revocation lookups disagree with the revoked set"
+    );
+    let (hit_ns, miss_ns_direct) = (per_lookup(&hits), per_lookup(&misses));
     // Misses, the common case: the same valid peers against the same rules with and
     // without the 1M serials; the difference is what the revocation check costs them.
     let valid: Vec<Peer> = (0..100_000u64)
@@ -302,12 +330,14 @@ fn revocation_goals(s: &Setup, e: &Engine, big: &[u8]) -> Result<String> {
         verdict(decode < Duration::from_millis(100))
     ));
     line(format!(
-        "| one lookup (evaluate of a revoked peer, native) | {lookup_ns:.0} ns | under 200 ns | {} |",
-        verdict(lookup_ns < 200.0)
+        "| one lookup, native (`is_serial_revoked`, 100k revoked / 100k other serials) | {hit_ns:.0} ns hit, {miss_ns_direct:.0} ns miss | under 200 ns | {} |",
+        verdict(hit_ns.max(miss_ns_direct) < 200.0)
     ));
     line(format!(
-        "| lookup miss (evaluate of a valid peer, 1M serials minus 0 serials) | {miss_ns:.0} ns | under 200 ns | {} |",
-        verdict(miss_ns < 200.0)
+        "| for context: evaluate() of a revoked peer (returns at the revocation step) | {lookup_ns:.0} ns | | |"
+    ));
+    line(format!(
+        "| for context: evaluate() of a valid peer, 1M serials minus none | {miss_ns:+.0} ns | | |"
     ));
     line(format!(
         "| compile from a 1M-entry CRL ({:.1} MB DER) + 1,000 rules | {} | under 2 s | {} |",
