@@ -161,7 +161,6 @@ test("editing the policy shows each error on its line, with help, and no decisio
   assert.equal(d.action, "");
   assert.match(await page.textContent("#explain"), /Fix the errors/);
   assert.equal(await page.isDisabled("#download"), true);
-  await page.screenshot({ path: path.join(artifacts, "screenshot-errors.png") });
 
   // Enter on a finding selects its span in the editor.
   await page.focus("#diagnostics .diag >> nth=0");
@@ -169,6 +168,7 @@ test("editing the policy shows each error on its line, with help, and no decisio
   const selected = await page.$eval("#policy", (el) => [
     document.activeElement === el, el.value.slice(el.selectionStart, el.selectionEnd)]);
   assert.deepEqual(selected, [true, "principal"]);
+  await page.screenshot({ path: path.join(artifacts, "screenshot-errors.png") });
 
   // Fixing both brings the decision back.
   await typeOver("principal", "principals", "name: ops-admin");
