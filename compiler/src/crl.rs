@@ -1,6 +1,7 @@
 //! Certificate revocation lists: PEM or DER X.509 CRLs read into the facts a policy needs
 //! (issuer, validity, revoked serials). `certgate crl` prints the same facts.
 
+use ruleset::cert::{looks_like_pem, pem_blocks};
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
@@ -44,18 +45,23 @@ pub enum CrlError {
     VerifyUnavailable,
 }
 
-/// The DER of a PEM (`X509 CRL`) or DER CRL.
+/// The DER of a PEM (`X509 CRL`, the first block) or DER CRL.
 fn crl_der(bytes: &[u8]) -> Result<Vec<u8>, CrlError> {
-    if looks_like_pem(bytes) {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(bytes)
-            .map_err(|e| CrlError::Pem(lowercase(&e.to_string())))?;
-        if pem.label != "X509 CRL" {
-            return Err(CrlError::WrongPemLabel(pem.label));
-        }
-        Ok(pem.contents)
-    } else {
-        Ok(bytes.to_vec())
+    if !looks_like_pem(bytes) {
+        return Ok(bytes.to_vec());
     }
+    let block = pem_blocks(bytes)
+        .map_err(|e| match e {
+            ruleset::cert::CertError::Pem(why) => CrlError::Pem(why),
+            other => CrlError::Pem(other.to_string()),
+        })?
+        .into_iter()
+        .next()
+        .ok_or_else(|| CrlError::Pem("no PEM block".into()))?;
+    if block.label != "X509 CRL" {
+        return Err(CrlError::WrongPemLabel(block.label));
+    }
+    Ok(block.der)
 }
 
 /// Reads the CA certificates of a `crlIssuers` file: every `CERTIFICATE` block of a PEM
@@ -63,7 +69,7 @@ fn crl_der(bytes: &[u8]) -> Result<Vec<u8>, CrlError> {
 pub fn read_ca_certs(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     use x509_parser::prelude::X509Certificate;
     let ders = if looks_like_pem(bytes) {
-        ruleset::cert::pem_blocks(bytes)
+        pem_blocks(bytes)
             .map_err(|e| e.to_string())?
             .into_iter()
             .filter(|b| b.label == "CERTIFICATE")
@@ -116,26 +122,7 @@ fn verify_with(_crl: &CertificateRevocationList<'_>, _cas: &[Vec<u8>]) -> Result
 
 /// Reads a PEM (`-----BEGIN X509 CRL-----`) or DER CRL.
 pub fn parse(bytes: &[u8]) -> Result<CrlInfo, CrlError> {
-    if looks_like_pem(bytes) {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(bytes)
-            .map_err(|e| CrlError::Pem(lowercase(&e.to_string())))?;
-        if pem.label != "X509 CRL" {
-            return Err(CrlError::WrongPemLabel(pem.label));
-        }
-        parse_der(&pem.contents)
-    } else {
-        parse_der(bytes)
-    }
-}
-
-fn looks_like_pem(bytes: &[u8]) -> bool {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    bytes
-        .get(start..)
-        .is_some_and(|rest| rest.starts_with(b"-----BEGIN"))
+    parse_der(&crl_der(bytes)?)
 }
 
 fn lowercase(s: &str) -> String {
@@ -157,7 +144,7 @@ fn parse_der(der: &[u8]) -> Result<CrlInfo, CrlError> {
         .map(|r| strip_zeros(r.raw_serial()))
         .collect();
     Ok(CrlInfo {
-        issuer: crl.issuer().to_string(),
+        issuer: ruleset::dn::format_name(crl.issuer()),
         issuer_id: ruleset::dn::issuer_id_of(crl.issuer()),
         this_update: crl.last_update().timestamp(),
         next_update: crl.next_update().map(|t| t.timestamp()),
@@ -198,7 +185,8 @@ mod tests {
         assert_eq!(v2.revoked, vec![vec![0x4f, 0x38, 0x0a]]);
         assert!(v2.number.is_some());
         let v1 = parse(V1_DER).unwrap();
-        assert_eq!(v1.issuer, "O=Example, CN=Example v1 CA");
+        // RFC 4514 order and spelling, as `certgate cert` shows certificate issuers.
+        assert_eq!(v1.issuer, "CN=Example v1 CA,O=Example");
         assert_eq!(v1.revoked, vec![vec![0x10, 0x01]]);
         assert_eq!(v1.number, None);
         assert_ne!(v1.issuer_id, v2.issuer_id);

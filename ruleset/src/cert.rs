@@ -299,7 +299,9 @@ pub fn parse_der(der: &[u8]) -> Result<CertFacts, CertError> {
     })
 }
 
-fn looks_like_pem(bytes: &[u8]) -> bool {
+/// Whether `bytes` start (after whitespace) with a PEM `-----BEGIN ` line; anything
+/// else is read as DER.
+pub fn looks_like_pem(bytes: &[u8]) -> bool {
     let start = bytes
         .iter()
         .position(|b| !b.is_ascii_whitespace())
