@@ -143,32 +143,6 @@ fn header_errors_are_specific() {
     );
 }
 
-/// Re-seals a body so that only the semantic checks (not the CRC) can reject it.
-fn seal(digest_and_body: &[u8]) -> Vec<u8> {
-    let body_len = (digest_and_body.len() - 32) as u32;
-    let mut out = b"CGT\x01\x01\x00\x00\x00".to_vec();
-    out.extend_from_slice(&body_len.to_le_bytes());
-    out.extend_from_slice(&crc32(digest_and_body).to_le_bytes());
-    out.extend_from_slice(digest_and_body);
-    out
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    // Independent bitwise CRC-32 so the test does not trust the code under test.
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 #[test]
 fn semantic_damage_under_a_valid_checksum_is_still_rejected() {
     let bytes = encode(&fixture_table()).unwrap();

@@ -169,30 +169,14 @@ proptest! {
 
 /// Re-seals mutated bytes with a correct length and checksum so mutations reach the
 /// section parsers instead of stopping at the CRC.
-fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+fn reseal(bytes: Vec<u8>) -> Vec<u8> {
     if bytes.len() < 48 {
         return bytes;
     }
-    let body_len = (bytes.len() - 48) as u32;
-    bytes[8..12].copy_from_slice(&body_len.to_le_bytes());
-    let crc = crc32_ref(&bytes[16..]);
-    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
-    bytes
-}
-
-fn crc32_ref(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    let mut sealed = crate::support::seal(&bytes[16..]);
+    sealed[..4].copy_from_slice(&bytes[..4]);
+    sealed[4..8].copy_from_slice(&bytes[4..8]);
+    sealed
 }
 
 proptest! {

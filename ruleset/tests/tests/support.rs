@@ -66,3 +66,30 @@ pub fn peer(f: CertFacts) -> Peer {
 pub fn who(id: &str) -> Peer {
     peer(facts(&[id]))
 }
+
+/// A version-1 header (magic, version, flags) with the right length and CRC-32 in front
+/// of `digest_and_body`, so that only the semantic checks can reject what follows.
+pub fn seal(digest_and_body: &[u8]) -> Vec<u8> {
+    let body_len = (digest_and_body.len() - 32) as u32;
+    let mut out = b"CGT\x01\x01\x00\x00\x00".to_vec();
+    out.extend_from_slice(&body_len.to_le_bytes());
+    out.extend_from_slice(&crc32(digest_and_body).to_le_bytes());
+    out.extend_from_slice(digest_and_body);
+    out
+}
+
+/// Bitwise CRC-32 (IEEE), independent of the code under test.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
