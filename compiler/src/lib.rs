@@ -16,6 +16,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod certinfo;
 pub mod check;
 pub mod compliance;
 pub mod crl;

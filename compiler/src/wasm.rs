@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ruleset::{CertFacts, Engine, KeyInfo, Peer, PeerCert, TlsVersion};
+use ruleset::{Engine, Peer, PeerCert, TlsVersion};
 use serde::Deserialize;
 use serde_json::{json, Value};
 #[cfg(feature = "wasm")]
@@ -177,41 +177,6 @@ pub fn inspect_table(table: &[u8]) -> String {
     }
 }
 
-fn key(k: &KeyInfo) -> Value {
-    match k {
-        KeyInfo::Rsa { bits } => json!({"algorithm": "RSA", "bits": bits}),
-        KeyInfo::Ecdsa { curve } => {
-            json!({"algorithm": "ECDSA", "curve": curve.map(|c| c.as_str())})
-        }
-        KeyInfo::Ed25519 => json!({"algorithm": "Ed25519"}),
-        KeyInfo::Other { oid } => json!({"algorithm": "other", "oid": oid}),
-    }
-}
-
-/// One certificate in the shape of `certgate cert --format json` (the browser test
-/// compares the two).
-fn cert_json(c: &CertFacts) -> Value {
-    let mut ids = c.spiffe_ids();
-    let first = ids.next();
-    // A valid X509-SVID has exactly one; with several, certgate denies.
-    let spiffe_id = if ids.next().is_some() { None } else { first };
-    json!({
-        "subject": c.subject,
-        "issuer": c.issuer,
-        "serial": ruleset::cert::serial_hex(&c.serial),
-        "notBefore": crate::time::rfc3339(c.not_before),
-        "notAfter": crate::time::rfc3339(c.not_after),
-        "lifetimeSeconds": c.not_after.saturating_sub(c.not_before),
-        "key": key(&c.key),
-        "signatureAlgorithm": c.signature.name,
-        "signatureHash": c.signature.hash.as_str(),
-        "uriSans": c.uri_sans,
-        "dnsSans": c.dns_sans,
-        "spiffeId": spiffe_id,
-        "sha256": ruleset::cert::hex_lower(&c.sha256),
-    })
-}
-
 /// The facts certgate reads from a PEM bundle: `{version, certificates}` as
 /// `certgate cert --format json` prints them, or `{version, error}`.
 #[cfg_attr(feature = "wasm", wasm_bindgen)]
@@ -220,7 +185,7 @@ pub fn inspect_cert(pem: &str) -> String {
         Err(e) => error(format!("not a certificate: {e}")),
         Ok(certs) => json!({
             "version": VERSION,
-            "certificates": certs.iter().map(cert_json).collect::<Vec<_>>(),
+            "certificates": certs.iter().map(crate::certinfo::to_json).collect::<Vec<_>>(),
         })
         .to_string(),
     }

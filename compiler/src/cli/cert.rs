@@ -4,9 +4,10 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
+use certgate_compiler::certinfo::{spiffe_id, to_json};
 use certgate_compiler::time::rfc3339;
 use ruleset::{CertFacts, KeyInfo};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{Format, EXIT_OK};
 
@@ -28,17 +29,6 @@ pub struct Args {
     pub format: Format,
 }
 
-fn key(k: &KeyInfo) -> Value {
-    match k {
-        KeyInfo::Rsa { bits } => json!({"algorithm": "RSA", "bits": bits}),
-        KeyInfo::Ecdsa { curve } => {
-            json!({"algorithm": "ECDSA", "curve": curve.map(|c| c.as_str())})
-        }
-        KeyInfo::Ed25519 => json!({"algorithm": "Ed25519"}),
-        KeyInfo::Other { oid } => json!({"algorithm": "other", "oid": oid}),
-    }
-}
-
 fn key_text(k: &KeyInfo) -> String {
     match k {
         KeyInfo::Rsa { bits } => format!("RSA {bits} bits"),
@@ -48,36 +38,6 @@ fn key_text(k: &KeyInfo) -> String {
         KeyInfo::Ed25519 => "Ed25519".to_string(),
         KeyInfo::Other { oid } => format!("other ({oid})"),
     }
-}
-
-fn spiffe_id(c: &CertFacts) -> Option<&str> {
-    let mut ids = c.spiffe_ids();
-    let first = ids.next();
-    // A valid X509-SVID has exactly one; with several, certgate denies (`multiple_spiffe_ids`).
-    if ids.next().is_some() {
-        None
-    } else {
-        first
-    }
-}
-
-/// One certificate as JSON.
-pub fn to_json(c: &CertFacts) -> Value {
-    json!({
-        "subject": c.subject,
-        "issuer": c.issuer,
-        "serial": ruleset::cert::serial_hex(&c.serial),
-        "notBefore": rfc3339(c.not_before),
-        "notAfter": rfc3339(c.not_after),
-        "lifetimeSeconds": c.not_after.saturating_sub(c.not_before),
-        "key": key(&c.key),
-        "signatureAlgorithm": c.signature.name,
-        "signatureHash": c.signature.hash.as_str(),
-        "uriSans": c.uri_sans,
-        "dnsSans": c.dns_sans,
-        "spiffeId": spiffe_id(c),
-        "sha256": ruleset::cert::hex_lower(&c.sha256),
-    })
 }
 
 fn to_text(c: &CertFacts) -> String {
