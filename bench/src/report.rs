@@ -12,6 +12,8 @@ pub struct Sample {
     pub rate: f64,
     /// Envoy CPU time over wall time (1.0 = one core busy).
     pub util: f64,
+    /// The load generator's (and backend's) CPU time over wall time.
+    pub client_util: f64,
     /// Failed connections or requests seen by the client.
     pub errors: u64,
     /// The first client failure, if any.
@@ -70,6 +72,10 @@ impl CaseResult {
     pub fn util(&self) -> Stat {
         stat(self.samples.iter().map(|s| s.util))
     }
+    /// Load generator core utilisation.
+    pub fn client_util(&self) -> Stat {
+        stat(self.samples.iter().map(|s| s.client_util))
+    }
     /// Client-side failures over all rounds.
     pub fn errors(&self) -> u64 {
         self.samples.iter().map(|s| s.errors).sum()
@@ -118,7 +124,7 @@ pub fn markdown(results: &[CaseResult], goals: &[Goal]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| case | Envoy CPU µs/conn, median (min–max) | ×(a) | ×(w) | ×(r2) | conn/s, median (min–max) | ×(a) | ×(w) | ×(r2) | Envoy core busy | client errors |"
+        "| case | Envoy CPU µs/conn, median (min–max) | ×(a) | ×(w) | ×(r2) | conn/s, median (min–max) | ×(a) | ×(w) | ×(r2) | Envoy / client core busy | client errors |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in results.iter().filter(|r| !r.key.starts_with('h')) {
@@ -127,7 +133,7 @@ pub fn markdown(results: &[CaseResult], goals: &[Goal]) -> String {
         let rate = |b: &CaseResult| b.rate().median;
         let _ = writeln!(
             out,
-            "| ({}) {} | {:.1} ({:.1}–{:.1}) | {} | {} | {} | {:.0} ({:.0}–{:.0}) | {} | {} | {} | {:.0}% | {} |",
+            "| ({}) {} | {:.1} ({:.1}–{:.1}) | {} | {} | {} | {:.0} ({:.0}–{:.0}) | {} | {} | {} | {:.0}% / {:.0}% | {} |",
             r.key,
             r.label,
             c.median,
@@ -143,6 +149,7 @@ pub fn markdown(results: &[CaseResult], goals: &[Goal]) -> String {
             ratio(s.median, w, rate),
             ratio(s.median, r2, rate),
             r.util().median * 100.0,
+            r.client_util().median * 100.0,
             r.errors()
         );
     }
@@ -153,14 +160,14 @@ pub fn markdown(results: &[CaseResult], goals: &[Goal]) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "| HTTP, kept-alive mTLS | Envoy CPU µs/request, median (min–max) | ×(h0) | ×(hw) | requests/s, median (min–max) | ×(h0) | ×(hw) | Envoy core busy | client errors |"
+            "| HTTP, kept-alive mTLS | Envoy CPU µs/request, median (min–max) | ×(h0) | ×(hw) | requests/s, median (min–max) | ×(h0) | ×(hw) | Envoy / client core busy | client errors |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
         for r in http {
             let (c, s) = (r.cpu(), r.rate());
             let _ = writeln!(
                 out,
-                "| ({}) {} | {:.1} ({:.1}–{:.1}) | {} | {} | {:.0} ({:.0}–{:.0}) | {} | {} | {:.0}% | {} |",
+                "| ({}) {} | {:.1} ({:.1}–{:.1}) | {} | {} | {:.0} ({:.0}–{:.0}) | {} | {} | {:.0}% / {:.0}% | {} |",
                 r.key,
                 r.label,
                 c.median,
@@ -174,6 +181,7 @@ pub fn markdown(results: &[CaseResult], goals: &[Goal]) -> String {
                 ratio(s.median, h0, |b| b.rate().median),
                 ratio(s.median, hw, |b| b.rate().median),
                 r.util().median * 100.0,
+                r.client_util().median * 100.0,
                 r.errors()
             );
         }

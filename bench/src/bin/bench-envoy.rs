@@ -48,11 +48,13 @@ struct Args {
     client_cpu: usize,
     /// Case keys to run (all when empty), e.g. for profiling one case.
     only: Vec<String>,
+    /// Nice level of Envoy and the harness (negative = higher priority; needs root).
+    nice: i32,
 }
 
 const USAGE: &str = "usage: bench-envoy [--envoy PATH] [--filter WASM] [--noop WASM] [--rounds N] \
 [--seconds S] [--warmup S] [--concurrency N] [--http-concurrency N] [--out DIR] [--pid-file PATH] \
-[--envoy-cpu N] [--client-cpu N] [--only KEY,KEY]\n\
+[--envoy-cpu N] [--client-cpu N] [--only KEY,KEY] [--nice N]\n\
 --envoy and --filter default to $CERTGATE_ENVOY and $CERTGATE_FILTER_WASM, --noop to $CERTGATE_NOOP_WASM.";
 
 fn parse_args() -> Result<Args> {
@@ -71,6 +73,7 @@ fn parse_args() -> Result<Args> {
         envoy_cpu: 0,
         client_cpu: 1,
         only: Vec::new(),
+        nice: -10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -95,6 +98,7 @@ fn parse_args() -> Result<Args> {
             "--envoy-cpu" => a.envoy_cpu = value.parse()?,
             "--client-cpu" => a.client_cpu = value.parse()?,
             "--only" => a.only = value.split(',').map(str::to_string).collect(),
+            "--nice" => a.nice = value.parse()?,
             _ => bail!("unknown flag `{flag}`\n{USAGE}"),
         }
     }
@@ -307,6 +311,8 @@ async fn phase(
         )
     };
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    let me = std::process::id();
+    let client0 = envoy::process_cpu(me)?;
     let (cpu0, n0, t0, e0) = (
         envoy.cpu()?,
         units(envoy, &counter).await?,
@@ -320,6 +326,7 @@ async fn phase(
         Instant::now(),
         tally.errors.load(Ordering::Relaxed),
     );
+    let client = (envoy::process_cpu(me)? - client0).as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -338,6 +345,7 @@ async fn phase(
         cpu_us: cpu * 1e6 / n as f64,
         rate: n as f64 / wall,
         util: cpu / wall,
+        client_util: client / wall,
         errors: e1 - e0,
         first_error: tally.first_error.lock().ok().and_then(|f| f.clone()),
     })
@@ -507,6 +515,7 @@ async fn run(args: Args) -> Result<()> {
         &dir.0,
         &bootstrap,
         args.envoy_cpu,
+        args.nice,
         args.pid_file.as_deref(),
     )
     .await?;
@@ -575,8 +584,8 @@ async fn run(args: Args) -> Result<()> {
                 );
             }
             eprintln!(
-                "round {round}/{} ({:>2}) {:<44} {:>7.1} µs/{}  {:>7.0}/s  core {:>3.0}%  errors {}",
-                args.rounds, case.key, case.label, s.cpu_us, if case.http { "req " } else { "conn" }, s.rate, s.util * 100.0, s.errors
+                "round {round}/{} ({:>2}) {:<44} {:>7.1} µs/{}  {:>7.0}/s  core {:>3.0}%  client {:>3.0}%  errors {}",
+                args.rounds, case.key, case.label, s.cpu_us, if case.http { "req " } else { "conn" }, s.rate, s.util * 100.0, s.client_util * 100.0, s.errors
             );
             result.samples.push(s);
         }
@@ -601,7 +610,7 @@ async fn run(args: Args) -> Result<()> {
     let total = started.elapsed();
     let mut md = String::new();
     md.push_str(&format!(
-        "Measured {} on {}; Envoy {} (`--concurrency 1`, pinned to core {}), load generator on core {}; \
+        "Measured {} on {}; Envoy {} (`--concurrency 1`, pinned to core {}), load generator on core {}, both at nice {}; \
 {} interleaved rounds of {:.0} s (after {:.1} s warm-up) per case; {} connections in flight \
 (HTTP: {} kept-alive connections). Envoy started in {:.1} s with {} certgate plugins \
 (table {:.1} MB, {} rules, {} revoked serials); RSS {:.0} MB; wasm memories (MB, each VM on \
@@ -612,6 +621,7 @@ Run took {:.0} s.\n\n",
         envoy_version(&args.envoy),
         args.envoy_cpu,
         args.client_cpu,
+        args.nice,
         args.rounds,
         args.seconds,
         args.warmup,
@@ -737,6 +747,23 @@ fn main() {
     };
     if let Err(e) = pin_self(args.client_cpu) {
         eprintln!("bench-envoy: not pinned to core {}: {e:#}", args.client_cpu);
+    }
+    // The load generator gets the same priority as Envoy (a single-threaded runtime, so
+    // renicing this thread covers it).
+    let reniced = Command::new("renice")
+        .args([
+            "-n",
+            &args.nice.to_string(),
+            "-p",
+            &std::process::id().to_string(),
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !reniced {
+        eprintln!(
+            "bench-envoy: could not set nice {} (not root?); measuring at the default priority",
+            args.nice
+        );
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
