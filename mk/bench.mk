@@ -25,4 +25,5 @@ bench-envoy: envoy filter noop-filter ## Envoy CPU/connection and conn/s: certga
 	cargo build --release -p certgate-bench --bin bench-envoy
 	@rm -f $(BENCH_PID); \
 	trap 'test -s $(BENCH_PID) && kill $$(cat $(BENCH_PID)) 2>/dev/null; rm -f $(BENCH_PID)' EXIT; \
-	target/release/bench-envoy --out $(BENCH_DOCS) --pid-file $(BENCH_PID) $(BENCH_ENVOY_FLAGS)
+	target/release/bench-envoy --out $(BENCH_DOCS) --pid-file $(BENCH_PID) $(BENCH_ENVOY_FLAGS); \
+	status=$$?; exit $$status  # not the last command, so bash cannot exec it and skip the trap
