@@ -4,7 +4,7 @@
 //! tree walk. Keys are domain-separated: serial bound to an issuer, serial for every
 //! issuer, SHA-256 fingerprint. Collisions are discussed in `ruleset/FORMAT.md`.
 
-use crate::siphash::{SipHasher, REVOCATION_KEY};
+use crate::siphash::{siphash24, REVOCATION_KEY};
 
 /// A revoked serial as the compiler collects it from policies and CRLs, before it is
 /// hashed into the set.
@@ -17,29 +17,43 @@ pub struct RevokedSerial {
     pub serial: Vec<u8>,
 }
 
+/// Longest key input: tag, issuer id, longest serial.
+const MAX_INPUT: usize = 1 + 8 + crate::cert::MAX_SERIAL_LEN;
+
+/// SipHash of `tag || parts...`, assembled on the stack (inputs are short).
+fn key_of(tag: u8, parts: &[&[u8]]) -> u64 {
+    let mut buf = [0u8; MAX_INPUT];
+    let mut len = 0usize;
+    for part in std::iter::once(&[tag][..]).chain(parts.iter().copied()) {
+        let end = len.saturating_add(part.len()).min(MAX_INPUT);
+        if let (Some(dst), Some(src)) = (buf.get_mut(len..end), part.get(..end.saturating_sub(len)))
+        {
+            dst.copy_from_slice(src);
+        }
+        len = end;
+    }
+    siphash24(&REVOCATION_KEY, buf.get(..len).unwrap_or_default())
+}
+
 /// Key of a serial revoked for one issuer.
 pub fn serial_key(issuer: u64, serial: &[u8]) -> u64 {
-    let mut h = SipHasher::new(&REVOCATION_KEY);
-    h.write(b"S");
-    h.write(&issuer.to_be_bytes());
-    h.write(crate::cert::strip_leading_zeros(serial));
-    h.finish()
+    key_of(
+        b'S',
+        &[
+            &issuer.to_be_bytes(),
+            crate::cert::strip_leading_zeros(serial),
+        ],
+    )
 }
 
 /// Key of a serial revoked for every issuer.
 pub fn any_issuer_serial_key(serial: &[u8]) -> u64 {
-    let mut h = SipHasher::new(&REVOCATION_KEY);
-    h.write(b"A");
-    h.write(crate::cert::strip_leading_zeros(serial));
-    h.finish()
+    key_of(b'A', &[crate::cert::strip_leading_zeros(serial)])
 }
 
 /// Key of a certificate revoked by SHA-256 fingerprint.
 pub fn fingerprint_key(sha256: &[u8; 32]) -> u64 {
-    let mut h = SipHasher::new(&REVOCATION_KEY);
-    h.write(b"F");
-    h.write(sha256);
-    h.finish()
+    key_of(b'F', &[sha256])
 }
 
 /// A sorted, deduplicated set of 64-bit keys with interpolation lookup.
@@ -73,30 +87,51 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// Whether `key` is in the set. Keys are uniform, so the position of `key` is close
-    /// to `key / 2^64 * n`; a window around that guess is widened until it brackets the
-    /// key (rarely more than once), then binary-searched.
+    /// Whether `key` is in the set. Keys are uniform (SipHash outputs), so interpolating
+    /// between the bracketing keys lands next to the key in one or two probes; after a
+    /// few probes (a table whose keys are not uniform, say a hand-made one) it falls back
+    /// to binary search, so no table can make a lookup slower than `O(log n)`.
     pub fn contains(&self, key: u64) -> bool {
-        let keys = &self.keys;
-        let n = keys.len();
-        if n == 0 {
+        const PROBES: usize = 4;
+        let keys = self.keys.as_slice();
+        let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
+            return false;
+        };
+        if key < first || key > last {
             return false;
         }
-        // key * n < 2^128, so the product cannot wrap.
-        let guess = usize::try_from(u128::from(key).wrapping_mul(n as u128) >> 64).unwrap_or(0);
-        let mut radius = 32usize;
-        loop {
-            let lo = guess.saturating_sub(radius);
-            let hi = guess.saturating_add(radius).min(n);
-            let lo_ok = lo == 0 || keys.get(lo).is_some_and(|k| *k <= key);
-            let hi_ok = hi == n || keys.get(hi.saturating_sub(1)).is_some_and(|k| *k >= key);
-            if lo_ok && hi_ok {
-                return keys
-                    .get(lo..hi)
-                    .is_some_and(|w| w.binary_search(&key).is_ok());
+        // INVARIANT: keys[lo] <= key <= keys[hi].
+        let mut lo = 0usize;
+        let mut hi = keys.len().saturating_sub(1);
+        for _ in 0..PROBES {
+            let (Some(&klo), Some(&khi)) = (keys.get(lo), keys.get(hi)) else {
+                return false;
+            };
+            if key == klo || key == khi {
+                return true;
             }
-            radius = radius.saturating_mul(4);
+            let width = hi.saturating_sub(lo);
+            if width <= 16 {
+                break;
+            }
+            // klo < key < khi here, so both differences are positive and off < width.
+            let num = u128::from(key.wrapping_sub(klo)).wrapping_mul(width as u128);
+            let off = num
+                .checked_div(u128::from(khi.wrapping_sub(klo)))
+                .and_then(|q| usize::try_from(q).ok())
+                .unwrap_or(0);
+            let pos = lo
+                .saturating_add(off)
+                .clamp(lo.saturating_add(1), hi.saturating_sub(1));
+            match keys.get(pos).map(|k| k.cmp(&key)) {
+                Some(std::cmp::Ordering::Equal) => return true,
+                Some(std::cmp::Ordering::Less) => lo = pos,
+                Some(std::cmp::Ordering::Greater) => hi = pos,
+                None => return false,
+            }
         }
+        keys.get(lo..=hi)
+            .is_some_and(|w| w.binary_search(&key).is_ok())
     }
 }
 
