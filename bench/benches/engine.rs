@@ -35,7 +35,7 @@ fn peer_with(facts: &CertFacts, identity: &str, serial: &[u8]) -> Peer {
     f.uri_sans = vec![identity.to_string()];
     f.serial = ruleset::cert::normalize_serial(serial);
     Peer {
-        cert: PeerCert::Parsed(Box::new(f)),
+        cert: PeerCert::Parsed(std::sync::Arc::new(f)),
         tls_version: Some(TlsVersion::V1_3),
         port: Some(8443),
         sni: None,

@@ -691,7 +691,7 @@ pub fn build_peer(case: &Case, test_input: &Input, loader: &dyn Loader) -> Resul
             identity: id.clone(),
         },
         CertSpec::Missing => PeerCert::Missing,
-        CertSpec::Described(f) => PeerCert::Parsed(f.clone()),
+        CertSpec::Described(f) => PeerCert::Parsed(std::sync::Arc::new((**f).clone())),
         CertSpec::File(path) => {
             let bytes = loader
                 .load(test_input, path)
@@ -702,7 +702,7 @@ pub fn build_peer(case: &Case, test_input: &Input, loader: &dyn Loader) -> Resul
                 .into_iter()
                 .next()
                 .ok_or_else(|| format!("`{path}` holds no certificate"))?;
-            PeerCert::Parsed(Box::new(leaf))
+            PeerCert::Parsed(std::sync::Arc::new(leaf))
         }
     };
     Ok(Peer {

@@ -197,7 +197,7 @@ fn peer(req: PeerRequest) -> Result<Peer, String> {
             let certs = ruleset::cert::parse_pem_or_der(pem.as_bytes())
                 .map_err(|e| format!("not a certificate: {e}"))?;
             match certs.into_iter().next() {
-                Some(leaf) => PeerCert::Parsed(Box::new(leaf)),
+                Some(leaf) => PeerCert::Parsed(std::sync::Arc::new(leaf)),
                 None => return Err("the certificate field holds no certificate".into()),
             }
         }

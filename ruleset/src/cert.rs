@@ -387,7 +387,7 @@ pub fn peer_cert_from_pem(bytes: &[u8]) -> PeerCert {
         return PeerCert::Missing;
     }
     match leaf_of(bytes) {
-        Ok(leaf) => PeerCert::Parsed(Box::new(leaf)),
+        Ok(leaf) => PeerCert::Parsed(std::sync::Arc::new(leaf)),
         Err(e) => PeerCert::Unparsable(e.to_string()),
     }
 }

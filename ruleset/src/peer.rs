@@ -80,8 +80,9 @@ pub enum PeerCert {
     Missing,
     /// The peer's certificate could not be parsed; the text says why.
     Unparsable(String),
-    /// The parsed certificate.
-    Parsed(Box<CertFacts>),
+    /// The parsed certificate. Shared, so a host's certificate cache hands out the same
+    /// facts to every connection without copying them.
+    Parsed(std::sync::Arc<CertFacts>),
     /// What-if evaluation by identity only (`certgate eval --identity`):
     /// certificate constraints and revocation are not checked.
     Assumed {

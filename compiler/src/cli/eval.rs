@@ -60,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             let certs = ruleset::cert::parse_pem_or_der(&bytes)
                 .map_err(|e| anyhow!("`{}` is not a certificate: {e}", path.display()))?;
             match certs.into_iter().next() {
-                Some(leaf) => PeerCert::Parsed(Box::new(leaf)),
+                Some(leaf) => PeerCert::Parsed(std::sync::Arc::new(leaf)),
                 None => bail!("`{}` holds no certificate", path.display()),
             }
         }

@@ -321,7 +321,7 @@ fn facts(p: &GenPeer) -> CertFacts {
 
 fn to_peer(p: &GenPeer) -> Peer {
     Peer {
-        cert: PeerCert::Parsed(Box::new(facts(p))),
+        cert: PeerCert::Parsed(std::sync::Arc::new(facts(p))),
         tls_version: p.tls.map(|v13| {
             if v13 {
                 TlsVersion::V1_3

@@ -55,7 +55,7 @@ pub fn facts(spiffe: &[&str]) -> CertFacts {
 
 pub fn peer(f: CertFacts) -> Peer {
     Peer {
-        cert: PeerCert::Parsed(Box::new(f)),
+        cert: PeerCert::Parsed(std::sync::Arc::new(f)),
         tls_version: Some(TlsVersion::V1_3),
         port: Some(8443),
         sni: None,
