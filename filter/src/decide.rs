@@ -48,7 +48,8 @@ pub enum Phase {
 pub struct Verdict {
     /// Let the connection (request) through.
     pub admit: bool,
-    /// Unique decision id (also in the audit record and the warn log line).
+    /// Unique decision id (also in the audit record and the warn log line); empty for
+    /// an admitted connection without a record, where nothing would show it.
     pub decision_id: String,
     /// The audit record, when `audit.log` asked for one.
     pub record: Option<String>,
@@ -247,13 +248,6 @@ impl Shared {
         let admit = decision.admits();
         self.metrics.count(host, &decision);
 
-        let seq = self.decisions.get().wrapping_add(1);
-        self.decisions.set(seq);
-        let connection = peer::int_property(host, peer::CONNECTION_ID).unwrap_or(0);
-        // Time first so ids sort by time across workers; the connection id and a
-        // per-VM sequence keep them unique within one Envoy process.
-        let decision_id = format!("{now:x}-{connection:x}-{seq:x}");
-
         let audit_log = active
             .as_deref()
             .map_or(self.audit_override.unwrap_or(AuditLog::Deny), |a| {
@@ -270,6 +264,19 @@ impl Shared {
             Some(Level::Debug)
         } else {
             None
+        };
+        // The decision id names a record and a refusal (the HTTP 403 carries it); an
+        // admitted connection without a record needs none, so the connection id is not
+        // read and nothing is formatted on that, the most common, path.
+        let decision_id = if wanted || log_level.is_some() || !admit {
+            let seq = self.decisions.get().wrapping_add(1);
+            self.decisions.set(seq);
+            let connection = peer::int_property(host, peer::CONNECTION_ID).unwrap_or(0);
+            // Time first so ids sort by time across workers; the connection id and a
+            // per-VM sequence keep them unique within one Envoy process.
+            format!("{now:x}-{connection:x}-{seq:x}")
+        } else {
+            String::new()
         };
         let text = (wanted || log_level.is_some()).then(|| {
             audit::record(

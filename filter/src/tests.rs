@@ -252,6 +252,28 @@ fn cache_hit_does_not_read_the_certificate_again() {
 }
 
 #[test]
+fn an_admitted_unrecorded_connection_formats_no_decision_id() {
+    // The warm path: nothing reads `connection.id` or builds an id nobody sees.
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), ""));
+    let pem = cert_pem(WEB);
+    e.connection(2, Some(&pem), "DIGEST-A");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    assert_eq!(f.downstream_data(), Action::Continue);
+    assert_eq!(e.host.reads_of("connection.id"), 0);
+    assert_eq!(e.host.audit(2), None);
+    // A refusal gets one, in its record.
+    e.connection(3, None, "");
+    let mut f = e.root.network_filter(3);
+    e.enter(3);
+    f.new_connection();
+    assert_eq!(f.downstream_data(), Action::Pause);
+    assert_eq!(e.host.reads_of("connection.id"), 1);
+    assert!(e.host.audit(3).unwrap().contains("certgate.decision_id"));
+}
+
+#[test]
 fn cache_size_zero_reads_every_time() {
     let e = env(&config_json(
         &table(Mode::Enforce, AuditLog::None),
