@@ -56,17 +56,68 @@ pub fn fingerprint_key(sha256: &[u8; 32]) -> u64 {
     key_of(b'F', &[sha256])
 }
 
-/// A sorted, deduplicated set of 64-bit keys with interpolation lookup.
+/// Keys per directory bucket, on average: a bucket spans about two cache lines.
+const KEYS_PER_BUCKET: usize = 16;
+/// Most directory buckets (64 MiB of offsets would be absurd for any real table).
+const MAX_BUCKET_BITS: u32 = 24;
+
+/// A sorted, deduplicated set of 64-bit keys, with a directory on the keys' top bits so a
+/// lookup touches one bucket of about [`KEYS_PER_BUCKET`] keys. The directory is derived
+/// from the keys (never stored in a table) and costs 4 bytes per bucket, a quarter byte
+/// per key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeySet {
     /// INVARIANT (once normalised): strictly ascending.
     keys: Vec<u64>,
+    /// `dir[b]..dir[b + 1]` are the keys whose top `bits` bits equal `b`; empty until
+    /// the keys are normalised (lookups then fall back to binary search).
+    dir: Vec<u32>,
+    bits: u32,
 }
 
 impl KeySet {
     /// Builds a set from keys that are already strictly ascending (the decoder checks).
     pub(crate) fn from_sorted(keys: Vec<u64>) -> Self {
-        KeySet { keys }
+        let mut set = KeySet {
+            keys,
+            dir: Vec::new(),
+            bits: 0,
+        };
+        set.index();
+        set
+    }
+
+    /// Builds the directory for the (sorted) keys.
+    fn index(&mut self) {
+        let n = self.keys.len();
+        let (Ok(n32), false) = (u32::try_from(n), n == 0) else {
+            // Empty, or more keys than u32 offsets address: binary search only.
+            self.dir = Vec::new();
+            self.bits = 0;
+            return;
+        };
+        let buckets_wanted = (n / KEYS_PER_BUCKET).max(1);
+        let bits = usize::BITS
+            .saturating_sub(1)
+            .saturating_sub(buckets_wanted.leading_zeros())
+            .min(MAX_BUCKET_BITS);
+        let buckets = 1usize << bits;
+        let mut dir = Vec::with_capacity(buckets.saturating_add(1));
+        let mut i = 0u32;
+        for b in 0..buckets as u64 {
+            // First key whose bucket is >= b.
+            while self
+                .keys
+                .get(i as usize)
+                .is_some_and(|k| bucket_of(*k, bits) < b)
+            {
+                i = i.saturating_add(1);
+            }
+            dir.push(i);
+        }
+        dir.push(n32);
+        self.dir = dir;
+        self.bits = bits;
     }
 
     pub(crate) fn keys(&self) -> &[u64] {
@@ -87,52 +138,24 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// Whether `key` is in the set. Keys are uniform (SipHash outputs), so interpolating
-    /// between the bracketing keys lands next to the key in one or two probes; after a
-    /// few probes (a table whose keys are not uniform, say a hand-made one) it falls back
-    /// to binary search, so no table can make a lookup slower than `O(log n)`.
+    /// Whether `key` is in the set: the directory names its bucket, a binary search of
+    /// the bucket (a couple of cache lines for uniform keys) decides. No table can make
+    /// a lookup slower than a binary search of the whole set.
     pub fn contains(&self, key: u64) -> bool {
-        const PROBES: usize = 4;
-        let keys = self.keys.as_slice();
-        let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
-            return false;
+        let b = bucket_of(key, self.bits) as usize;
+        let range = match (self.dir.get(b), self.dir.get(b.saturating_add(1))) {
+            (Some(&start), Some(&end)) => start as usize..end as usize,
+            _ => 0..self.keys.len(),
         };
-        if key < first || key > last {
-            return false;
-        }
-        // INVARIANT: keys[lo] <= key <= keys[hi].
-        let mut lo = 0usize;
-        let mut hi = keys.len().saturating_sub(1);
-        for _ in 0..PROBES {
-            let (Some(&klo), Some(&khi)) = (keys.get(lo), keys.get(hi)) else {
-                return false;
-            };
-            if key == klo || key == khi {
-                return true;
-            }
-            let width = hi.saturating_sub(lo);
-            if width <= 16 {
-                break;
-            }
-            // klo < key < khi here, so both differences are positive and off < width.
-            let num = u128::from(key.wrapping_sub(klo)).wrapping_mul(width as u128);
-            let off = num
-                .checked_div(u128::from(khi.wrapping_sub(klo)))
-                .and_then(|q| usize::try_from(q).ok())
-                .unwrap_or(0);
-            let pos = lo
-                .saturating_add(off)
-                .clamp(lo.saturating_add(1), hi.saturating_sub(1));
-            match keys.get(pos).map(|k| k.cmp(&key)) {
-                Some(std::cmp::Ordering::Equal) => return true,
-                Some(std::cmp::Ordering::Less) => lo = pos,
-                Some(std::cmp::Ordering::Greater) => hi = pos,
-                None => return false,
-            }
-        }
-        keys.get(lo..=hi)
+        self.keys
+            .get(range)
             .is_some_and(|w| w.binary_search(&key).is_ok())
     }
+}
+
+/// The top `bits` bits of `key` (0 when `bits` is 0).
+fn bucket_of(key: u64, bits: u32) -> u64 {
+    key.checked_shr(64u32.saturating_sub(bits)).unwrap_or(0)
 }
 
 /// What a host does when its revocation data is stale: a live feed has not delivered
@@ -208,6 +231,8 @@ impl Revocation {
     /// issuer with this id, or for every issuer with `None`. Call
     /// [`Revocation::normalize`] before encoding.
     pub fn add_serial(&mut self, issuer: Option<u64>, serial: &[u8]) {
+        // The directory is rebuilt by `normalize`; until then lookups are unsupported.
+        self.serials.dir.clear();
         self.serials.keys.push(match issuer {
             Some(id) => serial_key(id, serial),
             None => any_issuer_serial_key(serial),
@@ -216,6 +241,7 @@ impl Revocation {
 
     /// Adds a revoked certificate by the SHA-256 of its DER encoding.
     pub fn add_fingerprint(&mut self, sha256: &[u8; 32]) {
+        self.fingerprints.dir.clear();
         self.fingerprints.keys.push(fingerprint_key(sha256));
     }
 
@@ -235,6 +261,7 @@ impl Revocation {
         for set in [&mut self.serials, &mut self.fingerprints] {
             set.keys.sort_unstable();
             set.keys.dedup();
+            set.index();
         }
     }
 
