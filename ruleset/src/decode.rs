@@ -449,7 +449,8 @@ pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
             })
         }
     };
-    let serials = s.keys(MAX_SERIALS, "revoked serials")?;
+    let by_issuer = s.keys(MAX_SERIALS, "revoked serials")?;
+    let any_issuer = s.keys(MAX_SERIALS, "revoked serials (any issuer)")?;
     let fingerprints = s.keys(MAX_FINGERPRINTS, "revoked fingerprints")?;
     s.finish("revocation section")?;
     r.finish("table")?;
@@ -461,7 +462,7 @@ pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
         default_action,
         audit_log,
         constraints,
-        revocation: Revocation::from_sets(serials, fingerprints, on_stale),
+        revocation: Revocation::from_sets(by_issuer, any_issuer, fingerprints, on_stale),
         rules,
     })
 }

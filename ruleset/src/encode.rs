@@ -251,12 +251,10 @@ pub fn encode(table: &Table) -> Result<Vec<u8>, EncodeError> {
             crate::OnStale::Deny => 0,
             crate::OnStale::Keep => 1,
         });
-        w.keys(rev.serial_keys(), MAX_SERIALS, "revoked serials")?;
-        w.keys(
-            rev.fingerprint_keys(),
-            MAX_FINGERPRINTS,
-            "revoked fingerprints",
-        )
+        let [by_issuer, any_issuer, fingerprints] = rev.key_lists();
+        w.keys(by_issuer, MAX_SERIALS, "revoked serials")?;
+        w.keys(any_issuer, MAX_SERIALS, "revoked serials (any issuer)")?;
+        w.keys(fingerprints, MAX_FINGERPRINTS, "revoked fingerprints")
     })?;
     let body = w.0;
     let too_big = EncodeError::Limit {

@@ -1,8 +1,8 @@
-//! The revocation set: revoked certificates as 64-bit SipHash-2-4 keys, sorted, so a
-//! table holds exactly 8 bytes per entry whatever the serial length, and a lookup is an
-//! interpolation into a uniformly distributed array (a couple of cache lines), not a
-//! tree walk. Keys are domain-separated: serial bound to an issuer, serial for every
-//! issuer, SHA-256 fingerprint. Collisions are discussed in `ruleset/FORMAT.md`.
+//! The revocation set: revoked certificates as sorted 64-bit keys, so a table holds
+//! exactly 8 bytes per entry whatever the serial length, and a lookup is one bucket of a
+//! directory over the keys' top bits. Serials bound to their issuer, serials revoked for
+//! every issuer, and fingerprints are three separate sets; a lookup hashes the serial
+//! once. Collisions are discussed in `ruleset/FORMAT.md`.
 
 use crate::siphash::{siphash24, REVOCATION_KEY};
 
@@ -17,43 +17,40 @@ pub struct RevokedSerial {
     pub serial: Vec<u8>,
 }
 
-/// Longest key input: tag, issuer id, longest serial.
-const MAX_INPUT: usize = 1 + 8 + crate::cert::MAX_SERIAL_LEN;
+/// Longest hash input: the domain tag and the longest serial.
+const MAX_INPUT: usize = 1 + crate::cert::MAX_SERIAL_LEN;
 
-/// SipHash of `tag || parts...`, assembled on the stack (inputs are short).
-fn key_of(tag: u8, parts: &[&[u8]]) -> u64 {
+/// SipHash-2-4 of `"S" || serial magnitude`: the one hash a serial lookup computes.
+pub fn serial_hash(serial: &[u8]) -> u64 {
+    let magnitude = crate::cert::strip_leading_zeros(serial);
     let mut buf = [0u8; MAX_INPUT];
-    let mut len = 0usize;
-    for part in std::iter::once(&[tag][..]).chain(parts.iter().copied()) {
-        let end = len.saturating_add(part.len()).min(MAX_INPUT);
-        if let (Some(dst), Some(src)) = (buf.get_mut(len..end), part.get(..end.saturating_sub(len)))
-        {
-            dst.copy_from_slice(src);
-        }
-        len = end;
+    buf[0] = b'S';
+    let len = magnitude.len().min(crate::cert::MAX_SERIAL_LEN);
+    if let (Some(dst), Some(src)) = (buf.get_mut(1..=len), magnitude.get(..len)) {
+        dst.copy_from_slice(src);
     }
-    siphash24(&REVOCATION_KEY, buf.get(..len).unwrap_or_default())
+    siphash24(&REVOCATION_KEY, buf.get(..=len).unwrap_or_default())
 }
 
-/// Key of a serial revoked for one issuer.
+/// Key of a serial revoked for one issuer: the serial hash XOR the issuer id. For two
+/// different (issuer, serial) pairs the keys are equal with probability 2^-64: different
+/// serials hash independently, and the same serial under two issuers differs by the
+/// (different) issuer ids.
 pub fn serial_key(issuer: u64, serial: &[u8]) -> u64 {
-    key_of(
-        b'S',
-        &[
-            &issuer.to_be_bytes(),
-            crate::cert::strip_leading_zeros(serial),
-        ],
-    )
+    serial_hash(serial) ^ issuer
 }
 
-/// Key of a serial revoked for every issuer.
+/// Key of a serial revoked for every issuer: the serial hash.
 pub fn any_issuer_serial_key(serial: &[u8]) -> u64 {
-    key_of(b'A', &[crate::cert::strip_leading_zeros(serial)])
+    serial_hash(serial)
 }
 
-/// Key of a certificate revoked by SHA-256 fingerprint.
+/// Key of a certificate revoked by SHA-256 fingerprint: its first 8 bytes, big-endian
+/// (SHA-256 output is already uniform).
 pub fn fingerprint_key(sha256: &[u8; 32]) -> u64 {
-    key_of(b'F', &[sha256])
+    let mut first = [0u8; 8];
+    first.copy_from_slice(sha256.get(..8).unwrap_or(&[0; 8]));
+    u64::from_be_bytes(first)
 }
 
 /// Keys per directory bucket, on average: a bucket spans about two cache lines.
@@ -124,6 +121,12 @@ impl KeySet {
         &self.keys
     }
 
+    /// Adds a key; the directory is rebuilt by `normalize`, lookups wait until then.
+    fn push(&mut self, key: u64) {
+        self.dir.clear();
+        self.keys.push(key);
+    }
+
     fn is_normalized(&self) -> bool {
         self.keys.windows(2).all(|w| matches!(w, [a, b] if a < b))
     }
@@ -138,18 +141,35 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// Whether `key` is in the set: the directory names its bucket, a binary search of
-    /// the bucket (a couple of cache lines for uniform keys) decides. No table can make
-    /// a lookup slower than a binary search of the whole set.
+    /// Whether `key` is in the set: the directory names its bucket, and within the
+    /// bucket the key's remaining bits say where it should sit (keys are uniform), so a
+    /// short scan from there decides, usually inside one cache line. Without a directory
+    /// (an unindexed set) it is a binary search of the whole set.
     pub fn contains(&self, key: u64) -> bool {
         let b = bucket_of(key, self.bits) as usize;
-        let range = match (self.dir.get(b), self.dir.get(b.saturating_add(1))) {
-            (Some(&start), Some(&end)) => start as usize..end as usize,
-            _ => 0..self.keys.len(),
+        let (Some(&start), Some(&end)) = (self.dir.get(b), self.dir.get(b.saturating_add(1)))
+        else {
+            return self.keys.binary_search(&key).is_ok();
         };
-        self.keys
-            .get(range)
-            .is_some_and(|w| w.binary_search(&key).is_ok())
+        let Some(bucket) = self.keys.get(start as usize..end as usize) else {
+            return false;
+        };
+        // The key's bits below the bucket bits, scaled to the bucket's length.
+        let rest = key.checked_shl(self.bits).unwrap_or(0);
+        let guess =
+            usize::try_from(u128::from(rest).wrapping_mul(bucket.len() as u128) >> 64).unwrap_or(0);
+        // Search a few keys around the guess when they bracket the key, the bucket
+        // otherwise: a lookup never costs more than a binary search, whatever the table.
+        let lo = guess.saturating_sub(4);
+        let hi = guess.saturating_add(4).min(bucket.len());
+        let bracketed = (lo == 0 || bucket.get(lo).is_some_and(|k| *k <= key))
+            && (hi == bucket.len() || bucket.get(hi.saturating_sub(1)).is_some_and(|k| *k >= key));
+        let window = if bracketed {
+            bucket.get(lo..hi)
+        } else {
+            Some(bucket)
+        };
+        window.is_some_and(|w| w.binary_search(&key).is_ok())
     }
 }
 
@@ -191,15 +211,22 @@ impl OnStale {
 /// The revocation set (decision step 2), and what to do when it goes stale.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Revocation {
-    serials: KeySet,
+    by_issuer: KeySet,
+    any_issuer: KeySet,
     fingerprints: KeySet,
     on_stale: OnStale,
 }
 
 impl Revocation {
-    pub(crate) fn from_sets(serials: KeySet, fingerprints: KeySet, on_stale: OnStale) -> Self {
+    pub(crate) fn from_sets(
+        by_issuer: KeySet,
+        any_issuer: KeySet,
+        fingerprints: KeySet,
+        on_stale: OnStale,
+    ) -> Self {
         Revocation {
-            serials,
+            by_issuer,
+            any_issuer,
             fingerprints,
             on_stale,
         }
@@ -215,39 +242,40 @@ impl Revocation {
         self.on_stale = on_stale;
     }
 
-    pub(crate) fn serial_keys(&self) -> &[u64] {
-        self.serials.keys()
-    }
-
-    pub(crate) fn fingerprint_keys(&self) -> &[u64] {
-        self.fingerprints.keys()
+    /// The three key lists, in table order: issuer-bound serials, any-issuer serials,
+    /// fingerprints.
+    pub(crate) fn key_lists(&self) -> [&[u64]; 3] {
+        [
+            self.by_issuer.keys(),
+            self.any_issuer.keys(),
+            self.fingerprints.keys(),
+        ]
     }
 
     pub(crate) fn is_normalized(&self) -> bool {
-        self.serials.is_normalized() && self.fingerprints.is_normalized()
+        self.by_issuer.is_normalized()
+            && self.any_issuer.is_normalized()
+            && self.fingerprints.is_normalized()
     }
 
     /// Adds a revoked serial (big-endian; leading zero bytes do not matter) for the
     /// issuer with this id, or for every issuer with `None`. Call
-    /// [`Revocation::normalize`] before encoding.
+    /// [`Revocation::normalize`] before encoding or looking up.
     pub fn add_serial(&mut self, issuer: Option<u64>, serial: &[u8]) {
-        // The directory is rebuilt by `normalize`; until then lookups are unsupported.
-        self.serials.dir.clear();
-        self.serials.keys.push(match issuer {
-            Some(id) => serial_key(id, serial),
-            None => any_issuer_serial_key(serial),
-        });
+        match issuer {
+            Some(id) => self.by_issuer.push(serial_key(id, serial)),
+            None => self.any_issuer.push(any_issuer_serial_key(serial)),
+        }
     }
 
     /// Adds a revoked certificate by the SHA-256 of its DER encoding.
     pub fn add_fingerprint(&mut self, sha256: &[u8; 32]) {
-        self.fingerprints.dir.clear();
-        self.fingerprints.keys.push(fingerprint_key(sha256));
+        self.fingerprints.push(fingerprint_key(sha256));
     }
 
     /// Number of revoked-serial keys (after normalisation: distinct entries).
     pub fn serial_count(&self) -> usize {
-        self.serials.len()
+        self.by_issuer.len().saturating_add(self.any_issuer.len())
     }
 
     /// Number of revoked-fingerprint keys.
@@ -255,10 +283,14 @@ impl Revocation {
         self.fingerprints.len()
     }
 
-    /// Sorts and deduplicates both sets, establishing the invariant the encoder, the
-    /// decoder and lookups rely on.
+    /// Sorts and deduplicates the sets and indexes them, establishing the invariants the
+    /// encoder, the decoder and lookups rely on.
     pub fn normalize(&mut self) {
-        for set in [&mut self.serials, &mut self.fingerprints] {
+        for set in [
+            &mut self.by_issuer,
+            &mut self.any_issuer,
+            &mut self.fingerprints,
+        ] {
             set.keys.sort_unstable();
             set.keys.dedup();
             set.index();
@@ -266,11 +298,15 @@ impl Revocation {
     }
 
     /// Whether a certificate from `issuer_id` with `serial` is revoked, either for that
-    /// issuer or by an entry for every issuer.
+    /// issuer or by an entry for every issuer. Hashes the serial once; an empty set costs
+    /// nothing.
     pub fn is_serial_revoked(&self, issuer_id: u64, serial: &[u8]) -> bool {
-        !self.serials.is_empty()
-            && (self.serials.contains(serial_key(issuer_id, serial))
-                || self.serials.contains(any_issuer_serial_key(serial)))
+        if self.by_issuer.is_empty() && self.any_issuer.is_empty() {
+            return false;
+        }
+        let h = serial_hash(serial);
+        (!self.by_issuer.is_empty() && self.by_issuer.contains(h ^ issuer_id))
+            || (!self.any_issuer.is_empty() && self.any_issuer.contains(h))
     }
 
     /// Whether a certificate with this SHA-256 fingerprint is revoked.
@@ -302,6 +338,17 @@ mod tests {
             for i in n as u32..n as u32 + 100 {
                 assert!(!r.is_serial_revoked(7, &i.to_be_bytes()));
             }
+        }
+    }
+
+    #[test]
+    fn skewed_keys_in_one_bucket_are_still_found() {
+        // Not SipHash output: every key lands in bucket 0, guesses are far off.
+        let keys: Vec<u64> = (0..20_000u64).map(|k| k * 3).collect();
+        let set = KeySet::from_sorted(keys);
+        assert!(set.bits > 0);
+        for k in 0..60_000u64 {
+            assert_eq!(set.contains(k), k % 3 == 0, "{k}");
         }
     }
 

@@ -153,11 +153,12 @@ fn semantic_damage_under_a_valid_checksum_is_still_rejected() {
         "seal() is faithful"
     );
 
-    // Trailing byte inside the last section: stale byte, serial count and one key,
-    // fingerprint count = 17 payload bytes, after the 4-byte length.
+    // Trailing byte inside the last section: stale byte, an empty issuer-bound list,
+    // the any-issuer list with one key, an empty fingerprint list = 21 payload bytes,
+    // after the 4-byte length.
     let mut b = inner.to_vec();
-    let len_at = b.len() - 17 - 4;
-    assert_eq!(b[len_at], 17);
+    let len_at = b.len() - 21 - 4;
+    assert_eq!(b[len_at], 21);
     b[len_at] += 1;
     b.push(0);
     assert_eq!(
