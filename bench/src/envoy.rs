@@ -272,12 +272,7 @@ pub struct Envoy {
     pid_file: Option<PathBuf>,
 }
 
-/// The last `n` lines of a file.
-pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
+pub use certgate_e2e::envoy::tail;
 
 impl Envoy {
     /// Starts `envoy` on `bootstrap` in `dir`, pinned to `cpu` at nice level `priority`,
@@ -515,35 +510,5 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
         .await
         .context("admin read timed out")??;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("malformed admin response")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    certgate_e2e::envoy::parse_response(&buf)
 }

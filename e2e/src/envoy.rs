@@ -457,7 +457,13 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    parse_response(&buf)
+}
+
+/// Status and body of a raw HTTP/1.1 response (chunked bodies decoded), as the admin
+/// API sends them. Shared with the benchmark harness.
+pub fn parse_response(raw: &[u8]) -> Result<(u16, String)> {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split_whitespace()
