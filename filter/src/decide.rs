@@ -62,6 +62,8 @@ pub struct Verdict {
 pub struct Active {
     pub engine: Engine,
     pub policy_digest: String,
+    /// The connection attributes this table decides with.
+    pub needs: peer::Needs,
 }
 
 /// An admitted network connection, kept so a newer table can close it.
@@ -138,6 +140,7 @@ impl Shared {
         }
         Active {
             policy_digest: ruleset::cert::hex_lower(&table.policy_digest),
+            needs: peer::Needs::of(&table),
             engine: Engine::new(table),
         }
     }
@@ -226,11 +229,19 @@ impl Shared {
 
     /// [`Shared::decide`], also returning the peer it decided for.
     pub fn decide_peer(&self, host: &dyn Host) -> (Verdict, Peer) {
-        let peer = peer::gather(host, &self.certs);
         let active = self.active();
-        let now = host.now_nanos();
+        // With a feed, admitted connections are kept and re-decided by later tables,
+        // which may look at other attributes: read them all then.
+        let needs = match active.as_deref() {
+            Some(a) if self.max_stale_nanos.is_none() && !self.log_all => a.needs,
+            _ => peer::Needs::ALL,
+        };
+        let peer = peer::gather(host, &self.certs, needs);
+        // The clock is a host call too: read it when the feed's staleness needs it.
+        let stale_now = self.max_stale_nanos.map(|_| host.now_nanos());
         let keep = |a: &Active| {
-            !self.is_stale(now) || a.engine.table().revocation.on_stale() == OnStale::Keep
+            !stale_now.is_some_and(|now| self.is_stale(now))
+                || a.engine.table().revocation.on_stale() == OnStale::Keep
         };
         let decision = match active.as_deref() {
             Some(a) if keep(a) => a.engine.evaluate(&peer),
@@ -272,6 +283,7 @@ impl Shared {
             let seq = self.decisions.get().wrapping_add(1);
             self.decisions.set(seq);
             let connection = peer::int_property(host, peer::CONNECTION_ID).unwrap_or(0);
+            let now = stale_now.unwrap_or_else(|| host.now_nanos());
             // Time first so ids sort by time across workers; the connection id and a
             // per-VM sequence keep them unique within one Envoy process.
             format!("{now:x}-{connection:x}-{seq:x}")
@@ -279,9 +291,12 @@ impl Shared {
             String::new()
         };
         let text = (wanted || log_level.is_some()).then(|| {
+            // The record shows every connection attribute, not only those decided with.
+            let mut full = peer.clone();
+            peer::complete(host, &mut full, peer::Needs::ALL);
             audit::record(
                 &decision,
-                &peer,
+                &full,
                 audit::Context {
                     policy_digest: active.as_deref().map_or("", |a| &a.policy_digest),
                     decision_id: &decision_id,

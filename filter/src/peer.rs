@@ -22,9 +22,59 @@ pub const CONNECTION_ID: &[&str] = &["connection", "id"];
 pub const DESTINATION_PORT: &[&str] = &["destination", "port"];
 pub const SOURCE_ADDRESS: &[&str] = &["source", "address"];
 
-/// The peer of the current connection. The certificate comes from `cache` when its
-/// digest is known; only a miss reads and parses `connection.peer_certificate`.
-pub fn gather(host: &dyn Host, cache: &RefCell<CertCache>) -> Peer {
+/// Which connection attributes to read. Every read is a host call that allocates its
+/// answer in the VM, so a decision reads only what the table's rules and constraints
+/// look at; a record (which shows them all) completes the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    pub tls_version: bool,
+    pub port: bool,
+    pub sni: bool,
+    pub source: bool,
+}
+
+impl Needs {
+    /// Every attribute.
+    pub const ALL: Needs = Needs {
+        tls_version: true,
+        port: true,
+        sni: true,
+        source: true,
+    };
+
+    /// What `table` decides with: the TLS version under `minVersion`, and the port, SNI
+    /// and source address when some rule has that condition.
+    pub fn of(table: &ruleset::Table) -> Needs {
+        let rules = &table.rules;
+        Needs {
+            tls_version: table.constraints.min_tls.is_some(),
+            port: rules.iter().any(|r| !r.ports.is_empty()),
+            sni: rules.iter().any(|r| !r.sni.is_empty()),
+            source: rules.iter().any(|r| !r.source_cidrs.is_empty()),
+        }
+    }
+}
+
+/// Reads the attributes `needs` asks for that `peer` does not have yet.
+pub fn complete(host: &dyn Host, peer: &mut Peer, needs: Needs) {
+    if needs.tls_version && peer.tls_version.is_none() {
+        peer.tls_version = string_property(host, TLS_VERSION).and_then(|v| TlsVersion::parse(&v));
+    }
+    if needs.port && peer.port.is_none() {
+        peer.port = int_property(host, DESTINATION_PORT).and_then(|p| u16::try_from(p).ok());
+    }
+    if needs.sni && peer.sni.is_none() {
+        peer.sni = string_property(host, SNI);
+    }
+    if needs.source && peer.source_ip.is_none() {
+        peer.source_ip = string_property(host, SOURCE_ADDRESS).and_then(|a| parse_ip(&a));
+    }
+}
+
+/// The peer of the current connection, with the attributes `needs` asks for. The
+/// certificate comes from `cache` when its digest is known; only a miss reads and parses
+/// `connection.peer_certificate`.
+pub fn gather(host: &dyn Host, cache: &RefCell<CertCache>, needs: Needs) -> Peer {
     let digest = string_property(host, DIGEST);
     let cached = digest.as_deref().and_then(|d| cache.borrow().get(d));
     let cert = match cached {
@@ -44,13 +94,9 @@ pub fn gather(host: &dyn Host, cache: &RefCell<CertCache>) -> Peer {
             cert
         }
     };
-    Peer {
-        cert: Rc::unwrap_or_clone(cert),
-        tls_version: string_property(host, TLS_VERSION).and_then(|v| TlsVersion::parse(&v)),
-        port: int_property(host, DESTINATION_PORT).and_then(|p| u16::try_from(p).ok()),
-        sni: string_property(host, SNI),
-        source_ip: string_property(host, SOURCE_ADDRESS).and_then(|a| parse_ip(&a)),
-    }
+    let mut peer = Peer::new(Rc::unwrap_or_clone(cert));
+    complete(host, &mut peer, needs);
+    peer
 }
 
 /// A non-empty UTF-8 property.

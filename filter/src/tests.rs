@@ -263,14 +263,46 @@ fn an_admitted_unrecorded_connection_formats_no_decision_id() {
     assert_eq!(f.downstream_data(), Action::Continue);
     assert_eq!(e.host.reads_of("connection.id"), 0);
     assert_eq!(e.host.audit(2), None);
-    // A refusal gets one, in its record.
+    // The table has no minVersion and no port, SNI or source condition: none of those
+    // attributes is read to decide.
+    for attr in [
+        "connection.tls_version",
+        "destination.port",
+        "connection.requested_server_name",
+        "source.address",
+    ] {
+        assert_eq!(e.host.reads_of(attr), 0, "{attr}");
+    }
+    // A refusal gets an id, and its record still shows every attribute.
     e.connection(3, None, "");
     let mut f = e.root.network_filter(3);
     e.enter(3);
     f.new_connection();
     assert_eq!(f.downstream_data(), Action::Pause);
     assert_eq!(e.host.reads_of("connection.id"), 1);
-    assert!(e.host.audit(3).unwrap().contains("certgate.decision_id"));
+    let record = e.host.audit(3).unwrap();
+    assert!(record.contains("certgate.decision_id"), "{record}");
+    assert!(record.contains(r#""source.ip":"10.1.2.3""#), "{record}");
+    assert!(record.contains(r#""tls.version":"1.3""#), "{record}");
+}
+
+#[test]
+fn attributes_a_table_decides_with_are_read() {
+    let mut t = table(Mode::Enforce, AuditLog::None);
+    t.constraints.min_tls = Some(ruleset::TlsVersion::V1_3);
+    t.rules[0].ports = vec![ruleset::PortRange {
+        start: 8443,
+        end: 8443,
+    }];
+    let e = env(&config_json(&t, ""));
+    e.connection(2, Some(&cert_pem(WEB)), "DIGEST-B");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    assert_eq!(f.downstream_data(), Action::Continue);
+    assert_eq!(e.host.reads_of("connection.tls_version"), 1);
+    assert_eq!(e.host.reads_of("destination.port"), 1);
+    assert_eq!(e.host.reads_of("source.address"), 0);
 }
 
 #[test]
