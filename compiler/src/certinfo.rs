@@ -6,18 +6,6 @@ use serde_json::{json, Value};
 
 use crate::time::rfc3339;
 
-/// The certificate's SPIFFE ID: its one `spiffe://` URI SAN. A valid X509-SVID has
-/// exactly one; with several there is none (certgate denies `multiple_spiffe_ids`).
-pub fn spiffe_id(c: &CertFacts) -> Option<&str> {
-    let mut ids = c.spiffe_ids();
-    let first = ids.next();
-    if ids.next().is_some() {
-        None
-    } else {
-        first
-    }
-}
-
 /// The public key as JSON: algorithm and bits or curve.
 pub fn key_json(k: &KeyInfo) -> Value {
     match k {
@@ -44,7 +32,7 @@ pub fn to_json(c: &CertFacts) -> Value {
         "signatureHash": c.signature.hash.as_str(),
         "uriSans": c.uri_sans,
         "dnsSans": c.dns_sans,
-        "spiffeId": spiffe_id(c),
+        "spiffeId": c.spiffe_id(),
         "sha256": ruleset::cert::hex_lower(&c.sha256),
     })
 }

@@ -118,9 +118,7 @@ impl Engine {
             PeerCert::Unparsable(_) => return deny(Reason::BadPeerCert, None),
             PeerCert::Assumed { identity } => (identity, None),
             PeerCert::Parsed(facts) => {
-                let mut ids = facts.spiffe_ids();
-                let first = ids.next();
-                let single = if ids.next().is_none() { first } else { None };
+                let single = facts.spiffe_id();
                 // Revocation comes first: a revoked certificate is denied as such,
                 // whatever else is wrong with it.
                 if t.revocation.is_fingerprint_revoked(&facts.sha256) {
@@ -131,10 +129,12 @@ impl Engine {
                 {
                     return deny(Reason::RevokedSerial, single);
                 }
-                match (first, single) {
-                    (None, _) => return deny(Reason::NoSpiffeId, None),
-                    (Some(_), None) => return deny(Reason::MultipleSpiffeIds, None),
-                    (Some(_), Some(id)) => (id, Some(&**facts)),
+                match single {
+                    Some(id) => (id, Some(&**facts)),
+                    None if facts.spiffe_ids().next().is_none() => {
+                        return deny(Reason::NoSpiffeId, None)
+                    }
+                    None => return deny(Reason::MultipleSpiffeIds, None),
                 }
             }
         };

@@ -64,6 +64,18 @@ pub struct CertFacts {
 }
 
 impl CertFacts {
+    /// The certificate's SPIFFE ID: its one `spiffe://` URI SAN, or `None` when it has
+    /// none or several (a valid X509-SVID has exactly one; the engine denies the others).
+    pub fn spiffe_id(&self) -> Option<&str> {
+        let mut ids = self.spiffe_ids();
+        let first = ids.next();
+        if ids.next().is_some() {
+            None
+        } else {
+            first
+        }
+    }
+
     /// The `spiffe://` URI SANs of this certificate. A valid X509-SVID has exactly one.
     pub fn spiffe_ids(&self) -> impl Iterator<Item = &str> {
         self.uri_sans

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
-use certgate_compiler::certinfo::{spiffe_id, to_json};
+use certgate_compiler::certinfo::to_json;
 use certgate_compiler::time::rfc3339;
 use ruleset::{CertFacts, KeyInfo};
 use serde_json::json;
@@ -66,7 +66,7 @@ fn to_text(c: &CertFacts) -> String {
     for d in &c.dns_sans {
         let _ = writeln!(o, "DNS SAN     {d}");
     }
-    let _ = writeln!(o, "SPIFFE ID   {}", spiffe_id(c).unwrap_or("(none)"));
+    let _ = writeln!(o, "SPIFFE ID   {}", c.spiffe_id().unwrap_or("(none)"));
     let _ = writeln!(o, "sha256      {}", ruleset::cert::hex_lower(&c.sha256));
     o
 }
