@@ -93,7 +93,7 @@ pub fn read_ca_certs(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 pub fn verify_signed_by(bytes: &[u8], cas: &[Vec<u8>]) -> Result<(), CrlError> {
     let der = crl_der(bytes)?;
     let (_, crl) = CertificateRevocationList::from_der(&der)
-        .map_err(|e| CrlError::Der(lowercase(&e.to_string())))?;
+        .map_err(|e| CrlError::Der(crate::yaml::lowercase_first(&e.to_string())))?;
     verify_with(&crl, cas)
 }
 
@@ -125,17 +125,9 @@ pub fn parse(bytes: &[u8]) -> Result<CrlInfo, CrlError> {
     parse_der(&crl_der(bytes)?)
 }
 
-fn lowercase(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
-    }
-}
-
 fn parse_der(der: &[u8]) -> Result<CrlInfo, CrlError> {
     let (rest, crl) = CertificateRevocationList::from_der(der)
-        .map_err(|e| CrlError::Der(lowercase(&e.to_string())))?;
+        .map_err(|e| CrlError::Der(crate::yaml::lowercase_first(&e.to_string())))?;
     if !rest.is_empty() {
         return Err(CrlError::TrailingBytes(rest.len()));
     }

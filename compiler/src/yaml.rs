@@ -98,7 +98,8 @@ pub(crate) fn load(file: usize, text: &str) -> Result<Vec<Node>, SyntaxError> {
     }
 }
 
-fn lowercase_first(s: &str) -> String {
+/// `s` with its first letter lowercased (parser messages start capitalised; ours do not).
+pub(crate) fn lowercase_first(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_lowercase().chain(c).collect(),
