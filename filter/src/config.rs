@@ -10,6 +10,7 @@ use base64::Engine as _;
 use ruleset::{AuditLog, Mode};
 
 use crate::json::{self, Value};
+use crate::lift::{Lifted, Lifter};
 
 /// Default size of the per-VM certificate cache, in entries.
 pub const DEFAULT_CERT_CACHE_SIZE: usize = 1024;
@@ -18,6 +19,9 @@ pub const MAX_CERT_CACHE_SIZE: usize = 65_536;
 /// Largest accepted configuration, in bytes (a 1M-entry revocation table in base64
 /// is far below this).
 pub const MAX_CONFIG_BYTES: usize = 64 << 20;
+
+/// Bytes asked of the host per read of the configuration.
+pub const READ_CHUNK: usize = 64 << 10;
 
 /// The filter's configuration, after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,13 +127,43 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Parses and validates the raw plugin configuration bytes.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-        if bytes.is_empty() {
+        Config::read(bytes.len(), |start, max| {
+            let end = start.saturating_add(max).min(bytes.len());
+            bytes.get(start..end).map(<[u8]>::to_vec)
+        })
+    }
+
+    /// Reads the configuration in chunks of at most [`READ_CHUNK`] bytes from `chunk(start,
+    /// max)` (the host's buffer; `None` or a short chunk ends it), lifting the inline
+    /// table out as it goes ([`crate::lift`]), then validates it. `size` is the size the
+    /// host announced.
+    pub fn read(
+        size: usize,
+        mut chunk: impl FnMut(usize, usize) -> Option<Vec<u8>>,
+    ) -> Result<Config, ConfigError> {
+        if size > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge(size));
+        }
+        let mut lifter = Lifter::new(size);
+        let mut read = 0usize;
+        while let Some(bytes) = chunk(read, READ_CHUNK) {
+            read = read.saturating_add(bytes.len());
+            if read > MAX_CONFIG_BYTES {
+                return Err(ConfigError::TooLarge(read));
+            }
+            lifter.feed(&bytes);
+            if bytes.len() < READ_CHUNK {
+                break;
+            }
+        }
+        if read == 0 {
             return Err(ConfigError::Empty);
         }
-        if bytes.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge(bytes.len()));
-        }
-        let text = std::str::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8)?;
+        let Lifted {
+            rest,
+            table: mut lifted,
+        } = lifter.finish();
+        let text = std::str::from_utf8(&rest).map_err(|_| ConfigError::NotUtf8)?;
         let members = match json::parse(text).map_err(|e| ConfigError::Json(e.0))? {
             Value::Object(m) => m,
             other => return Err(ConfigError::NotAnObject(other.type_name())),
@@ -149,9 +183,15 @@ impl Config {
             match key.as_str() {
                 "table" => {
                     let b64 = string(&value, "table", "a base64 string")?;
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(b64.trim())
-                        .map_err(|e| ConfigError::BadBase64(e.to_string()))?;
+                    // Lifted while reading, unless the key was written with escapes.
+                    let bytes = match lifted.take() {
+                        Some(lifted) => {
+                            lifted.map_err(|e| ConfigError::BadBase64(e.to_string()))?
+                        }
+                        None => base64::engine::general_purpose::STANDARD
+                            .decode(b64.trim())
+                            .map_err(|e| ConfigError::BadBase64(e.to_string()))?,
+                    };
                     table = Some(bytes);
                 }
                 "mode" => {

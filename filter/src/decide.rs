@@ -103,7 +103,7 @@ pub struct Shared {
 
 impl Shared {
     /// Builds the per-VM state from validated configuration, defining the counters.
-    pub fn new(config: Config, host: &dyn Host) -> Result<Shared, ConfigError> {
+    pub fn new(mut config: Config, host: &dyn Host) -> Result<Shared, ConfigError> {
         let mut shared = Shared {
             active: RefCell::new(None),
             mode_override: config.mode,
@@ -124,8 +124,9 @@ impl Shared {
                 .map(|f| f.max_stale_millis.saturating_mul(1_000_000)),
         };
         if config.feed.is_none() || !config.table.is_empty() {
-            let table =
-                ruleset::decode(&config.table).map_err(|e| ConfigError::BadTable(e.to_string()))?;
+            // The table keeps the configuration's decoded bytes: no second copy.
+            let table = ruleset::decode_owned(std::mem::take(&mut config.table))
+                .map_err(|e| ConfigError::BadTable(e.to_string()))?;
             shared.active = RefCell::new(Some(Rc::new(shared.activate(table))));
         }
         Ok(shared)
@@ -164,8 +165,8 @@ impl Shared {
     /// Validates a table the feed delivered (magic, version, checksum, same policy
     /// lineage) and swaps it in for every new decision, then closes open connections
     /// the new table denies. On error nothing changes.
-    pub fn install(&self, host: &dyn Host, bytes: &[u8]) -> Result<(), String> {
-        let table = ruleset::decode(bytes).map_err(|e| e.to_string())?;
+    pub fn install(&self, host: &dyn Host, bytes: Vec<u8>) -> Result<(), String> {
+        let table = ruleset::decode_owned(bytes).map_err(|e| e.to_string())?;
         if let Some(current) = self.active() {
             let names = &current.engine.table().policy_names;
             // Lineage: the same policies, so a feed for another service's table (or a

@@ -158,7 +158,7 @@ impl Feed {
                 }
                 let body = host.http_call_response_body(body_size).unwrap_or_default();
                 shared
-                    .install(host, &body)
+                    .install(host, body)
                     .map_err(|e| format!("table refused: {e}"))?;
                 *self.etag.borrow_mut() = host
                     .http_call_response_header("etag")

@@ -43,8 +43,9 @@ pub trait Host {
     fn send_http_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]);
     /// Resets the current HTTP stream; on HTTP/1.1 that closes the connection.
     fn reset_http_stream(&self);
-    /// The plugin configuration bytes.
-    fn plugin_configuration(&self) -> Option<Vec<u8>>;
+    /// Up to `max` bytes of the plugin configuration from byte `start` (`None` when
+    /// there is none).
+    fn plugin_configuration(&self, start: usize, max: usize) -> Option<Vec<u8>>;
     /// Wall-clock time in nanoseconds since the Unix epoch (0 if unknown).
     fn now_nanos(&self) -> u64;
     /// Asks for `on_tick` every `millis` milliseconds.
@@ -121,11 +122,11 @@ impl Host for ProxyHost {
         let _ = proxy_wasm::hostcalls::reset_http_request();
     }
 
-    fn plugin_configuration(&self) -> Option<Vec<u8>> {
+    fn plugin_configuration(&self, start: usize, max: usize) -> Option<Vec<u8>> {
         proxy_wasm::hostcalls::get_buffer(
             proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
+            start,
+            max,
         )
         .ok()
         .flatten()
@@ -216,6 +217,8 @@ pub mod fake {
     #[derive(Debug, Default)]
     pub struct FakeHost {
         pub config: RefCell<Option<Vec<u8>>>,
+        /// Reads of the configuration so far.
+        pub config_reads: Cell<usize>,
         /// Properties per context id, keyed by the dotted path.
         pub props: RefCell<HashMap<u32, HashMap<String, Vec<u8>>>>,
         /// Properties set, per context id.
@@ -353,8 +356,12 @@ pub mod fake {
         fn reset_http_stream(&self) {
             self.resets.borrow_mut().push(self.current.get());
         }
-        fn plugin_configuration(&self) -> Option<Vec<u8>> {
-            self.config.borrow().clone()
+        fn plugin_configuration(&self, start: usize, max: usize) -> Option<Vec<u8>> {
+            self.config_reads.set(self.config_reads.get() + 1);
+            let config = self.config.borrow();
+            let config = config.as_ref()?;
+            let end = start.saturating_add(max).min(config.len());
+            config.get(start..end).map(<[u8]>::to_vec)
         }
         fn now_nanos(&self) -> u64 {
             self.now.get()

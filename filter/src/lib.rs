@@ -24,6 +24,7 @@ pub mod feed;
 pub mod host;
 pub mod http;
 pub mod json;
+pub mod lift;
 pub mod metrics;
 pub mod network;
 pub mod peer;

@@ -60,9 +60,10 @@ impl Root {
         }
     }
 
-    /// Parses and applies the plugin configuration. On error: one error log line and
-    /// `false`, which makes Envoy refuse the filter (fail closed).
-    pub fn configure(&mut self) -> bool {
+    /// Parses and applies the plugin configuration (`size` bytes, as the host
+    /// announced). On error: one error log line and `false`, which makes Envoy refuse
+    /// the filter (fail closed).
+    pub fn configure(&mut self, size: usize) -> bool {
         let host = &*self.host;
         let root_id = peer::string_property(host, &["plugin_root_id"]);
         self.kind = if root_id.as_deref() == Some(HTTP_ROOT_ID) {
@@ -70,10 +71,7 @@ impl Root {
         } else {
             Kind::Network
         };
-        let loaded = host
-            .plugin_configuration()
-            .ok_or(crate::config::ConfigError::Empty)
-            .and_then(|bytes| Config::parse(&bytes))
+        let loaded = Config::read(size, |start, max| host.plugin_configuration(start, max))
             .and_then(|config| {
                 let feed = config.feed.clone().map(Feed::new);
                 Shared::new(config, host).map(|s| (s, feed))
@@ -211,8 +209,8 @@ impl RootContext for Root {
         true
     }
 
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        self.configure()
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        self.configure(plugin_configuration_size)
     }
 
     fn on_tick(&mut self) {

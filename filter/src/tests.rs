@@ -70,7 +70,7 @@ fn env_with(config: &str, root_id: &str) -> (Env, bool) {
     host.set(0, "plugin_root_id", root_id);
     host.now.set(1_000_000_000);
     let mut root = Root::new(host.clone());
-    let ok = root.configure();
+    let ok = root.configure(config.len());
     (Env { host, root }, ok)
 }
 
@@ -237,6 +237,48 @@ fn garbage_pem_is_denied_as_bad_certificate() {
 }
 
 #[test]
+fn a_large_configuration_is_read_in_chunks_and_its_table_enforced() {
+    let revoked_pem = cert_pem(WEB);
+    let facts = ruleset::cert::parse_pem_or_der(revoked_pem.as_bytes()).unwrap();
+    let mut t = table(Mode::Enforce, AuditLog::None);
+    t.revocation.add_fingerprint(&facts[0].sha256);
+    for i in 0..30_000u32 {
+        t.revocation.add_serial(Some(7), &i.to_be_bytes());
+    }
+    t.normalize();
+    // The table is not the last key, and is followed by more configuration.
+    let config = config_json(&t, r#","certCacheSize":8"#);
+    assert!(config.len() > 4 * crate::config::READ_CHUNK);
+    let e = env(&config);
+    let reads = e.host.config_reads.get();
+    assert_eq!(reads, config.len() / crate::config::READ_CHUNK + 1);
+
+    e.connection(2, Some(&revoked_pem), "REVOKED");
+    e.connection(3, Some(&cert_pem(WEB)), "FRESH");
+    for ctx in [2, 3] {
+        let mut f = e.root.network_filter(ctx);
+        e.enter(ctx);
+        f.new_connection();
+        f.downstream_data();
+    }
+    assert_eq!(*e.host.closed.borrow(), vec![2]);
+    assert_eq!(e.host.counter("certgate.reason.revoked_fingerprint"), 1);
+    assert_eq!(e.host.counter("certgate.allowed"), 1);
+}
+
+#[test]
+fn a_table_key_written_with_escapes_is_still_read() {
+    let bytes = ruleset::encode(&table(Mode::Enforce, AuditLog::None)).unwrap();
+    let e = env(&format!(r#"{{"t\u0061ble":"{}"}}"#, b64(&bytes)));
+    e.connection(2, Some(&cert_pem(EVIL)), "EVIL");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    f.downstream_data();
+    assert_eq!(*e.host.closed.borrow(), vec![2]);
+}
+
+#[test]
 fn cache_hit_does_not_read_the_certificate_again() {
     let e = env(&config_json(&table(Mode::Enforce, AuditLog::None), ""));
     let pem = cert_pem(WEB);
@@ -391,7 +433,7 @@ fn bad_configurations_fail_closed_with_one_error_line() {
 fn missing_configuration_fails_closed() {
     let host = Rc::new(FakeHost::default());
     let mut root = Root::new(host.clone());
-    assert!(!root.configure());
+    assert!(!root.configure(0));
     assert!(host.logged(Level::Error)[0].contains("no plugin configuration"));
 }
 

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::encode::{CURVE_BITS, HASH_BITS};
 use crate::format::*;
@@ -123,6 +124,10 @@ impl std::error::Error for DecodeError {}
 
 struct Reader<'a> {
     buf: &'a [u8],
+    /// Offset of `buf` in `table`.
+    pos: usize,
+    /// The whole table, which key sets keep and read in place.
+    table: &'a Arc<Vec<u8>>,
 }
 
 impl<'a> Reader<'a> {
@@ -132,6 +137,7 @@ impl<'a> Reader<'a> {
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
+        self.pos = self.pos.saturating_add(n);
         Ok(head)
     }
     fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
@@ -195,24 +201,25 @@ impl<'a> Reader<'a> {
             .map(|s| Pattern::parse(s).map_err(|e| DecodeError::BadPattern(format!("`{s}`: {e}"))))
             .collect()
     }
-    /// Reads a list of 64-bit keys that must be strictly ascending.
+    /// Reads a list of 64-bit keys that must be strictly ascending. The keys stay where
+    /// they are: the set reads them from the table's bytes.
     fn keys(&mut self, limit: usize, what: &'static str) -> Result<KeySet, DecodeError> {
         let n = self.count(limit, 8, what)?;
+        let start = self.pos;
         let bytes = self.take(n.saturating_mul(8), what)?;
-        let mut keys = Vec::with_capacity(n);
-        let mut prev: Option<u64> = None;
-        for chunk in bytes.chunks_exact(8) {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(chunk);
-            let k = u64::from_le_bytes(b);
-            // INVARIANT: strictly ascending, so lookups can search and no key repeats.
+        // INVARIANT: strictly ascending, so lookups can search and no key repeats.
+        let mut keys = bytes.chunks_exact(8).map(crate::revocation::le_u64);
+        let mut prev = keys.next();
+        for k in keys {
             if prev.is_some_and(|p| p >= k) {
                 return Err(DecodeError::Unsorted { what });
             }
             prev = Some(k);
-            keys.push(k);
         }
-        Ok(KeySet::from_sorted(keys))
+        Ok(KeySet::in_table(
+            Arc::clone(self.table),
+            start..start.saturating_add(bytes.len()),
+        ))
     }
     /// Reads a section header and returns a reader over exactly its payload.
     fn section(&mut self, expected: u8) -> Result<Reader<'a>, DecodeError> {
@@ -222,8 +229,11 @@ impl<'a> Reader<'a> {
         }
         let len =
             usize::try_from(self.u32("section length")?).map_err(|_| DecodeError::TooLarge)?;
+        let pos = self.pos;
         Ok(Reader {
             buf: self.take(len, "section payload")?,
+            pos,
+            table: self.table,
         })
     }
     fn finish(&self, section: &'static str) -> Result<(), DecodeError> {
@@ -281,11 +291,16 @@ fn bits<T: Copy>(mask: u8, known: &[(T, u8)], what: &'static str) -> Result<Vec<
         .collect())
 }
 
-fn header(bytes: &[u8]) -> Result<([u8; 32], &[u8]), DecodeError> {
-    if bytes.len() > MAX_TABLE_LEN {
+/// Checks the header and returns the policy digest and a reader over the body.
+fn header(table: &Arc<Vec<u8>>) -> Result<([u8; 32], Reader<'_>), DecodeError> {
+    if table.len() > MAX_TABLE_LEN {
         return Err(DecodeError::TooLarge);
     }
-    let mut r = Reader { buf: bytes };
+    let mut r = Reader {
+        buf: table,
+        pos: 0,
+        table,
+    };
     if r.array::<4>("magic")? != MAGIC {
         return Err(DecodeError::BadMagic);
     }
@@ -302,11 +317,10 @@ fn header(bytes: &[u8]) -> Result<([u8; 32], &[u8]), DecodeError> {
     // The checksum covers the policy digest and the body.
     let covered = r.buf;
     let digest = r.array::<32>("policy digest")?;
-    let body = r.buf;
-    if u64::from(body_len) != body.len() as u64 {
+    if u64::from(body_len) != r.buf.len() as u64 {
         return Err(DecodeError::LengthMismatch {
             declared: u64::from(body_len),
-            actual: body.len() as u64,
+            actual: r.buf.len() as u64,
         });
     }
     let actual = crc32(covered);
@@ -316,13 +330,19 @@ fn header(bytes: &[u8]) -> Result<([u8; 32], &[u8]), DecodeError> {
             actual,
         });
     }
-    Ok((digest, body))
+    Ok((digest, r))
 }
 
-/// Decodes a table from untrusted bytes.
+/// Decodes a table from untrusted bytes (copying them; see [`decode_owned`]).
 pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
-    let (policy_digest, body) = header(bytes)?;
-    let mut r = Reader { buf: body };
+    decode_owned(bytes.to_vec())
+}
+
+/// Decodes a table from untrusted bytes it takes over: the table keeps them and reads
+/// its revocation keys in place, so a million revoked serials cost their 8 MB once.
+pub fn decode_owned(bytes: Vec<u8>) -> Result<Table, DecodeError> {
+    let bytes = Arc::new(bytes);
+    let (policy_digest, mut r) = header(&bytes)?;
 
     let mut s = r.section(SECTION_META)?;
     let mode = mode(s.u8("mode")?)?;

@@ -120,10 +120,15 @@ impl Writer {
         self.count(items.len(), limit, what)?;
         items.into_iter().try_for_each(|s| self.str(s, what))
     }
-    fn keys(&mut self, keys: &[u64], limit: usize, what: &'static str) -> Result<(), EncodeError> {
+    fn keys(
+        &mut self,
+        keys: &crate::revocation::KeySet,
+        limit: usize,
+        what: &'static str,
+    ) -> Result<(), EncodeError> {
         self.count(keys.len(), limit, what)?;
         self.0.reserve(keys.len().saturating_mul(8));
-        keys.iter().for_each(|k| self.u64(*k));
+        keys.iter().for_each(|k| self.u64(k));
         Ok(())
     }
     /// Writes `tag`, a length placeholder, the payload, then patches the length.

@@ -36,7 +36,7 @@ pub mod sni;
 pub mod spiffe;
 
 pub use decision::{Decision, Reason};
-pub use decode::{decode, DecodeError};
+pub use decode::{decode, decode_owned, DecodeError};
 pub use encode::{encode, EncodeError};
 pub use eval::Engine;
 pub use format::{MAGIC, VERSION};

@@ -4,6 +4,10 @@
 //! every issuer, and fingerprints are three separate sets; a lookup hashes the serial
 //! once. Collisions are discussed in `ruleset/FORMAT.md`.
 
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
 use crate::siphash::{siphash24, REVOCATION_KEY};
 
 /// A revoked serial as the compiler collects it from policies and CRLs, before it is
@@ -62,21 +66,143 @@ const MAX_BUCKET_BITS: u32 = 24;
 /// lookup touches one bucket of about [`KEYS_PER_BUCKET`] keys. The directory is derived
 /// from the keys (never stored in a table) and costs 4 bytes per bucket, a quarter byte
 /// per key.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, Default)]
 pub struct KeySet {
-    /// INVARIANT (once normalised): strictly ascending.
-    keys: Vec<u64>,
+    /// INVARIANT (once normalised, and always for a decoded set): strictly ascending.
+    keys: Keys,
     /// `dir[b]..dir[b + 1]` are the keys whose top `bits` bits equal `b`; empty until
     /// the keys are normalised (lookups then fall back to binary search).
     dir: Vec<u32>,
     bits: u32,
 }
 
+/// Where a set's keys live.
+#[derive(Clone)]
+enum Keys {
+    /// Collected by the compiler: pushed, then sorted and deduplicated.
+    Owned(Vec<u64>),
+    /// In place in a decoded table: the little-endian keys at `range` of its bytes. A
+    /// decoded table keeps its bytes and reads its keys there, so a VM holds a million
+    /// revoked serials once, not twice.
+    InTable {
+        table: Arc<Vec<u8>>,
+        range: Range<usize>,
+    },
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::Owned(Vec::new())
+    }
+}
+
+/// A little-endian `u64` from 8 bytes (0 from a short slice, which callers never pass).
+pub(crate) fn le_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map_or(0, u64::from_le_bytes)
+}
+
+/// The bytes of an in-table key list (the decoder checked the range).
+fn words<'a>(table: &'a [u8], range: &Range<usize>) -> &'a [u8] {
+    table.get(range.clone()).unwrap_or_default()
+}
+
+/// Random access to ascending keys, however they are stored.
+trait Sorted {
+    fn count(&self) -> usize;
+    fn at(&self, i: usize) -> Option<u64>;
+}
+
+impl Sorted for [u64] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, i: usize) -> Option<u64> {
+        self.get(i).copied()
+    }
+}
+
+/// Keys stored as consecutive little-endian words.
+struct LeWords<'a>(&'a [u8]);
+
+impl Sorted for LeWords<'_> {
+    fn count(&self) -> usize {
+        self.0.len() / 8
+    }
+    fn at(&self, i: usize) -> Option<u64> {
+        let start = i.checked_mul(8)?;
+        Some(le_u64(self.0.get(start..start.checked_add(8)?)?))
+    }
+}
+
+/// Whether `key` is among `keys[lo..hi]` (ascending): binary search.
+fn search<S: Sorted + ?Sized>(keys: &S, mut lo: usize, mut hi: usize, key: u64) -> bool {
+    while lo < hi {
+        let mid = lo.saturating_add(hi.saturating_sub(lo) / 2);
+        match keys.at(mid) {
+            Some(k) if k == key => return true,
+            Some(k) if k < key => lo = mid.saturating_add(1),
+            Some(_) => hi = mid,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// The keys of a set, in order.
+#[derive(Debug)]
+pub(crate) enum KeyIter<'a> {
+    Words(std::slice::Iter<'a, u64>),
+    Bytes(std::slice::ChunksExact<'a, u8>),
+}
+
+impl Iterator for KeyIter<'_> {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        match self {
+            KeyIter::Words(it) => it.next().copied(),
+            KeyIter::Bytes(it) => it.next().map(le_u64),
+        }
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            KeyIter::Words(it) => it.size_hint(),
+            KeyIter::Bytes(it) => it.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for KeyIter<'_> {}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySet")
+            .field("len", &self.len())
+            .field(
+                "stored",
+                &match self.keys {
+                    Keys::Owned(_) => "owned",
+                    Keys::InTable { .. } => "in table",
+                },
+            )
+            .finish()
+    }
+}
+
+/// Sets are equal when they hold the same keys, wherever those live.
+impl PartialEq for KeySet {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for KeySet {}
+
 impl KeySet {
-    /// Builds a set from keys that are already strictly ascending (the decoder checks).
-    pub(crate) fn from_sorted(keys: Vec<u64>) -> Self {
+    /// A set over the keys at `range` of a decoded table's bytes, which the decoder has
+    /// checked are strictly ascending.
+    pub(crate) fn in_table(table: Arc<Vec<u8>>, range: Range<usize>) -> Self {
         let mut set = KeySet {
-            keys,
+            keys: Keys::InTable { table, range },
             dir: Vec::new(),
             bits: 0,
         };
@@ -84,9 +210,34 @@ impl KeySet {
         set
     }
 
+    /// The keys, in order.
+    pub(crate) fn iter(&self) -> KeyIter<'_> {
+        match &self.keys {
+            Keys::Owned(v) => KeyIter::Words(v.iter()),
+            Keys::InTable { table, range } => KeyIter::Bytes(words(table, range).chunks_exact(8)),
+        }
+    }
+
+    /// Takes the keys out as an owned list (a copy when they live in a table).
+    fn take_owned(&mut self) -> Vec<u64> {
+        self.dir.clear();
+        self.bits = 0;
+        match std::mem::take(&mut self.keys) {
+            Keys::Owned(v) => v,
+            in_table @ Keys::InTable { .. } => {
+                let set = KeySet {
+                    keys: in_table,
+                    dir: Vec::new(),
+                    bits: 0,
+                };
+                set.iter().collect()
+            }
+        }
+    }
+
     /// Builds the directory for the (sorted) keys.
     fn index(&mut self) {
-        let n = self.keys.len();
+        let n = self.len();
         let (Ok(n32), false) = (u32::try_from(n), n == 0) else {
             // Empty, or more keys than u32 offsets address: binary search only.
             self.dir = Vec::new();
@@ -100,45 +251,57 @@ impl KeySet {
             .min(MAX_BUCKET_BITS);
         let buckets = 1usize << bits;
         let mut dir = Vec::with_capacity(buckets.saturating_add(1));
-        let mut i = 0u32;
-        for b in 0..buckets as u64 {
-            // First key whose bucket is >= b.
-            while self
-                .keys
-                .get(i as usize)
-                .is_some_and(|k| bucket_of(*k, bits) < b)
-            {
-                i = i.saturating_add(1);
+        // dir[b] is the position of the first key whose bucket is >= b.
+        let mut next_bucket = 0u64;
+        for (i, k) in self.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(n32);
+            while next_bucket <= bucket_of(k, bits) {
+                dir.push(i);
+                next_bucket = next_bucket.saturating_add(1);
             }
-            dir.push(i);
         }
-        dir.push(n32);
+        dir.resize(buckets.saturating_add(1), n32);
         self.dir = dir;
         self.bits = bits;
     }
 
-    pub(crate) fn keys(&self) -> &[u64] {
-        &self.keys
-    }
-
     /// Adds a key; the directory is rebuilt by `normalize`, lookups wait until then.
     fn push(&mut self, key: u64) {
-        self.dir.clear();
-        self.keys.push(key);
+        let mut keys = self.take_owned();
+        keys.push(key);
+        self.keys = Keys::Owned(keys);
+    }
+
+    /// Sorts, deduplicates and indexes the keys.
+    fn normalize(&mut self) {
+        let mut keys = self.take_owned();
+        keys.sort_unstable();
+        keys.dedup();
+        self.keys = Keys::Owned(keys);
+        self.index();
     }
 
     fn is_normalized(&self) -> bool {
-        self.keys.windows(2).all(|w| matches!(w, [a, b] if a < b))
+        let mut keys = self.iter();
+        let mut prev = keys.next();
+        keys.all(|k| {
+            let ascending = prev.is_some_and(|p| p < k);
+            prev = Some(k);
+            ascending
+        })
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        match &self.keys {
+            Keys::Owned(v) => v.len(),
+            Keys::InTable { table, range } => words(table, range).len() / 8,
+        }
     }
 
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
     /// Whether `key` is in the set: the directory names its bucket, and within the
@@ -146,30 +309,40 @@ impl KeySet {
     /// short scan from there decides, usually inside one cache line. Without a directory
     /// (an unindexed set) it is a binary search of the whole set.
     pub fn contains(&self, key: u64) -> bool {
+        match &self.keys {
+            Keys::Owned(v) => self.find(v.as_slice(), key),
+            Keys::InTable { table, range } => self.find(&LeWords(words(table, range)), key),
+        }
+    }
+
+    fn find<S: Sorted + ?Sized>(&self, keys: &S, key: u64) -> bool {
+        let n = keys.count();
         let b = bucket_of(key, self.bits) as usize;
         let (Some(&start), Some(&end)) = (self.dir.get(b), self.dir.get(b.saturating_add(1)))
         else {
-            return self.keys.binary_search(&key).is_ok();
+            return search(keys, 0, n, key);
         };
-        let Some(bucket) = self.keys.get(start as usize..end as usize) else {
+        let (start, end) = (start as usize, (end as usize).min(n));
+        let len = end.saturating_sub(start);
+        if len == 0 {
             return false;
-        };
+        }
         // The key's bits below the bucket bits, scaled to the bucket's length.
         let rest = key.checked_shl(self.bits).unwrap_or(0);
-        let guess =
-            usize::try_from(u128::from(rest).wrapping_mul(bucket.len() as u128) >> 64).unwrap_or(0);
+        let guess = start.saturating_add(
+            usize::try_from(u128::from(rest).wrapping_mul(len as u128) >> 64).unwrap_or(0),
+        );
         // Search a few keys around the guess when they bracket the key, the bucket
         // otherwise: a lookup never costs more than a binary search, whatever the table.
-        let lo = guess.saturating_sub(4);
-        let hi = guess.saturating_add(4).min(bucket.len());
-        let bracketed = (lo == 0 || bucket.get(lo).is_some_and(|k| *k <= key))
-            && (hi == bucket.len() || bucket.get(hi.saturating_sub(1)).is_some_and(|k| *k >= key));
-        let window = if bracketed {
-            bucket.get(lo..hi)
+        let lo = guess.saturating_sub(4).max(start);
+        let hi = guess.saturating_add(4).min(end);
+        let bracketed = (lo == start || keys.at(lo).is_some_and(|k| k <= key))
+            && (hi == end || keys.at(hi.saturating_sub(1)).is_some_and(|k| k >= key));
+        if bracketed {
+            search(keys, lo, hi, key)
         } else {
-            Some(bucket)
-        };
-        window.is_some_and(|w| w.binary_search(&key).is_ok())
+            search(keys, start, end, key)
+        }
     }
 }
 
@@ -244,12 +417,8 @@ impl Revocation {
 
     /// The three key lists, in table order: issuer-bound serials, any-issuer serials,
     /// fingerprints.
-    pub(crate) fn key_lists(&self) -> [&[u64]; 3] {
-        [
-            self.by_issuer.keys(),
-            self.any_issuer.keys(),
-            self.fingerprints.keys(),
-        ]
+    pub(crate) fn key_lists(&self) -> [&KeySet; 3] {
+        [&self.by_issuer, &self.any_issuer, &self.fingerprints]
     }
 
     pub(crate) fn is_normalized(&self) -> bool {
@@ -291,9 +460,7 @@ impl Revocation {
             &mut self.any_issuer,
             &mut self.fingerprints,
         ] {
-            set.keys.sort_unstable();
-            set.keys.dedup();
-            set.index();
+            set.normalize();
         }
     }
 
@@ -318,6 +485,46 @@ impl Revocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn owned(keys: Vec<u64>) -> KeySet {
+        let mut set = KeySet {
+            keys: Keys::Owned(keys),
+            ..KeySet::default()
+        };
+        set.normalize();
+        set
+    }
+
+    fn in_table(keys: &[u64]) -> KeySet {
+        // Two bytes before the keys: words need not be aligned.
+        let mut bytes = vec![0xee, 0xee];
+        bytes.extend(keys.iter().flat_map(|k| k.to_le_bytes()));
+        let len = bytes.len();
+        KeySet::in_table(Arc::new(bytes), 2..len)
+    }
+
+    #[test]
+    fn keys_in_a_table_are_found_like_owned_keys() {
+        let keys: Vec<u64> = (1..5_000u64)
+            .map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let (a, b) = (owned(keys.clone()), in_table(&keys));
+        assert_eq!(a, b);
+        assert_eq!(b.len(), keys.len());
+        assert_eq!(a.dir, b.dir);
+        for k in keys.iter().flat_map(|k| [*k, k.wrapping_add(1)]) {
+            assert_eq!(a.contains(k), keys.binary_search(&k).is_ok(), "{k}");
+            assert_eq!(b.contains(k), a.contains(k), "{k}");
+        }
+        // Adding to a decoded set copies it out of the table first.
+        let mut c = b.clone();
+        c.push(3);
+        c.normalize();
+        assert!(c.contains(3) && !b.contains(3));
+        assert_eq!(c.len(), keys.len() + 1);
+    }
 
     #[test]
     fn lookup_finds_every_member_and_no_neighbour() {
@@ -345,7 +552,7 @@ mod tests {
     fn skewed_keys_in_one_bucket_are_still_found() {
         // Not SipHash output: every key lands in bucket 0, guesses are far off.
         let keys: Vec<u64> = (0..20_000u64).map(|k| k * 3).collect();
-        let set = KeySet::from_sorted(keys);
+        let set = owned(keys);
         assert!(set.bits > 0);
         for k in 0..60_000u64 {
             assert_eq!(set.contains(k), k % 3 == 0, "{k}");
@@ -354,7 +561,7 @@ mod tests {
 
     #[test]
     fn extreme_keys_are_found() {
-        let set = KeySet::from_sorted(vec![0, 1, u64::MAX - 1, u64::MAX]);
+        let set = owned(vec![0, 1, u64::MAX - 1, u64::MAX]);
         for k in [0, 1, u64::MAX - 1, u64::MAX] {
             assert!(set.contains(k));
         }
