@@ -84,6 +84,11 @@ fn broken_tables_and_configuration_fail_closed() {
     if let Some(b) = corrupt.get_mut(mid) {
         *b ^= 0x5A;
     }
+    let mut corrupt_large = large_table(&bytes);
+    let late = corrupt_large.len() - 100;
+    if let Some(b) = corrupt_large.get_mut(late) {
+        *b ^= 0x01;
+    }
     let mut wrong_root = entry.clone();
     wrong_root["typed_config"]["config"]["root_id"] = json!("certgate-http");
     let cases: Vec<(&str, Value)> = vec![
@@ -91,6 +96,10 @@ fn broken_tables_and_configuration_fail_closed() {
         (
             "truncated table",
             with_table(bytes.get(..bytes.len() / 2).unwrap_or_default()),
+        ),
+        (
+            "corrupt large table (a bit flipped in its last 64 KB read)",
+            with_table(&corrupt_large),
         ),
         ("empty table", with_table(b"")),
         ("table not base64", {
@@ -122,6 +131,64 @@ fn broken_tables_and_configuration_fail_closed() {
         for (i, (name, filter)) in cases.into_iter().enumerate() {
             let how = fails_closed(&run, &format!("fail-closed-{i}"), filter).await;
             println!("ok   {name}: {how}");
+        }
+    });
+}
+
+/// `table` with 100,000 more revoked serials (of an issuer no test leaf has): about
+/// 1.1 MB of base64, which the filter reads from Envoy in many chunks.
+fn large_table(table: &[u8]) -> Vec<u8> {
+    let mut t = ruleset::decode(table).unwrap_or_else(|e| panic!("emitted table: {e}"));
+    for i in 0..100_000u32 {
+        t.revocation
+            .add_serial(Some(0x5eed_5eed), &(i | 0x8000_0000).to_be_bytes());
+    }
+    t.normalize();
+    ruleset::encode(&t).unwrap_or_else(|e| panic!("encode: {e}"))
+}
+
+#[test]
+fn a_large_inline_table_is_read_whole_and_enforced() {
+    let run = run();
+    let table = enforce_table(&run);
+    let entry = emit(&run, &table, EmitEnvoy::default());
+    let mut config = configuration(&entry);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = b64
+        .decode(config["table"].as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("emitted table is not base64: {e}"));
+    config["table"] = json!(b64.encode(large_table(&bytes)));
+    let text = config.to_string();
+    assert!(text.len() > 1_000_000, "{} bytes", text.len());
+    runtime().block_on(async {
+        let s = Scenario::start(
+            &run,
+            "large-inline-table",
+            vec![Listener::new(
+                "tcp",
+                with_configuration(&entry, &text),
+                Wire::Echo,
+            )],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        for (leaf, admitted) in [("web", true), ("revoked", false)] {
+            let cfg = rustls_config(&run.pki, run.pki.leaf(leaf), TlsPin::Any)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            let msg = b"large table\n";
+            let ex = rustls_exchange(s.envoy.addr("tcp"), cfg, msg, Want::Bytes(msg.len())).await;
+            assert_eq!(
+                ex.received == msg,
+                admitted,
+                "{leaf}: {}\n{}",
+                ex.summary(),
+                s.envoy.log_tail(20)
+            );
+            println!(
+                "ok   {leaf} with a {} byte configuration: {}",
+                text.len(),
+                ex.summary()
+            );
         }
     });
 }
