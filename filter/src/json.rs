@@ -252,9 +252,10 @@ pub struct ObjectWriter {
 
 impl ObjectWriter {
     pub fn new() -> Self {
-        ObjectWriter {
-            out: String::from("{"),
-        }
+        // Room for a whole audit record, so it is built without regrowing.
+        let mut out = String::with_capacity(1024);
+        out.push('{');
+        ObjectWriter { out }
     }
 
     fn key(&mut self, key: &str) {
@@ -307,22 +308,30 @@ impl ObjectWriter {
     }
 }
 
-/// Appends `s` as a JSON string literal.
+/// Appends `s` as a JSON string literal: runs of characters that need no escape are
+/// copied whole (a record is almost all of them).
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
+    let mut plain_from = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if u32::from(c) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => "",
+            _ => continue,
+        };
+        out.push_str(s.get(plain_from..i).unwrap_or_default());
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push_str(escape);
         }
+        plain_from = i.saturating_add(c.len_utf8());
     }
+    out.push_str(s.get(plain_from..).unwrap_or_default());
     out.push('"');
 }
 
@@ -390,5 +399,14 @@ mod tests {
             r#"{"event.reason":"deny\"rule\"\n\u0001","destination.port":443,"names":["a","b"]}"#
         );
         assert!(parse(&text).is_ok());
+        // Escapes between and after runs of plain (also multi-byte) characters.
+        let mut w = ObjectWriter::new();
+        w.str("dn", "CN=é\u{2028}ü\tx\\y");
+        let text = w.finish();
+        assert_eq!(text, r#"{"dn":"CN=é\u2028ü\tx\\y"}"#);
+        let Value::Object(m) = parse(&text).unwrap() else {
+            panic!("{text}")
+        };
+        assert_eq!(m[0].1, Value::String("CN=é\u{2028}ü\tx\\y".into()));
     }
 }
