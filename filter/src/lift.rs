@@ -284,6 +284,8 @@ impl Lifter {
                     self.state = State::Outside;
                 }
                 b'\\' => self.state = State::LiftEscape { len: 0 },
+                // Not allowed raw in a JSON string: left for the parser to report.
+                c if c < 0x20 => self.rest.push(c),
                 c => self.lifted(c),
             },
             State::LiftEscape { len } => self.lift_escape(len, c),
@@ -316,10 +318,18 @@ impl Lifter {
     }
 
     /// A JSON escape inside the lifted string: `\/` and the other one-letter escapes
-    /// stand for their character, `\u00XX` for an ASCII one; the decoder judges it.
+    /// stand for their character, `\u00XX` for an ASCII one; the decoder judges it. An
+    /// escape JSON does not allow is left in `rest`, for the parser to report.
     fn lift_escape(&mut self, len: u8, c: u8) {
         let at = self.decoder.as_ref().map_or(0, |d| d.offset);
-        let fail = |this: &mut Self| {
+        let not_json = |this: &mut Self| {
+            this.rest.push(b'\\');
+            let digits = usize::from(len.min(4));
+            this.rest
+                .extend_from_slice(this.escape.get(..=digits).unwrap_or_default());
+            this.state = State::Lifting;
+        };
+        let not_base64 = |this: &mut Self| {
             if let Some(d) = &mut this.decoder {
                 if d.error.is_none() {
                     d.error = Some(Base64Error::Escape { offset: at });
@@ -343,17 +353,23 @@ impl Lifter {
                     self.state = State::Lifting;
                 }
                 (None, b'u') => {
-                    self.escape = [0; 5];
+                    self.escape = [b'u', 0, 0, 0, 0];
                     self.state = State::LiftEscape { len: 1 };
                 }
-                (None, _) => fail(self),
+                (None, _) => {
+                    self.escape = [c, 0, 0, 0, 0];
+                    not_json(self);
+                }
             }
             return;
         }
         let Some(slot) = self.escape.get_mut(usize::from(len)) else {
-            return fail(self);
+            return not_json(self);
         };
         *slot = c;
+        if !c.is_ascii_hexdigit() {
+            return not_json(self);
+        }
         if len < 4 {
             self.state = State::LiftEscape {
                 len: len.saturating_add(1),
@@ -369,7 +385,7 @@ impl Lifter {
                 self.lifted(b);
                 self.state = State::Lifting;
             }
-            None => fail(self),
+            None => not_base64(self),
         }
     }
 
@@ -449,5 +465,18 @@ mod tests {
             ok(r#"{"table":"A\u00e9AA"}"#),
             Some(Err(Base64Error::Escape { .. }))
         ));
+    }
+
+    #[test]
+    fn what_json_forbids_is_left_for_the_parser() {
+        for (text, rest) in [
+            ("{\"table\":\"AA\nAA\"}", "{\"table\":\"\n\"}"),
+            (r#"{"table":"AA\xAA"}"#, r#"{"table":"\x"}"#),
+            (r#"{"table":"AA\u00zzAA"}"#, r#"{"table":"\u00z"}"#),
+        ] {
+            let l = lift_in_chunks(text.as_bytes(), 3);
+            assert_eq!(String::from_utf8(l.rest).unwrap(), rest, "{text}");
+            assert!(crate::json::parse(rest).is_err(), "{rest}");
+        }
     }
 }
