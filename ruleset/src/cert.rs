@@ -4,8 +4,13 @@
 use std::fmt;
 
 use sha2::{Digest, Sha256};
-use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
+use x509_parser::certificate::{X509Certificate, X509CertificateParser};
+use x509_parser::der_parser::oid::Oid;
+use x509_parser::error::X509Error;
+use x509_parser::extensions::{GeneralName, SubjectAlternativeName};
+use x509_parser::nom::Parser as _;
+use x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME;
+use x509_parser::prelude::FromDer as _;
 use x509_parser::public_key::PublicKey;
 use x509_parser::signature_algorithm::SignatureAlgorithm;
 
@@ -142,42 +147,143 @@ pub fn hex_lower(bytes: &[u8]) -> String {
 
 /// Parses 64 hex digits (separators `:` allowed) into a SHA-256 fingerprint.
 pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
-    let digits: Vec<u32> = s
-        .trim()
-        .chars()
-        .filter(|c| *c != ':')
-        .map(|c| c.to_digit(16))
-        .collect::<Option<_>>()?;
-    if digits.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(digits.chunks(2)) {
-        if let [hi, lo] = pair {
-            *o = u8::try_from((hi << 4) | lo).ok()?;
-        }
+    let mut nibbles = 0usize;
+    for c in s.trim().chars().filter(|c| *c != ':') {
+        let digit = u8::try_from(c.to_digit(16)?).ok()?;
+        let byte = out.get_mut(nibbles / 2)?;
+        *byte = (*byte << 4) | digit;
+        nibbles = nibbles.checked_add(1)?;
     }
-    Some(out)
+    (nibbles == 64).then_some(out)
 }
 
-fn oid_name(oid: &str) -> Option<(&'static str, SigHash)> {
-    Some(match oid {
-        "1.2.840.113549.1.1.4" => ("md5WithRSAEncryption", SigHash::Md5),
-        "1.2.840.113549.1.1.5" => ("sha1WithRSAEncryption", SigHash::Sha1),
-        "1.2.840.113549.1.1.14" => ("sha224WithRSAEncryption", SigHash::Sha224),
-        "1.2.840.113549.1.1.11" => ("sha256WithRSAEncryption", SigHash::Sha256),
-        "1.2.840.113549.1.1.12" => ("sha384WithRSAEncryption", SigHash::Sha384),
-        "1.2.840.113549.1.1.13" => ("sha512WithRSAEncryption", SigHash::Sha512),
-        "1.2.840.10045.4.1" => ("ecdsa-with-SHA1", SigHash::Sha1),
-        "1.2.840.10045.4.3.1" => ("ecdsa-with-SHA224", SigHash::Sha224),
-        "1.2.840.10045.4.3.2" => ("ecdsa-with-SHA256", SigHash::Sha256),
-        "1.2.840.10045.4.3.3" => ("ecdsa-with-SHA384", SigHash::Sha384),
-        "1.2.840.10045.4.3.4" => ("ecdsa-with-SHA512", SigHash::Sha512),
-        "1.2.840.10040.4.3" => ("dsa-with-SHA1", SigHash::Sha1),
-        "1.3.101.112" => ("Ed25519", SigHash::Other),
-        _ => return None,
-    })
+/// The row of `table` (DER content bytes, dotted OID, value) for `oid`.
+/// Compared by bytes first: formatting an OID as a string allocates and divides per
+/// arc, which cost the filter microseconds per certificate in wasm. A miss falls back
+/// to the dotted form, so a non-minimally encoded OID still finds its row as before.
+pub(crate) fn find_row<'t, 'o, T>(
+    oid: &Oid<'_>,
+    table: &'t [(&'o [u8], &'o str, T)],
+) -> Option<&'t (&'o [u8], &'o str, T)> {
+    let der = oid.as_bytes();
+    if let Some(row) = table.iter().find(|(d, _, _)| *d == der) {
+        return Some(row);
+    }
+    let dotted = oid.to_id_string();
+    table.iter().find(|(_, d, _)| *d == dotted)
 }
+
+/// The value of [`find_row`].
+fn find_oid<'t, T>(oid: &Oid<'_>, table: &'t [(&[u8], &str, T)]) -> Option<&'t T> {
+    find_row(oid, table).map(|(_, _, v)| v)
+}
+
+/// Signature algorithms by OID: display name and hash.
+const SIGNATURES: &[(&[u8], &str, (&str, SigHash))] = &[
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x04],
+        "1.2.840.113549.1.1.4",
+        ("md5WithRSAEncryption", SigHash::Md5),
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05],
+        "1.2.840.113549.1.1.5",
+        ("sha1WithRSAEncryption", SigHash::Sha1),
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0e],
+        "1.2.840.113549.1.1.14",
+        ("sha224WithRSAEncryption", SigHash::Sha224),
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b],
+        "1.2.840.113549.1.1.11",
+        ("sha256WithRSAEncryption", SigHash::Sha256),
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c],
+        "1.2.840.113549.1.1.12",
+        ("sha384WithRSAEncryption", SigHash::Sha384),
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d],
+        "1.2.840.113549.1.1.13",
+        ("sha512WithRSAEncryption", SigHash::Sha512),
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01],
+        "1.2.840.10045.4.1",
+        ("ecdsa-with-SHA1", SigHash::Sha1),
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x01],
+        "1.2.840.10045.4.3.1",
+        ("ecdsa-with-SHA224", SigHash::Sha224),
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02],
+        "1.2.840.10045.4.3.2",
+        ("ecdsa-with-SHA256", SigHash::Sha256),
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
+        "1.2.840.10045.4.3.3",
+        ("ecdsa-with-SHA384", SigHash::Sha384),
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04],
+        "1.2.840.10045.4.3.4",
+        ("ecdsa-with-SHA512", SigHash::Sha512),
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x03],
+        "1.2.840.10040.4.3",
+        ("dsa-with-SHA1", SigHash::Sha1),
+    ),
+    (
+        &[0x2b, 0x65, 0x70],
+        "1.3.101.112",
+        ("Ed25519", SigHash::Other),
+    ),
+];
+
+/// Key algorithms by OID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyAlg {
+    Rsa,
+    Ecdsa,
+    Ed25519,
+}
+
+const KEY_ALGORITHMS: &[(&[u8], &str, KeyAlg)] = &[
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+        "1.2.840.113549.1.1.1",
+        KeyAlg::Rsa,
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a],
+        "1.2.840.113549.1.1.10",
+        KeyAlg::Rsa,
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01],
+        "1.2.840.10045.2.1",
+        KeyAlg::Ecdsa,
+    ),
+    (&[0x2b, 0x65, 0x70], "1.3.101.112", KeyAlg::Ed25519),
+];
+
+const CURVES: &[(&[u8], &str, Curve)] = &[
+    (
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+        "1.2.840.10045.3.1.7",
+        Curve::P256,
+    ),
+    (&[0x2b, 0x81, 0x04, 0x00, 0x22], "1.3.132.0.34", Curve::P384),
+    (&[0x2b, 0x81, 0x04, 0x00, 0x23], "1.3.132.0.35", Curve::P521),
+];
 
 fn hash_of_oid(oid: &str) -> SigHash {
     match oid {
@@ -193,11 +299,10 @@ fn hash_of_oid(oid: &str) -> SigHash {
 
 fn signature_info(cert: &X509Certificate<'_>) -> SigInfo {
     let alg = &cert.signature_algorithm;
-    let oid = alg.algorithm.to_id_string();
-    if let Some((name, hash)) = oid_name(&oid) {
+    if let Some((name, hash)) = find_oid(&alg.algorithm, SIGNATURES) {
         return SigInfo {
-            name: name.to_owned(),
-            hash,
+            name: (*name).to_owned(),
+            hash: *hash,
         };
     }
     // RSASSA-PSS names its hash in the parameters (SHA-1 when absent).
@@ -209,7 +314,7 @@ fn signature_info(cert: &X509Certificate<'_>) -> SigInfo {
         };
     }
     SigInfo {
-        name: oid,
+        name: alg.algorithm.to_id_string(),
         hash: SigHash::Other,
     }
 }
@@ -230,37 +335,49 @@ fn bit_len(magnitude: &[u8]) -> u32 {
 
 fn key_info(cert: &X509Certificate<'_>) -> KeyInfo {
     let spki = cert.public_key();
-    let oid = spki.algorithm.algorithm.to_id_string();
-    match oid.as_str() {
-        "1.2.840.113549.1.1.1" | "1.2.840.113549.1.1.10" => match spki.parsed() {
+    let other = || KeyInfo::Other {
+        oid: spki.algorithm.algorithm.to_id_string(),
+    };
+    match find_oid(&spki.algorithm.algorithm, KEY_ALGORITHMS) {
+        Some(KeyAlg::Rsa) => match spki.parsed() {
             Ok(PublicKey::RSA(rsa)) => KeyInfo::Rsa {
                 bits: bit_len(rsa.modulus),
             },
-            _ => KeyInfo::Other { oid },
+            _ => other(),
         },
-        "1.2.840.10045.2.1" => {
+        Some(KeyAlg::Ecdsa) => {
             let curve = spki
                 .algorithm
                 .parameters
                 .as_ref()
                 .and_then(|p| p.as_oid().ok())
-                .and_then(|c| match c.to_id_string().as_str() {
-                    "1.2.840.10045.3.1.7" => Some(Curve::P256),
-                    "1.3.132.0.34" => Some(Curve::P384),
-                    "1.3.132.0.35" => Some(Curve::P521),
-                    _ => None,
-                });
+                .and_then(|c| find_oid(&c, CURVES).copied());
             KeyInfo::Ecdsa { curve }
         }
-        "1.3.101.112" => KeyInfo::Ed25519,
-        _ => KeyInfo::Other { oid },
+        Some(KeyAlg::Ed25519) => KeyInfo::Ed25519,
+        None => other(),
     }
 }
 
 /// Reads one DER certificate. Trailing bytes are an error.
 pub fn parse_der(der: &[u8]) -> Result<CertFacts, CertError> {
-    let (rest, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| CertError::Der(e.to_string()))?;
+    let mut sha256 = [0u8; 32];
+    sha256.copy_from_slice(&Sha256::digest(der));
+    parse_der_with_sha256(der, sha256)
+}
+
+/// [`parse_der`] for a host that already knows the certificate's SHA-256 (Envoy's
+/// `connection.sha256_peer_certificate_digest` is the digest of the same DER leaf it
+/// hands over as PEM): hashing again in wasm costs more than parsing the DN.
+/// `sha256` must be the SHA-256 of `der`; it becomes [`CertFacts::sha256`] unchecked.
+pub fn parse_der_with_sha256(der: &[u8], sha256: [u8; 32]) -> Result<CertFacts, CertError> {
+    // Only the subject alternative name extension is read, so only it is parsed (below):
+    // deep parsing decodes every extension, and a malformed one never fails the
+    // certificate anyway (x509-parser keeps it as `ParsedExtension::ParseError`).
+    let (rest, cert) = X509CertificateParser::new()
+        .with_deep_parse_extensions(false)
+        .parse(der)
+        .map_err(|e| CertError::Der(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CertError::TrailingBytes);
     }
@@ -270,11 +387,8 @@ pub fn parse_der(der: &[u8]) -> Result<CertFacts, CertError> {
     }
     let mut uri_sans = Vec::new();
     let mut dns_sans = Vec::new();
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| CertError::BadSan(e.to_string()))?;
-    if let Some(san) = san {
-        for name in &san.value.general_names {
+    if let Some(san) = subject_alt_names(&cert)? {
+        for name in &san.general_names {
             match name {
                 GeneralName::URI(u) => uri_sans.push((*u).to_owned()),
                 GeneralName::DNSName(d) => dns_sans.push((*d).to_owned()),
@@ -282,8 +396,6 @@ pub fn parse_der(der: &[u8]) -> Result<CertFacts, CertError> {
             }
         }
     }
-    let mut sha256 = [0u8; 32];
-    sha256.copy_from_slice(&Sha256::digest(der));
     Ok(CertFacts {
         serial,
         issuer: crate::dn::format_name(cert.issuer()),
@@ -297,6 +409,27 @@ pub fn parse_der(der: &[u8]) -> Result<CertFacts, CertError> {
         dns_sans,
         sha256,
     })
+}
+
+/// The subject alternative name extension of a certificate parsed without deep
+/// extension parsing, with the answers of x509-parser's own
+/// `X509Certificate::subject_alternative_name` after a deep parse: a repeated extension
+/// is `DuplicateExtensions`, one that does not parse is `InvalidExtensions`.
+fn subject_alt_names<'a>(
+    cert: &X509Certificate<'a>,
+) -> Result<Option<SubjectAlternativeName<'a>>, CertError> {
+    let bad = |e: X509Error| CertError::BadSan(e.to_string());
+    let Some(ext) = cert
+        .get_extension_unique(&OID_X509_EXT_SUBJECT_ALT_NAME)
+        .map_err(bad)?
+    else {
+        return Ok(None);
+    };
+    // Bytes after the name sequence are ignored, as the deep parser ignores them.
+    match SubjectAlternativeName::from_der(ext.value) {
+        Ok((_, san)) => Ok(Some(san)),
+        Err(_) => Err(bad(X509Error::InvalidExtensions)),
+    }
 }
 
 /// Whether `bytes` start (after whitespace) with a PEM `-----BEGIN ` line; anything
@@ -337,9 +470,14 @@ pub fn pem_blocks(text: &[u8]) -> Result<Vec<PemBlock>, CertError> {
         let (b64, tail) = body
             .split_once(end.as_str())
             .ok_or_else(|| CertError::Pem(format!("no `{end}` line")))?;
-        let b64: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        // The runs between whitespace are copied whole, not byte by byte, and not as
+        // `char`s into a `String`: in wasm, that filter cost more than the decoding.
+        let mut packed = Vec::with_capacity(b64.len());
+        for run in b64.as_bytes().split(u8::is_ascii_whitespace) {
+            packed.extend_from_slice(run);
+        }
         let der = base64::engine::general_purpose::STANDARD
-            .decode(b64)
+            .decode(&packed)
             .map_err(|e| CertError::Pem(format!("invalid base64 in `{label}` block: {e}")))?;
         blocks.push(PemBlock {
             label: label.to_owned(),
@@ -367,26 +505,40 @@ pub fn parse_pem_or_der(bytes: &[u8]) -> Result<Vec<CertFacts>, CertError> {
 }
 
 /// The leaf (first) certificate of a PEM bundle or a DER input, without parsing the
-/// rest of the chain.
-fn leaf_of(bytes: &[u8]) -> Result<CertFacts, CertError> {
+/// rest of the chain. With `sha256`, the caller's digest of the leaf is taken as is.
+fn leaf_of(bytes: &[u8], sha256: Option<[u8; 32]>) -> Result<CertFacts, CertError> {
+    let parse = |der: &[u8]| match sha256 {
+        Some(digest) => parse_der_with_sha256(der, digest),
+        None => parse_der(der),
+    };
     if !looks_like_pem(bytes) {
-        return parse_der(bytes);
+        return parse(bytes);
     }
     let leaf = pem_blocks(bytes)?
         .into_iter()
         .find(|b| b.label == "CERTIFICATE")
         .ok_or(CertError::NoCertificate)?;
-    parse_der(&leaf.der)
+    parse(&leaf.der)
 }
 
 /// The filter's view of `connection.peer_certificate`: no bytes is a missing
 /// certificate; anything that does not yield a leaf is unparsable. The first
 /// certificate is the leaf.
 pub fn peer_cert_from_pem(bytes: &[u8]) -> PeerCert {
+    peer_cert(bytes, None)
+}
+
+/// [`peer_cert_from_pem`] with the leaf's SHA-256 from the host (Envoy's
+/// `connection.sha256_peer_certificate_digest`), which saves hashing it again.
+pub fn peer_cert_from_pem_with_sha256(bytes: &[u8], sha256: [u8; 32]) -> PeerCert {
+    peer_cert(bytes, Some(sha256))
+}
+
+fn peer_cert(bytes: &[u8], sha256: Option<[u8; 32]>) -> PeerCert {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return PeerCert::Missing;
     }
-    match leaf_of(bytes) {
+    match leaf_of(bytes, sha256) {
         Ok(leaf) => PeerCert::Parsed(std::sync::Arc::new(leaf)),
         Err(e) => PeerCert::Unparsable(e.to_string()),
     }
@@ -417,6 +569,96 @@ mod tests {
         assert_eq!(parse_fingerprint(&"ab:".repeat(32)), Some([0xab; 32]));
         assert_eq!(parse_fingerprint(&"ab".repeat(31)), None);
         assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
+    }
+
+    #[test]
+    fn oid_tables_hold_the_der_of_their_dotted_oids() {
+        fn check<T>(table: &[(&[u8], &str, T)]) {
+            for (der, dotted, _) in table {
+                let oid: Oid<'_> = dotted.parse().unwrap();
+                assert_eq!(oid.as_bytes(), *der, "{dotted}");
+            }
+        }
+        check(SIGNATURES);
+        check(KEY_ALGORITHMS);
+        check(CURVES);
+    }
+
+    #[test]
+    fn oids_are_found_by_bytes_and_by_their_dotted_form() {
+        let p256: Oid<'_> = "1.2.840.10045.3.1.7".parse().unwrap();
+        assert_eq!(find_oid(&p256, CURVES), Some(&Curve::P256));
+        // 1.3.132.0.34 with a redundant 0x80 in its second-to-last arc: other bytes,
+        // the same dotted form, so the same row as before byte comparison.
+        let padded = Oid::new(std::borrow::Cow::Borrowed(&[
+            0x2b, 0x81, 0x04, 0x80, 0x00, 0x22,
+        ]));
+        assert_eq!(padded.to_id_string(), "1.3.132.0.34");
+        assert_eq!(find_oid(&padded, CURVES), Some(&Curve::P384));
+        let unknown: Oid<'_> = "1.2.3.4".parse().unwrap();
+        assert_eq!(find_oid(&unknown, CURVES), None);
+    }
+
+    /// The SAN answer of a deep parse, x509-parser's own, as `parse_der` words it.
+    fn deep_sans(der: &[u8]) -> Result<Vec<String>, CertError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        let san = cert
+            .subject_alternative_name()
+            .map_err(|e| CertError::BadSan(e.to_string()))?;
+        Ok(san.map_or_else(Vec::new, |san| {
+            san.value
+                .general_names
+                .iter()
+                .filter(|n| matches!(n, GeneralName::URI(_) | GeneralName::DNSName(_)))
+                .map(|n| n.to_string())
+                .collect()
+        }))
+    }
+
+    #[test]
+    fn shallow_parse_reads_sans_as_the_deep_parse_does() {
+        let san_oid = [2, 5, 29, 17];
+        let uri = |u: &str| {
+            let mut v = vec![0x86, u8::try_from(u.len()).unwrap()];
+            v.extend_from_slice(u.as_bytes());
+            v
+        };
+        let seq = |body: Vec<u8>| {
+            let mut v = vec![0x30, u8::try_from(body.len()).unwrap()];
+            v.extend(body);
+            v
+        };
+        let good = seq(uri("spiffe://example.org/a"));
+        let mut dns = vec![0x82, 0x03];
+        dns.extend_from_slice(b"a.b");
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(&[0x05, 0x00]);
+        let cases: Vec<Vec<Vec<u8>>> = vec![
+            vec![],
+            vec![good.clone()],
+            vec![trailing],
+            vec![good.clone(), good.clone()],
+            vec![seq(vec![0x86, 0x05, b'a'])],
+            vec![vec![0x04, 0x00]],
+            vec![seq(vec![0xa9, 0x00])],
+            vec![seq(dns)],
+            vec![vec![]],
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        for sans in cases {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.custom_extensions = sans
+                .iter()
+                .map(|c| rcgen::CustomExtension::from_oid_content(&san_oid, c.clone()))
+                .collect();
+            let der = params.self_signed(&key).unwrap().der().to_vec();
+            let ours = parse_der(&der).map(|f| {
+                let uris = f.uri_sans.iter().map(|u| format!("URI({u})"));
+                let dns = f.dns_sans.iter().map(|d| format!("DNSName({d})"));
+                uris.chain(dns).collect::<Vec<_>>()
+            });
+            assert_eq!(ours, deep_sans(&der), "{sans:?}");
+        }
     }
 
     #[test]

@@ -3,33 +3,67 @@
 //! a certificate's issuer, so that attribute order, spacing and letter case in the
 //! policy do not decide whether a revocation entry applies.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use sha2::{Digest, Sha256};
+use x509_parser::der_parser::oid::Oid;
 use x509_parser::x509::X509Name;
 
-/// Attribute names accepted in policy strings, with their OIDs.
-const ATTRIBUTE_NAMES: &[(&str, &str)] = &[
-    ("CN", "2.5.4.3"),
-    ("SN", "2.5.4.4"),
-    ("SERIALNUMBER", "2.5.4.5"),
-    ("C", "2.5.4.6"),
-    ("L", "2.5.4.7"),
-    ("ST", "2.5.4.8"),
-    ("STREET", "2.5.4.9"),
-    ("O", "2.5.4.10"),
-    ("OU", "2.5.4.11"),
-    ("TITLE", "2.5.4.12"),
-    ("POSTALCODE", "2.5.4.17"),
-    ("GIVENNAME", "2.5.4.42"),
-    ("DNQUALIFIER", "2.5.4.46"),
-    ("PSEUDONYM", "2.5.4.65"),
-    ("ORGANIZATIONIDENTIFIER", "2.5.4.97"),
-    ("UID", "0.9.2342.19200300.100.1.1"),
-    ("DC", "0.9.2342.19200300.100.1.25"),
-    ("EMAILADDRESS", "1.2.840.113549.1.9.1"),
-    ("E", "1.2.840.113549.1.9.1"),
+/// Attribute names accepted in policy strings, with their OIDs as DER content bytes
+/// (what a parsed certificate holds, compared without formatting) and dotted.
+const ATTRIBUTE_NAMES: &[(&[u8], &str, &str)] = &[
+    (&[0x55, 0x04, 0x03], "2.5.4.3", "CN"),
+    (&[0x55, 0x04, 0x04], "2.5.4.4", "SN"),
+    (&[0x55, 0x04, 0x05], "2.5.4.5", "SERIALNUMBER"),
+    (&[0x55, 0x04, 0x06], "2.5.4.6", "C"),
+    (&[0x55, 0x04, 0x07], "2.5.4.7", "L"),
+    (&[0x55, 0x04, 0x08], "2.5.4.8", "ST"),
+    (&[0x55, 0x04, 0x09], "2.5.4.9", "STREET"),
+    (&[0x55, 0x04, 0x0a], "2.5.4.10", "O"),
+    (&[0x55, 0x04, 0x0b], "2.5.4.11", "OU"),
+    (&[0x55, 0x04, 0x0c], "2.5.4.12", "TITLE"),
+    (&[0x55, 0x04, 0x11], "2.5.4.17", "POSTALCODE"),
+    (&[0x55, 0x04, 0x2a], "2.5.4.42", "GIVENNAME"),
+    (&[0x55, 0x04, 0x2e], "2.5.4.46", "DNQUALIFIER"),
+    (&[0x55, 0x04, 0x41], "2.5.4.65", "PSEUDONYM"),
+    (&[0x55, 0x04, 0x61], "2.5.4.97", "ORGANIZATIONIDENTIFIER"),
+    (
+        &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01],
+        "0.9.2342.19200300.100.1.1",
+        "UID",
+    ),
+    (
+        &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19],
+        "0.9.2342.19200300.100.1.25",
+        "DC",
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01],
+        "1.2.840.113549.1.9.1",
+        "EMAILADDRESS",
+    ),
+    (
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01],
+        "1.2.840.113549.1.9.1",
+        "E",
+    ),
 ];
+
+/// The first [`ATTRIBUTE_NAMES`] entry for a parsed attribute type: its name and
+/// dotted OID, found by the OID's DER bytes (formatting every OID of every name cost
+/// the filter more than the rest of the name).
+fn known_attribute(oid: &Oid<'_>) -> Option<(&'static str, &'static str)> {
+    crate::cert::find_row(oid, ATTRIBUTE_NAMES).map(|(_, dotted, name)| (*name, *dotted))
+}
+
+/// The dotted form of an attribute type, without formatting the common ones.
+fn dotted(oid: &Oid<'_>) -> Cow<'static, str> {
+    match known_attribute(oid) {
+        Some((_, dotted)) => Cow::Borrowed(dotted),
+        None => Cow::Owned(oid.to_id_string()),
+    }
+}
 
 /// Why a distinguished-name string could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,11 +111,11 @@ fn normalize_value(v: &str) -> String {
 }
 
 /// Hashes a set of `(oid, value)` attributes into the issuer id.
-fn id_of(mut attrs: Vec<(String, String)>) -> u64 {
+fn id_of<O: AsRef<str> + Ord>(mut attrs: Vec<(O, String)>) -> u64 {
     attrs.sort();
     let mut h = Sha256::new();
     for (oid, value) in &attrs {
-        h.update(oid.as_bytes());
+        h.update(oid.as_ref().as_bytes());
         h.update(b"=");
         h.update(value.as_bytes());
         h.update([0u8]);
@@ -104,7 +138,7 @@ pub fn issuer_id_of(name: &X509Name<'_>) -> u64 {
                     Err(_) => format!("#{}", crate::cert::hex_lower(a.as_slice())),
                 },
             };
-            (a.attr_type().to_id_string(), value)
+            (dotted(a.attr_type()), value)
         })
         .collect();
     id_of(attrs)
@@ -125,13 +159,11 @@ pub fn format_name(name: &X509Name<'_>) -> String {
             if j > 0 {
                 out.push('+');
             }
-            let oid = attr.attr_type().to_id_string();
-            let short = ATTRIBUTE_NAMES
-                .iter()
-                // `E` and `emailAddress` share an OID; the table lists the long name first.
-                .find(|(_, o)| *o == oid)
-                .map(|(n, _)| display_name(n));
-            out.push_str(short.unwrap_or(&oid));
+            // `E` and `emailAddress` share an OID; the table lists the long name first.
+            match known_attribute(attr.attr_type()) {
+                Some((short, _)) => out.push_str(display_name(short)),
+                None => out.push_str(&attr.attr_type().to_id_string()),
+            }
             out.push('=');
             match attr.as_str() {
                 Ok(v) => escape_value(v, &mut out),
@@ -244,8 +276,8 @@ pub fn parse_dn_string(s: &str) -> Result<u64, DnError> {
             let upper = name.to_ascii_uppercase();
             ATTRIBUTE_NAMES
                 .iter()
-                .find(|(n, _)| *n == upper)
-                .map(|(_, oid)| (*oid).to_owned())
+                .find(|(_, _, n)| *n == upper)
+                .map(|(_, oid, _)| (*oid).to_owned())
                 .ok_or_else(|| DnError::UnknownAttribute(name.to_owned()))?
         };
         let value = normalize_value(&unescape(value.trim())?);
@@ -260,6 +292,14 @@ pub fn parse_dn_string(s: &str) -> Result<u64, DnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribute_der_bytes_match_the_dotted_oids() {
+        for (der, dotted, name) in ATTRIBUTE_NAMES {
+            let oid: Oid<'_> = dotted.parse().unwrap();
+            assert_eq!(oid.as_bytes(), *der, "{name}");
+        }
+    }
 
     #[test]
     fn order_case_and_spacing_do_not_matter() {
