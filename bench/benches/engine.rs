@@ -177,6 +177,19 @@ fn bench_parse(c: &mut Criterion, s: &Setup) {
     g.bench_function("ecdsa-p256/pem-as-envoy-gives-it", |b| {
         b.iter(|| black_box(ruleset::cert::peer_cert_from_pem(black_box(&s.ecdsa_pem))))
     });
+    // The filter's cold path: Envoy's `sha256_peer_certificate_digest` is the fingerprint.
+    let sha256 = match ruleset::cert::peer_cert_from_pem(&s.ecdsa_pem) {
+        ruleset::PeerCert::Parsed(facts) => facts.sha256,
+        _ => [0; 32],
+    };
+    g.bench_function("ecdsa-p256/pem-with-envoys-digest", |b| {
+        b.iter(|| {
+            black_box(ruleset::cert::peer_cert_from_pem_with_sha256(
+                black_box(&s.ecdsa_pem),
+                sha256,
+            ))
+        })
+    });
     if let Some(rsa) = &s.rsa_der {
         g.bench_function("rsa-2048/der", |b| {
             b.iter(|| black_box(ruleset::cert::parse_der(black_box(rsa)).is_ok()))
@@ -412,6 +425,7 @@ const IDS: &[&str] = &[
     "decode/1000-rules+1M-serials",
     "parse/ecdsa-p256_der",
     "parse/ecdsa-p256_pem-as-envoy-gives-it",
+    "parse/ecdsa-p256_pem-with-envoys-digest",
     "parse/rsa-2048_der",
 ];
 

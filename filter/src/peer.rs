@@ -80,8 +80,14 @@ pub fn gather(host: &dyn Host, cache: &RefCell<CertCache>, needs: Needs) -> Peer
     let cert = match cached {
         Some(cert) => cert,
         None => {
-            let cert = Rc::new(match host.property(PEER_CERT) {
-                Some(pem) if !pem.is_empty() => ruleset::cert::peer_cert_from_pem(&pem),
+            // Envoy's digest is the SHA-256 of the DER leaf it hands over as PEM: taken
+            // as the certificate's fingerprint, it saves hashing the leaf again in wasm.
+            let sha256 = digest.as_deref().and_then(ruleset::cert::parse_fingerprint);
+            let cert = Rc::new(match (host.property(PEER_CERT), sha256) {
+                (Some(pem), Some(sha256)) if !pem.is_empty() => {
+                    ruleset::cert::peer_cert_from_pem_with_sha256(&pem, sha256)
+                }
+                (Some(pem), None) if !pem.is_empty() => ruleset::cert::peer_cert_from_pem(&pem),
                 _ => PeerCert::Missing,
             });
             // A missing certificate is not cached: its digest is empty anyway, and a
@@ -129,6 +135,39 @@ fn parse_ip(address: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::fake::FakeHost;
+
+    fn cert_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["a.example".to_owned()]).unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    fn sha256_of(host: &FakeHost, digest: &str, pem: &str) -> [u8; 32] {
+        host.set(0, "connection.sha256_peer_certificate_digest", digest);
+        host.set(0, "connection.peer_certificate", pem);
+        let cache = RefCell::new(CertCache::new(4));
+        match gather(host, &cache, Needs::ALL).cert {
+            PeerCert::Parsed(facts) => facts.sha256,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_is_envoys_digest_when_it_is_one() {
+        let host = FakeHost::default();
+        let pem = cert_pem();
+        let own = match ruleset::cert::peer_cert_from_pem(pem.as_bytes()) {
+            PeerCert::Parsed(facts) => facts.sha256,
+            other => panic!("{other:?}"),
+        };
+        let hex = ruleset::cert::hex_lower(&own);
+        assert_eq!(sha256_of(&host, &hex, &pem), own);
+        // Whatever Envoy says is taken: it hashed the very leaf it hands over.
+        assert_eq!(sha256_of(&host, &"ab".repeat(32), &pem), [0xab; 32]);
+        // Not a SHA-256 in hex: the leaf is hashed here.
+        assert_eq!(sha256_of(&host, "SAME-DIGEST", &pem), own);
+    }
 
     #[test]
     fn parses_source_addresses() {
