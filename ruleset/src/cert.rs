@@ -1,6 +1,7 @@
 //! The one place that turns certificate bytes into [`CertFacts`]. The filter, the CLI
 //! and the playground all call it, so they see the same serial, key and identity.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use sha2::{Digest, Sha256};
@@ -13,6 +14,7 @@ use x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME;
 use x509_parser::prelude::FromDer as _;
 use x509_parser::public_key::PublicKey;
 use x509_parser::signature_algorithm::SignatureAlgorithm;
+use x509_parser::x509::X509Name;
 
 use crate::{CertFacts, Curve, KeyInfo, PeerCert, SigHash, SigInfo};
 
@@ -149,8 +151,9 @@ pub fn hex_lower(bytes: &[u8]) -> String {
 pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     let mut nibbles = 0usize;
-    for c in s.trim().chars().filter(|c| *c != ':') {
-        let digit = u8::try_from(c.to_digit(16)?).ok()?;
+    // Bytes, not chars: a non-ASCII byte is no hex digit either way.
+    for b in s.trim().bytes().filter(|b| *b != b':') {
+        let digit = u8::try_from(char::from(b).to_digit(16)?).ok()?;
         let byte = out.get_mut(nibbles / 2)?;
         *byte = (*byte << 4) | digit;
         nibbles = nibbles.checked_add(1)?;
@@ -396,10 +399,11 @@ pub fn parse_der_with_sha256(der: &[u8], sha256: [u8; 32]) -> Result<CertFacts, 
             }
         }
     }
+    let (issuer, issuer_id) = issuer_facts(cert.issuer());
     Ok(CertFacts {
         serial,
-        issuer: crate::dn::format_name(cert.issuer()),
-        issuer_id: crate::dn::issuer_id_of(cert.issuer()),
+        issuer,
+        issuer_id,
         subject: crate::dn::format_name(cert.subject()),
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
@@ -409,6 +413,35 @@ pub fn parse_der_with_sha256(der: &[u8], sha256: [u8; 32]) -> Result<CertFacts, 
         dns_sans,
         sha256,
     })
+}
+
+thread_local! {
+    /// The issuer of the last certificate read: its DER, display form and id. Leaves
+    /// come from few CAs, so a host that reads one new leaf after another (the filter,
+    /// on every new client certificate) formats and hashes an issuer once, not per leaf.
+    static LAST_ISSUER: RefCell<Option<(Vec<u8>, String, u64)>> = const { RefCell::new(None) };
+}
+
+/// [`crate::dn::format_name`] and [`crate::dn::issuer_id_of`] of `name`, remembered for
+/// the next certificate with the same issuer bytes (the same bytes give the same answer).
+fn issuer_facts(name: &X509Name<'_>) -> (String, u64) {
+    let raw = name.as_raw();
+    let remembered = LAST_ISSUER.with(|last| {
+        let last = last.try_borrow().ok()?;
+        let (der, display, id) = last.as_ref()?;
+        (der.as_slice() == raw).then(|| (display.clone(), *id))
+    });
+    if let Some(facts) = remembered {
+        return facts;
+    }
+    let display = crate::dn::format_name(name);
+    let id = crate::dn::issuer_id_of(name);
+    LAST_ISSUER.with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            *last = Some((raw.to_vec(), display.clone(), id));
+        }
+    });
+    (display, id)
 }
 
 /// The subject alternative name extension of a certificate parsed without deep
@@ -658,6 +691,35 @@ mod tests {
                 uris.chain(dns).collect::<Vec<_>>()
             });
             assert_eq!(ours, deep_sans(&der), "{sans:?}");
+        }
+    }
+
+    #[test]
+    fn a_remembered_issuer_is_the_issuer_of_the_new_leaf() {
+        let issue = |issuer_cn: &str, leaf_cn: &str| {
+            let ca_key = rcgen::KeyPair::generate().unwrap();
+            let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.distinguished_name
+                .push(rcgen::DnType::CommonName, issuer_cn);
+            ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+            let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            leaf.distinguished_name
+                .push(rcgen::DnType::CommonName, leaf_cn);
+            let key = rcgen::KeyPair::generate().unwrap();
+            leaf.signed_by(&key, &ca).unwrap().der().to_vec()
+        };
+        let (a1, a2, b) = (
+            issue("CA a", "one"),
+            issue("CA a", "two"),
+            issue("CA b", "three"),
+        );
+        for der in [&a1, &a2, &b, &a1, &b, &b] {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+            let facts = parse_der(der).unwrap();
+            assert_eq!(facts.issuer, crate::dn::format_name(cert.issuer()));
+            assert_eq!(facts.issuer_id, crate::dn::issuer_id_of(cert.issuer()));
+            assert_eq!(facts.subject, crate::dn::format_name(cert.subject()));
         }
     }
 
