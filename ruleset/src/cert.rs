@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::thread::LocalKey;
 
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::{X509Certificate, X509CertificateParser};
@@ -399,12 +400,15 @@ pub fn parse_der_with_sha256(der: &[u8], sha256: [u8; 32]) -> Result<CertFacts, 
             }
         }
     }
-    let (issuer, issuer_id) = issuer_facts(cert.issuer());
+    let (issuer, issuer_id) = remembered(&LAST_ISSUER, cert.issuer(), |name| {
+        (crate::dn::format_name(name), crate::dn::issuer_id_of(name))
+    });
+    let subject = remembered(&LAST_SUBJECT, cert.subject(), crate::dn::format_name);
     Ok(CertFacts {
         serial,
         issuer,
         issuer_id,
-        subject: crate::dn::format_name(cert.subject()),
+        subject,
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         key: key_info(&cert),
@@ -415,33 +419,42 @@ pub fn parse_der_with_sha256(der: &[u8], sha256: [u8; 32]) -> Result<CertFacts, 
     })
 }
 
+/// A name remembered by its DER bytes, with what was computed from it.
+type Memo<T> = RefCell<Option<(Vec<u8>, T)>>;
+
 thread_local! {
-    /// The issuer of the last certificate read: its DER, display form and id. Leaves
+    /// The issuer of the last certificate read, with its display form and id. Leaves
     /// come from few CAs, so a host that reads one new leaf after another (the filter,
     /// on every new client certificate) formats and hashes an issuer once, not per leaf.
-    static LAST_ISSUER: RefCell<Option<(Vec<u8>, String, u64)>> = const { RefCell::new(None) };
+    static LAST_ISSUER: Memo<(String, u64)> = const { RefCell::new(None) };
+    /// The subject of the last certificate read, with its display form: workload
+    /// certificates often share one (Istio's are empty; SPIFFE puts identity in the SAN).
+    static LAST_SUBJECT: Memo<String> = const { RefCell::new(None) };
 }
 
-/// [`crate::dn::format_name`] and [`crate::dn::issuer_id_of`] of `name`, remembered for
-/// the next certificate with the same issuer bytes (the same bytes give the same answer).
-fn issuer_facts(name: &X509Name<'_>) -> (String, u64) {
+/// `compute(name)`, or what it gave for the same name bytes last time (the same bytes
+/// give the same answer).
+fn remembered<T: Clone>(
+    memo: &'static LocalKey<Memo<T>>,
+    name: &X509Name<'_>,
+    compute: impl FnOnce(&X509Name<'_>) -> T,
+) -> T {
     let raw = name.as_raw();
-    let remembered = LAST_ISSUER.with(|last| {
+    let hit = memo.with(|last| {
         let last = last.try_borrow().ok()?;
-        let (der, display, id) = last.as_ref()?;
-        (der.as_slice() == raw).then(|| (display.clone(), *id))
+        let (der, value) = last.as_ref()?;
+        (der.as_slice() == raw).then(|| value.clone())
     });
-    if let Some(facts) = remembered {
-        return facts;
+    if let Some(value) = hit {
+        return value;
     }
-    let display = crate::dn::format_name(name);
-    let id = crate::dn::issuer_id_of(name);
-    LAST_ISSUER.with(|last| {
+    let value = compute(name);
+    memo.with(|last| {
         if let Ok(mut last) = last.try_borrow_mut() {
-            *last = Some((raw.to_vec(), display.clone(), id));
+            *last = Some((raw.to_vec(), value.clone()));
         }
     });
-    (display, id)
+    value
 }
 
 /// The subject alternative name extension of a certificate parsed without deep
@@ -499,7 +512,9 @@ pub fn pem_blocks(text: &[u8]) -> Result<Vec<PemBlock>, CertError> {
         let (label, body) = after
             .split_once("-----")
             .ok_or_else(|| CertError::Pem("unterminated BEGIN line".into()))?;
-        let end = format!("-----END {label}-----");
+        // Concatenated, not `format!`ed: the formatting machinery is cold code in the
+        // filter, and a cache miss on it cost more than the concatenation.
+        let end = ["-----END ", label, "-----"].concat();
         let (b64, tail) = body
             .split_once(end.as_str())
             .ok_or_else(|| CertError::Pem(format!("no `{end}` line")))?;
@@ -695,7 +710,7 @@ mod tests {
     }
 
     #[test]
-    fn a_remembered_issuer_is_the_issuer_of_the_new_leaf() {
+    fn remembered_names_are_the_names_of_the_new_leaf() {
         let issue = |issuer_cn: &str, leaf_cn: &str| {
             let ca_key = rcgen::KeyPair::generate().unwrap();
             let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
