@@ -7,6 +7,7 @@
 //! and a rotated certificate ages out on its own.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use ruleset::PeerCert;
@@ -15,7 +16,7 @@ use ruleset::PeerCert;
 #[derive(Debug)]
 pub struct CertCache {
     capacity: usize,
-    entries: HashMap<String, Rc<PeerCert>>,
+    entries: HashMap<String, Rc<PeerCert>, BuildHasherDefault<DigestHasher>>,
     // INVARIANT: holds exactly the keys of `entries`, oldest first.
     order: VecDeque<String>,
 }
@@ -25,7 +26,7 @@ impl CertCache {
     pub fn new(capacity: usize) -> Self {
         CertCache {
             capacity,
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
         }
     }
@@ -63,6 +64,37 @@ impl CertCache {
     }
 }
 
+/// FxHash over 8-byte words, mixed once at the end. Keys are hex SHA-256 digests, and a
+/// client cannot choose its certificate's digest (its CA signed the certificate), so
+/// SipHash's keyed defence against chosen keys buys nothing here; it cost a new
+/// certificate four SipHash runs over 64 bytes.
+#[derive(Debug, Default)]
+pub struct DigestHasher(u64);
+
+impl DigestHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.add(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+        }
+        for b in words.remainder() {
+            self.add(u64::from(*b));
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        // Fx leaves the low bits weak; hashbrown indexes with them.
+        let h = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +110,29 @@ mod tests {
         assert!(c.get("b").is_some() && c.get("c").is_some());
         c.insert("c".into(), Rc::new(PeerCert::Missing));
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn digests_that_share_a_prefix_are_still_told_apart() {
+        let mut c = CertCache::new(4);
+        let a = format!("{}{}", "ab".repeat(31), "00");
+        let b = format!("{}{}", "ab".repeat(31), "01");
+        let (ha, hb) = [&a, &b]
+            .map(|k| {
+                let mut h = DigestHasher::default();
+                h.write(k.as_bytes());
+                h.finish()
+            })
+            .into();
+        assert_ne!(ha, hb);
+        c.insert(a.clone(), Rc::new(PeerCert::Missing));
+        c.insert(b.clone(), Rc::new(PeerCert::Unparsable("b".into())));
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.get(&a).as_deref(), Some(&PeerCert::Missing));
+        assert_eq!(
+            c.get(&b).as_deref(),
+            Some(&PeerCert::Unparsable("b".into()))
+        );
     }
 
     #[test]
