@@ -55,7 +55,7 @@ impl Host for ProbeHost {
     }
     fn send_http_response(&self, _: u32, _: &[(&str, &str)], _: &[u8]) {}
     fn reset_http_stream(&self) {}
-    fn plugin_configuration(&self) -> Option<Vec<u8>> {
+    fn plugin_configuration(&self, _: usize, _: usize) -> Option<Vec<u8>> {
         None
     }
     fn now_nanos(&self) -> u64 {
