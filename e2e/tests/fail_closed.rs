@@ -84,7 +84,7 @@ fn broken_tables_and_configuration_fail_closed() {
     if let Some(b) = corrupt.get_mut(mid) {
         *b ^= 0x5A;
     }
-    let mut corrupt_large = large_table(&bytes);
+    let mut corrupt_large = large_table(&bytes, &[]);
     let late = corrupt_large.len() - 100;
     if let Some(b) = corrupt_large.get_mut(late) {
         *b ^= 0x01;
@@ -136,9 +136,13 @@ fn broken_tables_and_configuration_fail_closed() {
 }
 
 /// `table` with 100,000 more revoked serials (of an issuer no test leaf has): about
-/// 1.1 MB of base64, which the filter reads from Envoy in many chunks.
-fn large_table(table: &[u8]) -> Vec<u8> {
+/// 1.1 MB of base64, which the filter reads from Envoy in many chunks. `fingerprints`
+/// are revoked too.
+fn large_table(table: &[u8], fingerprints: &[[u8; 32]]) -> Vec<u8> {
     let mut t = ruleset::decode(table).unwrap_or_else(|e| panic!("emitted table: {e}"));
+    for f in fingerprints {
+        t.revocation.add_fingerprint(f);
+    }
     for i in 0..100_000u32 {
         t.revocation
             .add_serial(Some(0x5eed_5eed), &(i | 0x8000_0000).to_be_bytes());
@@ -157,7 +161,13 @@ fn a_large_inline_table_is_read_whole_and_enforced() {
     let bytes = b64
         .decode(config["table"].as_str().unwrap_or_default())
         .unwrap_or_else(|e| panic!("emitted table is not base64: {e}"));
-    config["table"] = json!(b64.encode(large_table(&bytes)));
+    // checkout's certificate is revoked by its SHA-256 fingerprint, which the filter
+    // takes from Envoy's `connection.sha256_peer_certificate_digest`.
+    let checkout_pem = std::fs::read(&run.pki.leaf("checkout").chain_pem)
+        .unwrap_or_else(|e| panic!("checkout chain: {e}"));
+    let checkout = ruleset::cert::parse_pem_or_der(&checkout_pem)
+        .unwrap_or_else(|e| panic!("checkout chain: {e}"));
+    config["table"] = json!(b64.encode(large_table(&bytes, &[checkout[0].sha256])));
     let text = config.to_string();
     assert!(text.len() > 1_000_000, "{} bytes", text.len());
     runtime().block_on(async {
@@ -172,7 +182,8 @@ fn a_large_inline_table_is_read_whole_and_enforced() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-        for (leaf, admitted) in [("web", true), ("revoked", false)] {
+        let before = s.envoy.certgate_stats().unwrap_or_default();
+        for (leaf, admitted) in [("web", true), ("revoked", false), ("checkout", false)] {
             let cfg = rustls_config(&run.pki, run.pki.leaf(leaf), TlsPin::Any)
                 .unwrap_or_else(|e| panic!("{e:#}"));
             let msg = b"large table\n";
@@ -189,6 +200,10 @@ fn a_large_inline_table_is_read_whole_and_enforced() {
                 text.len(),
                 ex.summary()
             );
+        }
+        let deltas = counter_deltas(&before, &s.envoy.certgate_stats().unwrap_or_default());
+        for reason in ["reason.revoked_serial", "reason.revoked_fingerprint"] {
+            assert_eq!(deltas.get(reason), Some(&1), "counters {deltas:?}");
         }
     });
 }
