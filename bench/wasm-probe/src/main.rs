@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use certgate_filter::cache::CertCache;
+use certgate_filter::config::Config;
+use certgate_filter::decide::Shared;
 use certgate_filter::host::{Host, Level};
 use certgate_filter::peer::{gather, Needs};
 use ruleset::cert;
@@ -106,6 +108,73 @@ fn time_cold<T>(name: &str, mut f: impl FnMut() -> T) {
     times.sort_by(f64::total_cmp);
     let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
     println!("{name:<40} {median:8.2} µs");
+}
+
+/// Per-VM state with case (c)'s rules and 100,000 revoked serials, allowing the leaf
+/// in `pem`.
+fn warm_shared(pem: &[u8], host: &ProbeHost) -> Result<Shared, String> {
+    use ruleset::{Action, AuditLog, Constraints, Mode, Pattern, Revocation, Rule, Table};
+    let facts = cert::parse_pem_or_der(pem).map_err(|e| e.to_string())?;
+    let id = facts
+        .first()
+        .and_then(|f| f.uri_sans.first())
+        .cloned()
+        .ok_or("the probe's leaf has no URI SAN")?;
+    let rule = |name: String, principal: &str| -> Result<Rule, String> {
+        Ok(Rule {
+            name,
+            policy: 0,
+            action: Action::Allow,
+            principals: vec![Pattern::parse(principal).map_err(|e| e.to_string())?],
+            not_principals: vec![],
+            ports: vec![],
+            sni: vec![],
+            source_cidrs: vec![],
+        })
+    };
+    let mut rules = vec![rule("allow-probe".into(), &id)?];
+    for i in 0..999 {
+        rules.push(rule(
+            format!("allow-{i}"),
+            &format!("spiffe://example.org/ns/bench/sa/workload-{i}"),
+        )?);
+    }
+    let mut revocation = Revocation::default();
+    let mut x = 0x5eed_u64;
+    for _ in 0..100_000 {
+        // xorshift: random 16-byte serials of one issuer.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let serial: Vec<u8> = x
+            .to_be_bytes()
+            .iter()
+            .chain(&x.to_le_bytes())
+            .copied()
+            .collect();
+        revocation.add_serial(Some(0x1234_5678), &serial);
+    }
+    let mut table = Table {
+        policy_names: vec!["probe".into()],
+        policy_digest: [7; 32],
+        mode: Mode::Enforce,
+        default_action: Action::Deny,
+        audit_log: AuditLog::Deny,
+        constraints: Constraints::default(),
+        revocation,
+        rules,
+    };
+    table.normalize();
+    let config = Config {
+        table: ruleset::encode(&table).map_err(|e| e.to_string())?,
+        mode: None,
+        audit_log: None,
+        server_first: false,
+        cert_cache_size: 1024,
+        log_all_decisions: false,
+        feed: None,
+    };
+    Shared::new(config, host).map_err(|e| e.to_string())
 }
 
 fn main() -> Result<(), String> {
@@ -201,6 +270,25 @@ fn main() -> Result<(), String> {
     });
     time("  gather, known certificate (cache hit)", n, || {
         gather(&host, &certs, needs)
+    });
+
+    // The whole warm decision of case (c): 1,000 exact-identity rules (this leaf's among
+    // them) and revoked serials, the certificate already cached. 100,000 serials, not
+    // (c)'s million: node 20 segfaults on exit after a wasm memory that large, and a
+    // lookup reads one directory bucket either way.
+    let shared = warm_shared(&pem, &host)?;
+    *host.digest.borrow_mut() = hex.clone();
+    let ready = shared.decide_peer(&host).0;
+    if !ready.admit {
+        return Err("the probe's leaf is not admitted by the probe's table".into());
+    }
+    time("  decide, known certificate (as (c))", n, || {
+        shared.decide_peer(&host)
+    });
+    let active = shared.active().ok_or("no table")?;
+    let peer = shared.decide_peer(&host).1;
+    time("    of which evaluate", n, || {
+        active.engine.evaluate(&peer).admits()
     });
 
     println!("cold caches");
