@@ -59,7 +59,7 @@ pub fn record(decision: &Decision<'_>, peer: &Peer, ctx: Context<'_>) -> String 
             )
             .str(
                 "tls.client.hash.sha256",
-                &ruleset::cert::hex_lower(&facts.sha256).to_ascii_uppercase(),
+                &ruleset::cert::hex_upper(&facts.sha256),
             );
         }
         PeerCert::Unparsable(why) => {
@@ -73,7 +73,7 @@ pub fn record(decision: &Decision<'_>, peer: &Peer, ctx: Context<'_>) -> String 
     }
     w.opt_str("tls.client.server_name", peer.sni.as_deref());
     if let Some(ip) = peer.source_ip {
-        w.str("source.ip", &ip.to_string());
+        w.ip("source.ip", ip);
     }
     if let Some(port) = peer.port {
         w.uint("destination.port", u64::from(port));

@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 use std::iter::Peekable;
+use std::net::IpAddr;
 use std::str::Chars;
 
 /// Deepest nesting accepted; the configuration needs two levels.
@@ -284,7 +285,29 @@ impl ObjectWriter {
     /// Adds an unsigned integer member.
     pub fn uint(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
-        let _ = write!(self.out, "{value}");
+        push_decimal(&mut self.out, value);
+        self
+    }
+
+    /// Adds an IP address as a string member (IPv4 dotted quad, IPv6 in its
+    /// canonical text form).
+    pub fn ip(&mut self, key: &str, ip: IpAddr) -> &mut Self {
+        self.key(key);
+        self.out.push('"');
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.out.push('.');
+                    }
+                    push_decimal(&mut self.out, u64::from(octet));
+                }
+            }
+            IpAddr::V6(v6) => {
+                let _ = write!(self.out, "{v6}");
+            }
+        }
+        self.out.push('"');
         self
     }
 
@@ -308,28 +331,68 @@ impl ObjectWriter {
     }
 }
 
-/// Appends `s` as a JSON string literal: runs of characters that need no escape are
-/// copied whole (a record is almost all of them).
+/// Appends `n` in decimal, without the formatting machinery (slow in wasm).
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at = at.saturating_sub(1);
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0'.saturating_add((n % 10) as u8);
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in digits.get(at..).unwrap_or_default() {
+        out.push(char::from(*d));
+    }
+}
+
+/// Appends `s` as a JSON string literal. Scans bytes, not characters (everything that
+/// needs an escape is ASCII, or U+2028/U+2029 = E2 80 A8/A9), and copies the runs in
+/// between whole: a record is almost all plain text.
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
+    let bytes = s.as_bytes();
     let mut plain_from = 0;
-    for (i, c) in s.char_indices() {
-        let escape = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if u32::from(c) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => "",
-            _ => continue,
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let (escape, len): (&str, usize) = match b {
+            b'"' => ("\\\"", 1),
+            b'\\' => ("\\\\", 1),
+            b'\n' => ("\\n", 1),
+            b'\r' => ("\\r", 1),
+            b'\t' => ("\\t", 1),
+            0..=0x1f => ("", 1),
+            0xe2 if matches!(
+                (
+                    bytes.get(i.saturating_add(1)),
+                    bytes.get(i.saturating_add(2))
+                ),
+                (Some(0x80), Some(0xa8 | 0xa9))
+            ) =>
+            {
+                ("", 3)
+            }
+            _ => {
+                i = i.saturating_add(1);
+                continue;
+            }
         };
         out.push_str(s.get(plain_from..i).unwrap_or_default());
         if escape.is_empty() {
-            let _ = write!(out, "\\u{:04x}", u32::from(c));
+            let code = s
+                .get(i..)
+                .and_then(|rest| rest.chars().next())
+                .map_or(0, u32::from);
+            let _ = write!(out, "\\u{code:04x}");
         } else {
             out.push_str(escape);
         }
-        plain_from = i.saturating_add(c.len_utf8());
+        i = i.saturating_add(len);
+        plain_from = i;
     }
     out.push_str(s.get(plain_from..).unwrap_or_default());
     out.push('"');
@@ -399,6 +462,15 @@ mod tests {
             r#"{"event.reason":"deny\"rule\"\n\u0001","destination.port":443,"names":["a","b"]}"#
         );
         assert!(parse(&text).is_ok());
+        let mut w = ObjectWriter::new();
+        w.uint("zero", 0)
+            .uint("max", u64::MAX)
+            .ip("v4", "10.0.255.1".parse().unwrap())
+            .ip("v6", "2001:db8::1".parse().unwrap());
+        assert_eq!(
+            w.finish(),
+            r#"{"zero":0,"max":18446744073709551615,"v4":"10.0.255.1","v6":"2001:db8::1"}"#
+        );
         // Escapes between and after runs of plain (also multi-byte) characters.
         let mut w = ObjectWriter::new();
         w.str("dn", "CN=é\u{2028}ü\tx\\y");

@@ -290,6 +290,23 @@ fn main() -> Result<(), String> {
     time("    of which evaluate", n, || {
         active.engine.evaluate(&peer).admits()
     });
+    // What (e) adds: the audit record, with every connection attribute present.
+    let mut full = peer.clone();
+    full.tls_version = Some(ruleset::TlsVersion::V1_3);
+    full.port = Some(8443);
+    full.sni = Some("checkout.prod.svc.cluster.local".into());
+    full.source_ip = "10.1.2.3".parse().ok();
+    let decision = active.engine.evaluate(&full);
+    time("  audit record (what (e) adds)", n, || {
+        certgate_filter::audit::record(
+            &decision,
+            &full,
+            certgate_filter::audit::Context {
+                policy_digest: &active.policy_digest,
+                decision_id: "18bc1d2e3f4a5b6c-1f-2a",
+            },
+        )
+    });
 
     println!("cold caches");
     time_cold("  peer_cert_from_pem_with_sha256", || {
