@@ -17,7 +17,7 @@ bench-micro: ## criterion benchmarks of evaluate/decode/parse and the 1M-serial 
 	CERTGATE_BENCH_DOCS=$(CURDIR)/$(BENCH_DOCS) cargo bench -p certgate-bench --bench engine
 
 .PHONY: bench-wasm-probe
-bench-wasm-probe: wasm-target ## the filter's cold certificate path, piece by piece, as wasm under V8 (node)
+bench-wasm-probe: wasm-target nodejs ## the filter's cold certificate path, piece by piece, as wasm under V8 (node)
 	cargo build -p certgate-bench-wasm-probe --target wasm32-wasip1 --profile wasm-release
 	node --no-liftoff --no-warnings bench/wasm-probe/run.mjs target/wasm32-wasip1/wasm-release/wasm-probe.wasm bench/wasm-probe/leaf.pem
 
