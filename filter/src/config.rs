@@ -133,10 +133,10 @@ impl Config {
         })
     }
 
-    /// Reads the configuration in chunks of at most [`READ_CHUNK`] bytes from `chunk(start,
-    /// max)` (the host's buffer; `None` or a short chunk ends it), lifting the inline
-    /// table out as it goes ([`crate::lift`]), then validates it. `size` is the size the
-    /// host announced.
+    /// Reads the `size` bytes of configuration the host announced, in chunks of at most
+    /// [`READ_CHUNK`] bytes from `chunk(start, max)` (the host's buffer; `None` or an
+    /// empty chunk ends it early, and the parser then reports the truncation), lifting
+    /// the inline table out as it goes ([`crate::lift`]), then validates it.
     pub fn read(
         size: usize,
         mut chunk: impl FnMut(usize, usize) -> Option<Vec<u8>>,
@@ -146,15 +146,12 @@ impl Config {
         }
         let mut lifter = Lifter::new(size);
         let mut read = 0usize;
-        while let Some(bytes) = chunk(read, READ_CHUNK) {
-            read = read.saturating_add(bytes.len());
-            if read > MAX_CONFIG_BYTES {
-                return Err(ConfigError::TooLarge(read));
-            }
-            lifter.feed(&bytes);
-            if bytes.len() < READ_CHUNK {
+        while read < size {
+            let Some(bytes) = chunk(read, READ_CHUNK).filter(|b| !b.is_empty()) else {
                 break;
-            }
+            };
+            read = read.saturating_add(bytes.len());
+            lifter.feed(&bytes);
         }
         if read == 0 {
             return Err(ConfigError::Empty);
@@ -389,6 +386,62 @@ fn boolean(value: &Value, key: &'static str) -> Result<bool, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads `text` from a host that hands out `chunk` bytes at a time.
+    fn read_in(text: &[u8], chunk: usize) -> Result<Config, ConfigError> {
+        Config::read(text.len(), |start, max| {
+            let end = start.saturating_add(max.min(chunk)).min(text.len());
+            text.get(start..end).map(<[u8]>::to_vec)
+        })
+    }
+
+    #[test]
+    fn lifting_the_table_changes_no_outcome() {
+        // The same document with the key written `t\u0061ble` is not lifted: it goes
+        // through the parser whole, as every configuration did before lifting. Every
+        // one-byte deletion or replacement outside the key must give the same outcome
+        // either way, read in any chunking.
+        let mut variants = vec![];
+        for base in [
+            r#"{"mode":"audit","table":" AAEC\/A== ","certCacheSize":8}"#,
+            r#"{"table":"\u0041AEC"}"#,
+        ] {
+            let key = base.find(r#""table""#).unwrap();
+            let key_end = key + r#""table""#.len();
+            variants.push(base.to_owned());
+            for i in (0..base.len()).filter(|i| !(key..key_end).contains(i)) {
+                let (head, tail) = (&base[..i], &base[i + 1..]);
+                variants.push(format!("{head}{tail}"));
+                for c in ["\"", "\\", " ", "=", "A", "}", "\n", "é", "/", "u", ","] {
+                    variants.push(format!("{head}{c}{tail}"));
+                }
+            }
+        }
+        let mut ok = 0;
+        for text in &variants {
+            let reference =
+                Config::parse(text.replacen(r#""table""#, r#""t\u0061ble""#, 1).as_bytes());
+            for chunk in [1, 7, READ_CHUNK] {
+                let lifted = read_in(text.as_bytes(), chunk);
+                match (&lifted, &reference) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+                    (Err(a), Err(b)) => assert_eq!(
+                        std::mem::discriminant(a),
+                        std::mem::discriminant(b),
+                        "{text}: {a} vs {b}"
+                    ),
+                    _ => panic!("{text} (chunk {chunk}): lifted {lifted:?}, parsed {reference:?}"),
+                }
+            }
+            ok += usize::from(reference.is_ok());
+        }
+        // Both kinds of outcome were exercised.
+        assert!(
+            ok > 10 && ok < variants.len() / 2,
+            "{ok} of {}",
+            variants.len()
+        );
+    }
 
     #[test]
     fn full_configuration() {

@@ -357,7 +357,9 @@ impl Lifter {
                     self.state = State::LiftEscape { len: 1 };
                 }
                 (None, _) => {
-                    self.escape = [c, 0, 0, 0, 0];
+                    // The parser only needs to see an invalid escape; a non-ASCII
+                    // byte would split a UTF-8 sequence and change its complaint.
+                    self.escape = [if c.is_ascii() { c } else { b'?' }, 0, 0, 0, 0];
                     not_json(self);
                 }
             }
@@ -366,7 +368,7 @@ impl Lifter {
         let Some(slot) = self.escape.get_mut(usize::from(len)) else {
             return not_json(self);
         };
-        *slot = c;
+        *slot = if c.is_ascii() { c } else { b'?' };
         if !c.is_ascii_hexdigit() {
             return not_json(self);
         }
