@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::encode::{CURVE_BITS, HASH_BITS};
 use crate::format::*;
-use crate::revocation::{KeySet, OnStale};
+use crate::revocation::{le_u64, strictly_ascending, KeySet, OnStale};
 use crate::{
     Action, AuditLog, Cidr, Constraints, KeyPolicy, Mode, Pattern, PortRange, Revocation, Rule,
     Table, TlsVersion,
@@ -208,13 +208,8 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let bytes = self.take(n.saturating_mul(8), what)?;
         // INVARIANT: strictly ascending, so lookups can search and no key repeats.
-        let mut keys = bytes.chunks_exact(8).map(crate::revocation::le_u64);
-        let mut prev = keys.next();
-        for k in keys {
-            if prev.is_some_and(|p| p >= k) {
-                return Err(DecodeError::Unsorted { what });
-            }
-            prev = Some(k);
+        if !strictly_ascending(bytes.chunks_exact(8).map(le_u64)) {
+            return Err(DecodeError::Unsorted { what });
         }
         Ok(KeySet::in_table(
             Arc::clone(self.table),

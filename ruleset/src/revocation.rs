@@ -96,6 +96,33 @@ impl Default for Keys {
     }
 }
 
+impl Keys {
+    /// The keys, in order.
+    fn iter(&self) -> KeyIter<'_> {
+        match self {
+            Keys::Owned(v) => KeyIter::Words(v.iter()),
+            Keys::InTable { table, range } => KeyIter::Bytes(words(table, range).chunks_exact(8)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Keys::Owned(v) => v.len(),
+            Keys::InTable { table, range } => words(table, range).len() / 8,
+        }
+    }
+}
+
+/// Whether `keys` are strictly ascending (so lookups can search and no key repeats).
+pub(crate) fn strictly_ascending(mut keys: impl Iterator<Item = u64>) -> bool {
+    let mut prev = keys.next();
+    keys.all(|k| {
+        let ascending = prev.is_some_and(|p| p < k);
+        prev = Some(k);
+        ascending
+    })
+}
+
 /// A little-endian `u64` from 8 bytes (0 from a short slice, which callers never pass).
 pub(crate) fn le_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map_or(0, u64::from_le_bytes)
@@ -212,10 +239,7 @@ impl KeySet {
 
     /// The keys, in order.
     pub(crate) fn iter(&self) -> KeyIter<'_> {
-        match &self.keys {
-            Keys::Owned(v) => KeyIter::Words(v.iter()),
-            Keys::InTable { table, range } => KeyIter::Bytes(words(table, range).chunks_exact(8)),
-        }
+        self.keys.iter()
     }
 
     /// Takes the keys out as an owned list (a copy when they live in a table).
@@ -224,14 +248,7 @@ impl KeySet {
         self.bits = 0;
         match std::mem::take(&mut self.keys) {
             Keys::Owned(v) => v,
-            in_table @ Keys::InTable { .. } => {
-                let set = KeySet {
-                    keys: in_table,
-                    dir: Vec::new(),
-                    bits: 0,
-                };
-                set.iter().collect()
-            }
+            in_table @ Keys::InTable { .. } => in_table.iter().collect(),
         }
     }
 
@@ -282,21 +299,12 @@ impl KeySet {
     }
 
     fn is_normalized(&self) -> bool {
-        let mut keys = self.iter();
-        let mut prev = keys.next();
-        keys.all(|k| {
-            let ascending = prev.is_some_and(|p| p < k);
-            prev = Some(k);
-            ascending
-        })
+        strictly_ascending(self.iter())
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        match &self.keys {
-            Keys::Owned(v) => v.len(),
-            Keys::InTable { table, range } => words(table, range).len() / 8,
-        }
+        self.keys.len()
     }
 
     /// Whether the set is empty.
