@@ -398,28 +398,11 @@ impl Shared {
 /// `{now:x}-{connection:x}-{seq:x}`, without the formatting machinery (slow in wasm).
 fn decision_id(now: u64, connection: u64, seq: u64) -> String {
     let mut id = String::with_capacity(50);
-    for (i, mut n) in [now, connection, seq].into_iter().enumerate() {
+    for (i, n) in [now, connection, seq].into_iter().enumerate() {
         if i > 0 {
             id.push('-');
         }
-        let mut digits = [b'0'; 16];
-        let mut at = digits.len();
-        loop {
-            at = at.saturating_sub(1);
-            if let Some(d) = digits.get_mut(at) {
-                *d = b"0123456789abcdef"
-                    .get((n & 0xf) as usize)
-                    .copied()
-                    .unwrap_or(b'0');
-            }
-            n >>= 4;
-            if n == 0 {
-                break;
-            }
-        }
-        for d in digits.get(at..).unwrap_or_default() {
-            id.push(char::from(*d));
-        }
+        crate::json::push_hex(&mut id, n);
     }
     id
 }

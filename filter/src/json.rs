@@ -332,15 +332,31 @@ impl ObjectWriter {
 }
 
 /// Appends `n` in decimal, without the formatting machinery (slow in wasm).
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
+fn push_decimal(out: &mut String, n: u64) {
+    push_digits(out, n, 10);
+}
+
+/// Appends `n` in lowercase hex, no leading zeros, as `{n:x}` would.
+pub fn push_hex(out: &mut String, n: u64) {
+    push_digits(out, n, 16);
+}
+
+/// Appends `n` in `radix` (2 to 16), most significant digit first.
+fn push_digits(out: &mut String, mut n: u64, radix: u64) {
+    let radix = radix.clamp(2, 16);
+    // 64 digits: u64::MAX in binary, the longest any radix needs.
+    let mut digits = [b'0'; 64];
     let mut at = digits.len();
     loop {
         at = at.saturating_sub(1);
-        if let Some(d) = digits.get_mut(at) {
-            *d = b'0'.saturating_add((n % 10) as u8);
+        if let (Some(d), Some(digit)) = (
+            digits.get_mut(at),
+            b"0123456789abcdef"
+                .get(usize::try_from(n.checked_rem(radix).unwrap_or(0)).unwrap_or(0)),
+        ) {
+            *d = *digit;
         }
-        n /= 10;
+        n = n.checked_div(radix).unwrap_or(0);
         if n == 0 {
             break;
         }
