@@ -23,6 +23,13 @@ pub const MAX_CONFIG_BYTES: usize = 64 << 20;
 /// Bytes asked of the host per read of the configuration.
 pub const READ_CHUNK: usize = 64 << 10;
 
+/// Up to `max` bytes of `bytes` from `start`, as a host answers a buffer read (`None`
+/// past the end).
+pub fn chunk_of(bytes: &[u8], start: usize, max: usize) -> Option<Vec<u8>> {
+    let end = start.saturating_add(max).min(bytes.len());
+    bytes.get(start..end).map(<[u8]>::to_vec)
+}
+
 /// The filter's configuration, after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -127,10 +134,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Parses and validates the raw plugin configuration bytes.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-        Config::read(bytes.len(), |start, max| {
-            let end = start.saturating_add(max).min(bytes.len());
-            bytes.get(start..end).map(<[u8]>::to_vec)
-        })
+        Config::read(bytes.len(), |start, max| chunk_of(bytes, start, max))
     }
 
     /// Reads the `size` bytes of configuration the host announced, in chunks of at most
@@ -390,8 +394,7 @@ mod tests {
     /// Reads `text` from a host that hands out `chunk` bytes at a time.
     fn read_in(text: &[u8], chunk: usize) -> Result<Config, ConfigError> {
         Config::read(text.len(), |start, max| {
-            let end = start.saturating_add(max.min(chunk)).min(text.len());
-            text.get(start..end).map(<[u8]>::to_vec)
+            chunk_of(text, start, max.min(chunk))
         })
     }
 

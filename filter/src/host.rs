@@ -358,10 +358,7 @@ pub mod fake {
         }
         fn plugin_configuration(&self, start: usize, max: usize) -> Option<Vec<u8>> {
             self.config_reads.set(self.config_reads.get() + 1);
-            let config = self.config.borrow();
-            let config = config.as_ref()?;
-            let end = start.saturating_add(max).min(config.len());
-            config.get(start..end).map(<[u8]>::to_vec)
+            crate::config::chunk_of(self.config.borrow().as_ref()?, start, max)
         }
         fn now_nanos(&self) -> u64 {
             self.now.get()
