@@ -186,7 +186,7 @@ fn bench_parse(c: &mut Criterion, s: &Setup) {
         b.iter(|| {
             black_box(ruleset::cert::peer_cert_from_pem_with_sha256(
                 black_box(&s.ecdsa_pem),
-                sha256,
+                Some(sha256),
             ))
         })
     });

@@ -83,11 +83,10 @@ pub fn gather(host: &dyn Host, cache: &RefCell<CertCache>, needs: Needs) -> Peer
             // Envoy's digest is the SHA-256 of the DER leaf it hands over as PEM: taken
             // as the certificate's fingerprint, it saves hashing the leaf again in wasm.
             let sha256 = digest.as_deref().and_then(ruleset::cert::parse_fingerprint);
-            let cert = Rc::new(match (host.property(PEER_CERT), sha256) {
-                (Some(pem), Some(sha256)) if !pem.is_empty() => {
+            let cert = Rc::new(match host.property(PEER_CERT) {
+                Some(pem) if !pem.is_empty() => {
                     ruleset::cert::peer_cert_from_pem_with_sha256(&pem, sha256)
                 }
-                (Some(pem), None) if !pem.is_empty() => ruleset::cert::peer_cert_from_pem(&pem),
                 _ => PeerCert::Missing,
             });
             // A missing certificate is not cached: its digest is empty anyway, and a

@@ -590,16 +590,13 @@ fn leaf_of(bytes: &[u8], sha256: Option<[u8; 32]>) -> Result<CertFacts, CertErro
 /// certificate; anything that does not yield a leaf is unparsable. The first
 /// certificate is the leaf.
 pub fn peer_cert_from_pem(bytes: &[u8]) -> PeerCert {
-    peer_cert(bytes, None)
+    peer_cert_from_pem_with_sha256(bytes, None)
 }
 
-/// [`peer_cert_from_pem`] with the leaf's SHA-256 from the host (Envoy's
-/// `connection.sha256_peer_certificate_digest`), which saves hashing it again.
-pub fn peer_cert_from_pem_with_sha256(bytes: &[u8], sha256: [u8; 32]) -> PeerCert {
-    peer_cert(bytes, Some(sha256))
-}
-
-fn peer_cert(bytes: &[u8], sha256: Option<[u8; 32]>) -> PeerCert {
+/// [`peer_cert_from_pem`] with the leaf's SHA-256 when the host knows it (Envoy's
+/// `connection.sha256_peer_certificate_digest`), which saves hashing it again; `None`
+/// hashes the leaf.
+pub fn peer_cert_from_pem_with_sha256(bytes: &[u8], sha256: Option<[u8; 32]>) -> PeerCert {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return PeerCert::Missing;
     }

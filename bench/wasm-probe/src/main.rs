@@ -239,7 +239,7 @@ fn main() -> Result<(), String> {
     });
     time("  peer_cert_from_pem", n, || cert::peer_cert_from_pem(&pem));
     time("  peer_cert_from_pem_with_sha256", n, || {
-        cert::peer_cert_from_pem_with_sha256(&pem, sha256)
+        cert::peer_cert_from_pem_with_sha256(&pem, Some(sha256))
     });
 
     // Digests never seen before, one per call, so every gather misses the cache.
@@ -310,7 +310,7 @@ fn main() -> Result<(), String> {
 
     println!("cold caches");
     time_cold("  peer_cert_from_pem_with_sha256", || {
-        cert::peer_cert_from_pem_with_sha256(&pem, sha256)
+        cert::peer_cert_from_pem_with_sha256(&pem, Some(sha256))
     });
     time_cold("  gather, new certificate (cache miss)", || {
         *host.digest.borrow_mut() = fresh();
