@@ -197,10 +197,11 @@ pub struct Lifter {
     key: Vec<u8>,
     rest: Vec<u8>,
     decoder: Option<Decoder>,
-    /// An earlier top-level `table` string (a duplicate key, which the JSON parser
-    /// reports from `rest`).
+    /// The first top-level `table` string, decoded (a duplicate key stays in `rest`,
+    /// where the JSON parser refuses it).
     table: Option<Result<Vec<u8>, Base64Error>>,
-    /// `\uXXXX` digits of an escape in the lifted string.
+    /// An escape in the lifted string so far: the letter after the backslash (`u`),
+    /// then up to four hex digits.
     escape: [u8; 5],
 }
 
