@@ -31,6 +31,13 @@ pub struct Context<'a> {
 
 /// The record for `decision` about `peer`.
 pub fn record(decision: &Decision<'_>, peer: &Peer, ctx: Context<'_>) -> String {
+    finish(head(decision, &peer.cert), peer, decision.mode, ctx)
+}
+
+/// The record's members that follow from the decision and the certificate alone: the
+/// same for every connection that presents this certificate while the table decides on
+/// the certificate alone, so the filter builds them once per certificate.
+pub fn head(decision: &Decision<'_>, cert: &PeerCert) -> ObjectWriter {
     let admitted = decision.admits();
     let mut w = ObjectWriter::new();
     w.str("event.kind", "event")
@@ -45,7 +52,7 @@ pub fn record(decision: &Decision<'_>, peer: &Peer, ctx: Context<'_>) -> String 
         .opt_str("rule.name", decision.rule)
         .opt_str("rule.ruleset", decision.policy)
         .opt_str("certgate.spiffe_id", decision.identity);
-    match &peer.cert {
+    match cert {
         PeerCert::Parsed(facts) => {
             w.str(
                 "tls.client.x509.serial_number",
@@ -67,6 +74,12 @@ pub fn record(decision: &Decision<'_>, peer: &Peer, ctx: Context<'_>) -> String 
         }
         PeerCert::Missing | PeerCert::Assumed { .. } => {}
     }
+    w
+}
+
+/// Completes a record begun by [`head`] with the connection's attributes, the
+/// decision's `mode` and `ctx`.
+pub fn finish(mut w: ObjectWriter, peer: &Peer, mode: Mode, ctx: Context<'_>) -> String {
     if let Some(v) = peer.tls_version {
         w.str("tls.version_protocol", "tls")
             .str("tls.version", v.as_str());
@@ -81,7 +94,7 @@ pub fn record(decision: &Decision<'_>, peer: &Peer, ctx: Context<'_>) -> String 
     w.str("certgate.policy_digest", ctx.policy_digest)
         .str(
             "certgate.mode",
-            match decision.mode {
+            match mode {
                 Mode::Enforce => "enforce",
                 Mode::Audit => "audit",
             },

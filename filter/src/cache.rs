@@ -3,20 +3,55 @@
 //!
 //! Most connections come from a few workloads presenting the same certificate until it
 //! rotates, so reading the PEM and parsing X.509 once per certificate instead of once
-//! per connection is the filter's main saving. Eviction is first-in first-out: cheap,
-//! and a rotated certificate ages out on its own.
+//! per connection is the filter's main saving; each entry also keeps the decision last
+//! made for its certificate (see [`Memo`]). Eviction is first-in first-out: cheap, and
+//! a rotated certificate ages out on its own.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use ruleset::PeerCert;
 
-/// Parsed certificates (or the parse error) by SHA-256 digest, at most `capacity`.
+use crate::decide::Memo;
+
+/// A certificate the cache knows: its parsed facts (or why it did not parse), and the
+/// decision last made for it.
+#[derive(Debug)]
+pub struct Known {
+    pub cert: PeerCert,
+    memo: RefCell<Option<Rc<Memo>>>,
+}
+
+impl Known {
+    pub fn new(cert: PeerCert) -> Self {
+        Known {
+            cert,
+            memo: RefCell::new(None),
+        }
+    }
+
+    /// The decision remembered for table `generation`, or the one `make` builds, which
+    /// is remembered in its place.
+    pub fn memo(&self, generation: u64, make: impl FnOnce() -> Memo) -> Rc<Memo> {
+        let mut slot = self.memo.borrow_mut();
+        match &*slot {
+            Some(memo) if memo.generation() == generation => Rc::clone(memo),
+            _ => {
+                let memo = Rc::new(make());
+                *slot = Some(Rc::clone(&memo));
+                memo
+            }
+        }
+    }
+}
+
+/// Known certificates by SHA-256 digest, at most `capacity`.
 #[derive(Debug)]
 pub struct CertCache {
     capacity: usize,
-    entries: HashMap<String, Rc<PeerCert>, BuildHasherDefault<DigestHasher>>,
+    entries: HashMap<String, Rc<Known>, BuildHasherDefault<DigestHasher>>,
     // INVARIANT: holds exactly the keys of `entries`, oldest first.
     order: VecDeque<String>,
 }
@@ -32,12 +67,12 @@ impl CertCache {
     }
 
     /// The cached certificate for `digest`.
-    pub fn get(&self, digest: &str) -> Option<Rc<PeerCert>> {
+    pub fn get(&self, digest: &str) -> Option<Rc<Known>> {
         self.entries.get(digest).cloned()
     }
 
     /// Remembers `cert` under `digest`, evicting the oldest entry when full.
-    pub fn insert(&mut self, digest: String, cert: Rc<PeerCert>) {
+    pub fn insert(&mut self, digest: String, cert: Rc<Known>) {
         if self.capacity == 0 || self.entries.contains_key(&digest) {
             return;
         }
@@ -103,12 +138,12 @@ mod tests {
     fn evicts_oldest_first_and_stays_bounded() {
         let mut c = CertCache::new(2);
         for k in ["a", "b", "c"] {
-            c.insert(k.into(), Rc::new(PeerCert::Missing));
+            c.insert(k.into(), Rc::new(Known::new(PeerCert::Missing)));
         }
         assert_eq!(c.len(), 2);
         assert!(c.get("a").is_none());
         assert!(c.get("b").is_some() && c.get("c").is_some());
-        c.insert("c".into(), Rc::new(PeerCert::Missing));
+        c.insert("c".into(), Rc::new(Known::new(PeerCert::Missing)));
         assert_eq!(c.len(), 2);
     }
 
@@ -125,20 +160,23 @@ mod tests {
             })
             .into();
         assert_ne!(ha, hb);
-        c.insert(a.clone(), Rc::new(PeerCert::Missing));
-        c.insert(b.clone(), Rc::new(PeerCert::Unparsable("b".into())));
+        c.insert(a.clone(), Rc::new(Known::new(PeerCert::Missing)));
+        c.insert(
+            b.clone(),
+            Rc::new(Known::new(PeerCert::Unparsable("b".into()))),
+        );
         assert_eq!(c.len(), 2);
-        assert_eq!(c.get(&a).as_deref(), Some(&PeerCert::Missing));
+        assert_eq!(c.get(&a).map(|k| k.cert.clone()), Some(PeerCert::Missing));
         assert_eq!(
-            c.get(&b).as_deref(),
-            Some(&PeerCert::Unparsable("b".into()))
+            c.get(&b).map(|k| k.cert.clone()),
+            Some(PeerCert::Unparsable("b".into()))
         );
     }
 
     #[test]
     fn zero_capacity_caches_nothing() {
         let mut c = CertCache::new(0);
-        c.insert("a".into(), Rc::new(PeerCert::Missing));
+        c.insert("a".into(), Rc::new(Known::new(PeerCert::Missing)));
         assert_eq!(c.len(), 0);
     }
 }

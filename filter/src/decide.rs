@@ -5,16 +5,17 @@
 //! to every stream context through an `Rc`; it holds the table in force, which a live
 //! feed may replace (see `feed.rs`), and the open connections a newer table may close.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use ruleset::{AuditLog, Decision, Engine, Mode, OnStale, Peer, Reason, Table};
+use ruleset::{Action, AuditLog, Decision, Engine, Mode, OnStale, Peer, Reason, Table};
 
 use crate::audit;
 use crate::cache::CertCache;
 use crate::config::{Config, ConfigError};
 use crate::host::{Host, Level};
+use crate::json;
 use crate::metrics::Metrics;
 use crate::peer;
 
@@ -64,6 +65,56 @@ pub struct Active {
     pub policy_digest: String,
     /// The connection attributes this table decides with.
     pub needs: peer::Needs,
+}
+
+/// The decision for one certificate under one table generation, kept in the
+/// certificate's cache entry. Only made while the table decides on the certificate
+/// alone (its [`peer::Needs`] are none): then every connection that presents the
+/// certificate gets this decision, and a warm connection skips evaluation (the
+/// revocation lookups and the rule index) and rebuilds none of the record's
+/// certificate members.
+#[derive(Debug)]
+pub struct Memo {
+    generation: u64,
+    action: Action,
+    reason: Reason,
+    mode: Mode,
+    rule: Option<Box<str>>,
+    policy: Option<Box<str>>,
+    identity: Option<Box<str>>,
+    /// [`audit::head`] of the decision, built at the first record that needs it.
+    record_head: OnceCell<String>,
+}
+
+impl Memo {
+    fn new(generation: u64, decision: &Decision<'_>) -> Memo {
+        Memo {
+            generation,
+            action: decision.action,
+            reason: decision.reason,
+            mode: decision.mode,
+            rule: decision.rule.map(Box::from),
+            policy: decision.policy.map(Box::from),
+            identity: decision.identity.map(Box::from),
+            record_head: OnceCell::new(),
+        }
+    }
+
+    /// The table generation this decision holds for.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn decision(&self) -> Decision<'_> {
+        Decision {
+            action: self.action,
+            reason: self.reason,
+            rule: self.rule.as_deref(),
+            policy: self.policy.as_deref(),
+            mode: self.mode,
+            identity: self.identity.as_deref(),
+        }
+    }
 }
 
 /// An admitted network connection, kept so a newer table can close it.
@@ -237,23 +288,35 @@ impl Shared {
             Some(a) if self.max_stale_nanos.is_none() && !self.log_all => a.needs,
             _ => peer::Needs::ALL,
         };
-        let peer = peer::gather(host, &self.certs, needs);
+        let (peer, known) = peer::gather(host, &self.certs, needs);
         // The clock is a host call too: read it when the feed's staleness needs it.
         let stale_now = self.max_stale_nanos.map(|_| host.now_nanos());
-        let keep = |a: &Active| {
+        let in_force = active.as_deref().filter(|a| {
             !stale_now.is_some_and(|now| self.is_stale(now))
                 || a.engine.table().revocation.on_stale() == OnStale::Keep
+        });
+        let memo = match (in_force, &known) {
+            (Some(a), Some(known)) if a.needs == peer::Needs::NONE => {
+                let generation = self.generation.get();
+                Some(known.memo(generation, || {
+                    Memo::new(generation, &a.engine.evaluate(&peer))
+                }))
+            }
+            _ => None,
         };
-        let decision = match active.as_deref() {
-            Some(a) if keep(a) => a.engine.evaluate(&peer),
-            other => Decision {
-                action: ruleset::Action::Deny,
+        let decision = match (&memo, in_force) {
+            (Some(memo), _) => memo.decision(),
+            (None, Some(a)) => a.engine.evaluate(&peer),
+            (None, None) => Decision {
+                action: Action::Deny,
                 reason: Reason::StaleRevocation,
                 rule: None,
                 policy: None,
-                mode: other.map_or(self.mode_override.unwrap_or(Mode::Enforce), |a| {
-                    a.engine.table().mode
-                }),
+                mode: active
+                    .as_deref()
+                    .map_or(self.mode_override.unwrap_or(Mode::Enforce), |a| {
+                        a.engine.table().mode
+                    }),
                 identity: None,
             },
         };
@@ -268,7 +331,7 @@ impl Shared {
         let wanted = audit::wanted(audit_log, &decision);
         // Deny records go to the Envoy log at warn; every other decision at info with
         // `logAllDecisions`, else at debug (built only when debug is on: it costs).
-        let log_level = if wanted && decision.action == ruleset::Action::Deny {
+        let log_level = if wanted && decision.action == Action::Deny {
             Some(Level::Warn)
         } else if self.log_all {
             Some(Level::Info)
@@ -295,14 +358,18 @@ impl Shared {
             // The record shows every connection attribute, not only those decided with.
             let mut full = peer.clone();
             peer::complete(host, &mut full, peer::Needs::ALL);
-            audit::record(
-                &decision,
-                &full,
-                audit::Context {
-                    policy_digest: active.as_deref().map_or("", |a| &a.policy_digest),
-                    decision_id: &decision_id,
-                },
-            )
+            let ctx = audit::Context {
+                policy_digest: active.as_deref().map_or("", |a| &a.policy_digest),
+                decision_id: &decision_id,
+            };
+            let head = match &memo {
+                Some(memo) => json::ObjectWriter::resume(
+                    memo.record_head
+                        .get_or_init(|| audit::head(&decision, &peer.cert).unfinished()),
+                ),
+                None => audit::head(&decision, &peer.cert),
+            };
+            audit::finish(head, &full, decision.mode, ctx)
         });
         if let Some(text) = &text {
             if wanted {

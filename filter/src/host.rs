@@ -256,6 +256,14 @@ pub mod fake {
                 .insert(path.to_owned(), value.into());
         }
 
+        /// What `set` stored for `ctx`, without counting it as a read.
+        pub fn get(&self, ctx: u32, path: &str) -> Option<Vec<u8>> {
+            self.props
+                .borrow()
+                .get(&ctx)
+                .and_then(|m| m.get(path).cloned())
+        }
+
         pub fn counter(&self, name: &str) -> u64 {
             self.counters.borrow().get(name).copied().unwrap_or(0)
         }

@@ -259,6 +259,19 @@ impl ObjectWriter {
         ObjectWriter { out }
     }
 
+    /// Continues an object whose members so far are `begun`, as [`Self::unfinished`]
+    /// returned it.
+    pub fn resume(begun: &str) -> Self {
+        let mut out = String::with_capacity(begun.len().saturating_add(512).max(1024));
+        out.push_str(begun);
+        ObjectWriter { out }
+    }
+
+    /// The object so far, without its closing brace, to [`Self::resume`] later.
+    pub fn unfinished(self) -> String {
+        self.out
+    }
+
     fn key(&mut self, key: &str) {
         if self.out.len() > 1 {
             self.out.push(',');

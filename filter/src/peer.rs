@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use ruleset::{Peer, PeerCert, TlsVersion};
 
-use crate::cache::CertCache;
+use crate::cache::{CertCache, Known};
 use crate::host::Host;
 
 pub const DIGEST: &[&str] = &["connection", "sha256_peer_certificate_digest"];
@@ -34,6 +34,14 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// No attribute: the table decides on the certificate alone.
+    pub const NONE: Needs = Needs {
+        tls_version: false,
+        port: false,
+        sni: false,
+        source: false,
+    };
+
     /// Every attribute.
     pub const ALL: Needs = Needs {
         tls_version: true,
@@ -71,37 +79,44 @@ pub fn complete(host: &dyn Host, peer: &mut Peer, needs: Needs) {
     }
 }
 
-/// The peer of the current connection, with the attributes `needs` asks for. The
-/// certificate comes from `cache` when its digest is known; only a miss reads and parses
-/// `connection.peer_certificate`.
-pub fn gather(host: &dyn Host, cache: &RefCell<CertCache>, needs: Needs) -> Peer {
+/// The peer of the current connection, with the attributes `needs` asks for, and its
+/// certificate's cache entry (`None` when the host gave no digest or no certificate).
+/// The certificate comes from `cache` when its digest is known; only a miss reads and
+/// parses `connection.peer_certificate`.
+pub fn gather(
+    host: &dyn Host,
+    cache: &RefCell<CertCache>,
+    needs: Needs,
+) -> (Peer, Option<Rc<Known>>) {
     let digest = string_property(host, DIGEST);
     let cached = digest.as_deref().and_then(|d| cache.borrow().get(d));
-    let cert = match cached {
-        Some(cert) => cert,
+    let known = match cached {
+        Some(known) => known,
         None => {
             // Envoy's digest is the SHA-256 of the DER leaf it hands over as PEM: taken
             // as the certificate's fingerprint, it saves hashing the leaf again in wasm.
             let sha256 = digest.as_deref().and_then(ruleset::cert::parse_fingerprint);
-            let cert = Rc::new(match host.property(PEER_CERT) {
+            let cert = match host.property(PEER_CERT) {
                 Some(pem) if !pem.is_empty() => {
                     ruleset::cert::peer_cert_from_pem_with_sha256(&pem, sha256)
                 }
                 _ => PeerCert::Missing,
-            });
+            };
             // A missing certificate is not cached: its digest is empty anyway, and a
             // host hiccup must not pin a wrong answer.
-            if let Some(d) = digest {
-                if !matches!(*cert, PeerCert::Missing) {
-                    cache.borrow_mut().insert(d, Rc::clone(&cert));
-                }
-            }
-            cert
+            let Some(digest) = digest.filter(|_| !matches!(cert, PeerCert::Missing)) else {
+                let mut peer = Peer::new(cert);
+                complete(host, &mut peer, needs);
+                return (peer, None);
+            };
+            let known = Rc::new(Known::new(cert));
+            cache.borrow_mut().insert(digest, Rc::clone(&known));
+            known
         }
     };
-    let mut peer = Peer::new(Rc::unwrap_or_clone(cert));
+    let mut peer = Peer::new(known.cert.clone());
     complete(host, &mut peer, needs);
-    peer
+    (peer, Some(known))
 }
 
 /// A non-empty UTF-8 property.
@@ -146,7 +161,7 @@ mod tests {
         host.set(0, "connection.sha256_peer_certificate_digest", digest);
         host.set(0, "connection.peer_certificate", pem);
         let cache = RefCell::new(CertCache::new(4));
-        match gather(host, &cache, Needs::ALL).cert {
+        match gather(host, &cache, Needs::ALL).0.cert {
             PeerCert::Parsed(facts) => facts.sha256,
             other => panic!("{other:?}"),
         }

@@ -293,6 +293,157 @@ fn cache_hit_does_not_read_the_certificate_again() {
     assert_eq!(e.host.counter("certgate.allowed"), 3);
 }
 
+/// Connects `pem` on `ctx` (already described by `Env::connection`) through its first
+/// data, and returns the filter's action.
+fn first_data(e: &Env, ctx: u32) -> Action {
+    let mut f = e.root.network_filter(ctx);
+    e.enter(ctx);
+    f.new_connection();
+    f.downstream_data()
+}
+
+/// The record the engine's own evaluation gives for `pem` with the attributes
+/// `Env::connection` set on `ctx`, under `decision_id`: what the filter must write
+/// whether it evaluated or remembered the decision.
+fn fresh_record(e: &Env, ctx: u32, pem: &str, decision_id: &str) -> String {
+    let active = e.root.shared().unwrap().active().unwrap();
+    let host = &e.host;
+    let text = |path: &str| host.get(ctx, path).map(|v| String::from_utf8(v).unwrap());
+    let peer = ruleset::Peer {
+        cert: ruleset::cert::peer_cert_from_pem(pem.as_bytes()),
+        tls_version: text("connection.tls_version").and_then(|v| ruleset::TlsVersion::parse(&v)),
+        port: host
+            .get(ctx, "destination.port")
+            .map(|v| u16::try_from(u64::from_le_bytes(v.try_into().unwrap())).unwrap()),
+        sni: text("connection.requested_server_name"),
+        source_ip: text("source.address").map(|a| a.parse::<std::net::SocketAddr>().unwrap().ip()),
+    };
+    crate::audit::record(
+        &active.engine.evaluate(&peer),
+        &peer,
+        crate::audit::Context {
+            policy_digest: &active.policy_digest,
+            decision_id,
+        },
+    )
+}
+
+fn decision_id_of(record: &str) -> &str {
+    let start = record.find(r#""certgate.decision_id":""#).unwrap() + 24;
+    let len = record[start..].find('"').unwrap();
+    &record[start..start + len]
+}
+
+#[test]
+fn a_certificate_seen_again_gets_the_decision_and_record_evaluation_gives() {
+    // Once a certificate is known, a table that decides on the certificate alone
+    // answers from the decision remembered with it: the same action, counters and
+    // record, byte for byte, as evaluating afresh, with each connection's own
+    // attributes and decision id.
+    let revoked = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::URI(WEB.try_into().unwrap())];
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0c, 0xab]));
+    let revoked_pem = params.self_signed(&revoked).unwrap().pem();
+    let revoked_issuer = match ruleset::cert::peer_cert_from_pem(revoked_pem.as_bytes()) {
+        ruleset::PeerCert::Parsed(facts) => facts.issuer_id,
+        other => panic!("{other:?}"),
+    };
+    let cases = [
+        (Mode::Enforce, cert_pem(WEB), Action::Continue, "allow_rule"),
+        (Mode::Enforce, cert_pem(EVIL), Action::Pause, "default_deny"),
+        (
+            Mode::Audit,
+            cert_pem(EVIL),
+            Action::Continue,
+            "default_deny",
+        ),
+        (Mode::Enforce, revoked_pem, Action::Pause, "revoked_serial"),
+        (
+            Mode::Enforce,
+            cert_pem("spiffe://elsewhere.org/sa/web"),
+            Action::Pause,
+            "untrusted_domain",
+        ),
+    ];
+    for (mode, pem, action, reason) in cases {
+        let mut t = table(mode, AuditLog::All);
+        t.revocation.add_serial(Some(revoked_issuer), &[0x0c, 0xab]);
+        t.normalize();
+        let e = env(&config_json(&t, ""));
+        for ctx in [2, 3, 4] {
+            e.connection(ctx, Some(&pem), "SAME-DIGEST");
+        }
+        e.host.set(3, "source.address", "10.9.8.7:50000");
+        e.host
+            .set(4, "connection.requested_server_name", "api.example.org");
+        for ctx in [2, 3, 4] {
+            assert_eq!(first_data(&e, ctx), action, "{reason}, connection {ctx}");
+            let record = e.host.audit(ctx).unwrap();
+            assert_eq!(
+                record,
+                fresh_record(&e, ctx, &pem, decision_id_of(&record)),
+                "{reason}, connection {ctx}"
+            );
+        }
+        assert_eq!(e.host.reads_of("connection.peer_certificate"), 1);
+        assert_eq!(e.host.counter(&format!("certgate.reason.{reason}")), 3);
+        assert!(e
+            .host
+            .audit(3)
+            .unwrap()
+            .contains(r#""source.ip":"10.9.8.7""#));
+        assert!(e.host.audit(4).unwrap().contains("api.example.org"));
+    }
+}
+
+#[test]
+fn a_newer_table_is_not_answered_from_memory() {
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), FEED));
+    let pem = cert_pem(WEB);
+    e.connection(2, Some(&pem), "SAME-DIGEST");
+    assert_eq!(first_data(&e, 2), Action::Continue);
+    e.tick_at(2 * SECOND);
+    e.answer(
+        "200",
+        Some("\"v2\""),
+        &ruleset::encode(&deny_all()).unwrap(),
+    );
+    assert_eq!(e.host.counter("certgate.feed_updates"), 1);
+    // The same certificate again, known to the cache: the new table decides.
+    e.connection(3, Some(&pem), "SAME-DIGEST");
+    assert_eq!(first_data(&e, 3), Action::Pause);
+    assert_eq!(e.host.reads_of("connection.peer_certificate"), 1);
+    assert_eq!(e.host.counter("certgate.reason.default_deny"), 1);
+}
+
+#[test]
+fn a_table_that_decides_on_the_connection_decides_every_connection() {
+    // A port condition and a minimum TLS version: one certificate, three connections,
+    // three decisions.
+    let mut t = table(Mode::Enforce, AuditLog::None);
+    t.constraints.min_tls = Some(ruleset::TlsVersion::V1_3);
+    t.rules[0].ports = vec![ruleset::PortRange {
+        start: 8443,
+        end: 8443,
+    }];
+    let e = env(&config_json(&t, ""));
+    let pem = cert_pem(WEB);
+    for ctx in [2, 3, 4] {
+        e.connection(ctx, Some(&pem), "SAME-DIGEST");
+    }
+    e.host
+        .set(3, "destination.port", 9000u64.to_le_bytes().to_vec());
+    e.host.set(4, "connection.tls_version", "TLSv1.2");
+    assert_eq!(first_data(&e, 2), Action::Continue);
+    assert_eq!(first_data(&e, 3), Action::Pause);
+    assert_eq!(first_data(&e, 4), Action::Pause);
+    assert_eq!(e.host.reads_of("connection.peer_certificate"), 1);
+    assert_eq!(e.host.counter("certgate.reason.allow_rule"), 1);
+    assert_eq!(e.host.counter("certgate.reason.default_deny"), 1);
+    assert_eq!(e.host.counter("certgate.reason.tls_version_too_low"), 1);
+}
+
 #[test]
 fn an_admitted_unrecorded_connection_formats_no_decision_id() {
     // The warm path: nothing reads `connection.id` or builds an id nobody sees.
