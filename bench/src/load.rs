@@ -164,8 +164,31 @@ pub async fn one_connection(connector: &TlsConnector, addr: SocketAddr) -> Resul
     Ok(true)
 }
 
-/// Runs `concurrency` closed loops of [`one_connection`] until `stop`.
-pub fn spawn_tcp_load(
+/// Which load a run drives.
+#[derive(Debug, Clone, Copy)]
+pub enum Protocol {
+    /// Closed loops of [`one_connection`].
+    Tcp,
+    /// Kept-alive HTTP/1.1 connections, each sending requests back to back; a connection
+    /// that fails is replaced.
+    Http,
+}
+
+/// What one task of a load run works with: its own connector, and the run's stop flag
+/// and tally.
+struct Worker {
+    addr: SocketAddr,
+    connector: TlsConnector,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+}
+
+/// Runs `concurrency` tasks of `protocol`'s load until `stop`. Each task runs rounds back
+/// to back and counts a round that fails as one failure; a round counts its own
+/// successes, since an HTTP round makes many requests and each must show in the tally
+/// as it completes.
+pub fn spawn_load(
+    protocol: Protocol,
     addr: SocketAddr,
     config: Arc<ClientConfig>,
     concurrency: usize,
@@ -174,27 +197,38 @@ pub fn spawn_tcp_load(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..concurrency)
         .map(|_| {
-            let connector = TlsConnector::from(Arc::clone(&config));
-            let (stop, tally) = (Arc::clone(&stop), Arc::clone(&tally));
+            let worker = Worker {
+                addr,
+                connector: TlsConnector::from(Arc::clone(&config)),
+                stop: Arc::clone(&stop),
+                tally: Arc::clone(&tally),
+            };
             tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(
-                        Duration::from_secs(5),
-                        one_connection(&connector, addr),
-                    )
-                    .await
-                    {
-                        Ok(Ok(true)) => {
-                            tally.ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Ok(false)) => tally.fail(&anyhow::anyhow!("connection denied")),
-                        Ok(Err(e)) => tally.fail(&e),
-                        Err(_) => tally.fail(&anyhow::anyhow!("connection timed out")),
+                while !worker.stop.load(Ordering::Relaxed) {
+                    let round = match protocol {
+                        Protocol::Tcp => tcp_round(&worker).await,
+                        Protocol::Http => http_round(&worker).await,
+                    };
+                    if let Err(e) = round {
+                        worker.tally.fail(&e);
                     }
                 }
             })
         })
         .collect()
+}
+
+/// One connection; a deny or a connection that hangs counts as a failure.
+async fn tcp_round(w: &Worker) -> Result<()> {
+    match tokio::time::timeout(Duration::from_secs(5), one_connection(&w.connector, w.addr)).await {
+        Ok(Ok(true)) => {
+            w.tally.ok.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Ok(Ok(false)) => bail!("connection denied"),
+        Ok(Err(e)) => Err(e),
+        Err(_) => bail!("connection timed out"),
+    }
 }
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
@@ -238,43 +272,22 @@ async fn read_response<S: AsyncReadExt + Unpin>(s: &mut S, buf: &mut Vec<u8>) ->
     }
 }
 
-/// `concurrency` kept-alive HTTP/1.1 connections, each sending requests back to back
-/// until `stop`; a connection that fails is replaced.
-pub fn spawn_http_load(
-    addr: SocketAddr,
-    config: Arc<ClientConfig>,
-    concurrency: usize,
-    stop: Arc<AtomicBool>,
-    tally: Arc<Tally>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..concurrency)
-        .map(|_| {
-            let connector = TlsConnector::from(Arc::clone(&config));
-            let (stop, tally) = (Arc::clone(&stop), Arc::clone(&tally));
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let run = async {
-                        let tcp = TcpStream::connect(addr).await?;
-                        tcp.set_nodelay(true)?;
-                        let mut tls = connector.connect(server_name()?, tcp).await?;
-                        let mut buf = Vec::new();
-                        while !stop.load(Ordering::Relaxed) {
-                            tls.write_all(REQUEST).await?;
-                            let status = read_response(&mut tls, &mut buf).await?;
-                            if status != 200 {
-                                bail!("HTTP status {status}");
-                            }
-                            tally.ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(())
-                    };
-                    if let Err(e) = run.await {
-                        tally.fail(&e);
-                    }
-                }
-            })
-        })
-        .collect()
+/// One kept-alive connection, counting each request as it completes, until `stop` or
+/// the first failure.
+async fn http_round(w: &Worker) -> Result<()> {
+    let tcp = TcpStream::connect(w.addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut tls = w.connector.connect(server_name()?, tcp).await?;
+    let mut buf = Vec::new();
+    while !w.stop.load(Ordering::Relaxed) {
+        tls.write_all(REQUEST).await?;
+        let status = read_response(&mut tls, &mut buf).await?;
+        if status != 200 {
+            bail!("HTTP status {status}");
+        }
+        w.tally.ok.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// The upstream of the TCP cases: reads the request line, answers [`REPLY`], closes.

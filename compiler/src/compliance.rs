@@ -604,20 +604,7 @@ impl Report {
                 })
             })
             .collect();
-        let log = serde_json::json!({
-            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-            "version": "2.1.0",
-            "runs": [{
-                "tool": {"driver": {
-                    "name": "certgate-report",
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "informationUri": "https://github.com/certgate/certgate",
-                    "rules": rules,
-                }},
-                "results": results,
-            }],
-        });
-        serde_json::to_string_pretty(&log).unwrap_or_default()
+        crate::report::sarif_log("certgate-report", rules, results)
     }
 }
 

@@ -220,12 +220,23 @@ pub fn to_sarif(c: &Compilation) -> String {
             })
         })
         .collect();
+    sarif_log("certgate", rules, results)
+}
+
+/// A SARIF 2.1.0 log of one run of the tool `name`: the envelope the diagnostics here and
+/// the compliance report (`certgate-report`) share, so code-scanning services see the same
+/// schema, version and home page from both.
+pub(crate) fn sarif_log(
+    name: &str,
+    rules: Vec<serde_json::Value>,
+    results: Vec<serde_json::Value>,
+) -> String {
     let log = serde_json::json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": {
-                "name": "certgate",
+                "name": name,
                 "version": env!("CARGO_PKG_VERSION"),
                 "informationUri": "https://github.com/certgate/certgate",
                 "rules": rules,

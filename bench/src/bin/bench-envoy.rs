@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use certgate_bench::envoy::{self, Envoy, Listener, Terminal};
-use certgate_bench::load::{self, Tally};
+use certgate_bench::load::{self, Protocol, Tally};
 use certgate_bench::pki::{self, Pki};
 use certgate_bench::report::{self, CaseResult, Goal, Sample};
 use certgate_bench::tables::{self, RuleKind};
@@ -293,23 +293,19 @@ async fn phase(
     let counter = unit_counter(envoy, case)?;
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
-    let tasks = if case.http {
-        load::spawn_http_load(
-            addr,
-            Arc::clone(config),
-            args.http_concurrency,
-            Arc::clone(&stop),
-            Arc::clone(&tally),
-        )
+    let (protocol, concurrency) = if case.http {
+        (Protocol::Http, args.http_concurrency)
     } else {
-        load::spawn_tcp_load(
-            addr,
-            Arc::clone(config),
-            args.concurrency,
-            Arc::clone(&stop),
-            Arc::clone(&tally),
-        )
+        (Protocol::Tcp, args.concurrency)
     };
+    let tasks = load::spawn_load(
+        protocol,
+        addr,
+        Arc::clone(config),
+        concurrency,
+        Arc::clone(&stop),
+        Arc::clone(&tally),
+    );
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     let me = std::process::id();
     let client0 = envoy::process_cpu(me)?;
