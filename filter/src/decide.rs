@@ -133,6 +133,8 @@ pub struct Shared {
     audit_override: Option<AuditLog>,
     pub server_first: bool,
     pub log_all: bool,
+    /// Whether Envoy logs this plugin's debug lines, as of the last tick.
+    debug_log: Cell<bool>,
     pub metrics: Metrics,
     pub certs: RefCell<CertCache>,
     /// Connections paused in `on_new_connection` (serverFirst), by context id. Only
@@ -161,6 +163,7 @@ impl Shared {
             audit_override: config.audit_log,
             server_first: config.server_first,
             log_all: config.log_all_decisions,
+            debug_log: Cell::new(host.log_enabled(Level::Debug)),
             metrics: Metrics::define(host),
             certs: RefCell::new(CertCache::new(config.cert_cache_size)),
             pending: RefCell::new(Vec::new()),
@@ -200,6 +203,11 @@ impl Shared {
     /// The table in force (`None`: a feed that has not delivered yet).
     pub fn active(&self) -> Option<Rc<Active>> {
         self.active.borrow().clone()
+    }
+
+    /// Reads Envoy's log level for this plugin (from the root context's tick).
+    pub fn read_log_level(&self, host: &dyn Host) {
+        self.debug_log.set(host.log_enabled(Level::Debug));
     }
 
     /// Whether the feed has gone without a good fetch for longer than `maxStale`.
@@ -330,12 +338,13 @@ impl Shared {
             });
         let wanted = audit::wanted(audit_log, &decision);
         // Deny records go to the Envoy log at warn; every other decision at info with
-        // `logAllDecisions`, else at debug (built only when debug is on: it costs).
+        // `logAllDecisions`, else at debug (built only when debug is on: it costs; the
+        // level is read at each tick, not here, which would be a host call per decision).
         let log_level = if wanted && decision.action == Action::Deny {
             Some(Level::Warn)
         } else if self.log_all {
             Some(Level::Info)
-        } else if host.log_enabled(Level::Debug) {
+        } else if self.debug_log.get() {
             Some(Level::Debug)
         } else {
             None

@@ -22,6 +22,10 @@ use crate::peer;
 pub const HTTP_ROOT_ID: &str = "certgate-http";
 /// How often paused `serverFirst` connections are polled.
 pub const TICK_MILLIS: u64 = 10;
+/// The longest tick otherwise: Envoy's log level is read once per tick, not once per
+/// decision (a host call on every connection), so debug lines start at most this long
+/// after the level is raised.
+pub const LOG_LEVEL_TICK_MILLIS: u64 = 1000;
 /// A paused connection whose handshake has not completed by then is decided anyway
 /// (without a client certificate that is a deny): nothing waits forever.
 pub const SERVER_FIRST_TIMEOUT_NANOS: u64 = 10_000_000_000;
@@ -78,11 +82,13 @@ impl Root {
             });
         match loaded {
             Ok((shared, feed)) => {
-                if shared.server_first && self.kind == Kind::Network {
-                    host.set_tick_period_millis(TICK_MILLIS);
-                } else if let Some(feed) = &feed {
-                    host.set_tick_period_millis(feed.tick_millis());
-                }
+                host.set_tick_period_millis(if shared.server_first && self.kind == Kind::Network {
+                    TICK_MILLIS
+                } else {
+                    feed.as_ref()
+                        .map_or(LOG_LEVEL_TICK_MILLIS, |f| f.tick_millis())
+                        .min(LOG_LEVEL_TICK_MILLIS)
+                });
                 let rules = shared.active().map_or(0, |a| a.engine.table().rules.len());
                 host.log(
                     Level::Info,
@@ -117,11 +123,12 @@ impl Root {
         }
     }
 
-    /// Polls the feed, then decides for paused `serverFirst` connections whose
-    /// handshake has completed.
+    /// Reads Envoy's log level, polls the feed, then decides for paused `serverFirst`
+    /// connections whose handshake has completed.
     pub fn tick(&self) {
         let Some(shared) = &self.shared else { return };
         let host = &*self.host;
+        shared.read_log_level(host);
         // First: the HTTP call must be dispatched from the root context, before the
         // loop below enters stream contexts.
         if let Some(feed) = &self.feed {

@@ -766,13 +766,14 @@ fn server_first_forgets_closed_connections() {
 fn decisions_go_to_the_debug_log_only_when_debug_is_on() {
     let config = config_json(&table(Mode::Enforce, AuditLog::None), "");
     for (level, want) in [(Level::Info, 0), (Level::Debug, 1)] {
-        let (e, _) = env_with(&config, "certgate");
-        e.host.log_level.set(Some(level));
+        let host = Rc::new(FakeHost::default());
+        host.log_level.set(Some(level));
+        *host.config.borrow_mut() = Some(config.as_bytes().to_vec());
+        let mut root = Root::new(host.clone());
+        assert!(root.configure(config.len()));
+        let e = Env { host, root };
         e.connection(2, Some(&cert_pem(EVIL)), "G1");
-        let mut f = e.root.network_filter(2);
-        e.enter(2);
-        f.new_connection();
-        f.downstream_data();
+        assert_eq!(first_data(&e, 2), Action::Pause);
         assert_eq!(e.host.logged(Level::Debug).len(), want, "{level:?}");
         assert!(
             e.host.logged(Level::Warn).is_empty(),
@@ -780,6 +781,33 @@ fn decisions_go_to_the_debug_log_only_when_debug_is_on() {
         );
         assert_eq!(e.host.audit(2), None);
     }
+}
+
+#[test]
+fn the_log_level_is_read_at_each_tick_not_at_each_decision() {
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::None), ""));
+    assert_eq!(
+        e.host.tick_millis.get(),
+        Some(crate::root::LOG_LEVEL_TICK_MILLIS)
+    );
+    let pem = cert_pem(EVIL);
+    e.connection(2, Some(&pem), "G2");
+    e.host.log_level.set(Some(Level::Debug));
+    // Raised after configure: the next decision does not ask Envoy again...
+    assert_eq!(first_data(&e, 2), Action::Pause);
+    assert!(e.host.logged(Level::Debug).is_empty());
+    // ...the next tick does, and decisions after it are logged.
+    e.enter(0);
+    e.root.tick();
+    e.connection(3, Some(&pem), "G2");
+    assert_eq!(first_data(&e, 3), Action::Pause);
+    assert_eq!(e.host.logged(Level::Debug).len(), 1);
+    e.host.log_level.set(Some(Level::Info));
+    e.enter(0);
+    e.root.tick();
+    e.connection(4, Some(&pem), "G2");
+    assert_eq!(first_data(&e, 4), Action::Pause);
+    assert_eq!(e.host.logged(Level::Debug).len(), 1);
 }
 
 #[test]
