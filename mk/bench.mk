@@ -8,6 +8,8 @@ BENCH_DOCS := docs/bench
 BENCH_PID := target/bench-envoy.pid
 # Extra harness flags, e.g. BENCH_ENVOY_FLAGS="--rounds 5 --seconds 8".
 BENCH_ENVOY_FLAGS ?=
+# Seconds of the profiled phase of each wasm case (0: no profile); needs perf.
+BENCH_PROFILE ?= 4
 
 .PHONY: bench
 bench: bench-micro bench-envoy ## both benchmarks (about 10 minutes); tables printed and written to docs/bench/
@@ -25,10 +27,17 @@ bench-wasm-probe: wasm-target nodejs ## the filter's cold certificate path, piec
 noop-filter: wasm-target ## the no-op proxy-wasm filter of case (w)
 	cargo build -p certgate-bench-noop-filter --target wasm32-wasip1 --profile wasm-release
 
+.PHONY: perf
+perf: ## Debian's linux-perf, for bench-envoy's profile (installed as root when missing)
+	@perf --version >/dev/null 2>&1 || { \
+	  [ "$$(id -u)" = 0 ] || { echo "perf missing: install Debian's linux-perf" >&2; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
+
 .PHONY: bench-envoy
-bench-envoy: envoy filter noop-filter ## Envoy CPU/connection and conn/s: certgate vs no filter, no-op wasm, RBAC
+bench-envoy: envoy filter noop-filter ## Envoy CPU/connection and conn/s: certgate vs no filter, no-op wasm, RBAC; then a perf profile
 	cargo build --release -p certgate-bench --bin bench-envoy
+	@[ "$(BENCH_PROFILE)" = 0 ] || $(MAKE) --no-print-directory perf || echo "bench-envoy: no perf, so no profile" >&2
 	@rm -f $(BENCH_PID); \
 	trap 'test -s $(BENCH_PID) && kill $$(cat $(BENCH_PID)) 2>/dev/null; rm -f $(BENCH_PID)' EXIT; \
-	target/release/bench-envoy --out $(BENCH_DOCS) --pid-file $(BENCH_PID) $(BENCH_ENVOY_FLAGS); \
+	target/release/bench-envoy --out $(BENCH_DOCS) --pid-file $(BENCH_PID) --profile $(BENCH_PROFILE) $(BENCH_ENVOY_FLAGS); \
 	status=$$?; exit $$status  # not the last command, so bash cannot exec it and skip the trap

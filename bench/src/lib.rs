@@ -9,5 +9,6 @@ pub mod chart;
 pub mod envoy;
 pub mod load;
 pub mod pki;
+pub mod profile;
 pub mod report;
 pub mod tables;

@@ -3,7 +3,10 @@
 //! cache, cold cache, audit record on every connection), plus HTTP requests/s on
 //! kept-alive connections, in interleaved rounds against one Envoy pinned to one core,
 //! with the load generator on the other. Prints markdown tables and the goals; with
-//! `--out DIR` also writes DIR/envoy.md and DIR/envoy.png.
+//! `--out DIR` also writes DIR/envoy.md and DIR/envoy.png. With `--profile S`, the
+//! wasm cases then run again in interleaved rounds of S seconds under `perf`, which
+//! tells the filter's share of Envoy's CPU (wasm code and the host calls it makes)
+//! from the rest.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +19,7 @@ use base64::Engine as _;
 use certgate_bench::envoy::{self, Envoy, Listener, Terminal};
 use certgate_bench::load::{self, Protocol, Tally};
 use certgate_bench::pki::{self, Pki};
+use certgate_bench::profile::{self, Split};
 use certgate_bench::report::{self, CaseResult, Goal, Sample};
 use certgate_bench::tables::{self, RuleKind};
 use rustls::ClientConfig;
@@ -50,12 +54,19 @@ struct Args {
     only: Vec<String>,
     /// Nice level of Envoy and the harness (negative = higher priority; needs root).
     nice: i32,
+    /// Seconds of the profiled phase of each wasm case (0: no profile).
+    profile: f64,
+    /// Rounds of profiled phases.
+    profile_rounds: usize,
 }
 
 const USAGE: &str = "usage: bench-envoy [--envoy PATH] [--filter WASM] [--noop WASM] [--rounds N] \
 [--seconds S] [--warmup S] [--concurrency N] [--http-concurrency N] [--out DIR] [--pid-file PATH] \
-[--envoy-cpu N] [--client-cpu N] [--only KEY,KEY] [--nice N]\n\
---envoy and --filter default to $CERTGATE_ENVOY and $CERTGATE_FILTER_WASM, --noop to $CERTGATE_NOOP_WASM.";
+[--envoy-cpu N] [--client-cpu N] [--only KEY,KEY] [--nice N] [--profile S] [--profile-rounds N]\n\
+--envoy and --filter default to $CERTGATE_ENVOY and $CERTGATE_FILTER_WASM, --noop to $CERTGATE_NOOP_WASM.\n\
+--profile S: after the rounds, run the wasm cases in --profile-rounds interleaved rounds (default 4) \
+of S seconds under `perf record` and report the filter's share of Envoy's CPU (needs perf; \
+--rounds 0 profiles only).";
 
 fn parse_args() -> Result<Args> {
     let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
@@ -74,6 +85,8 @@ fn parse_args() -> Result<Args> {
         client_cpu: 1,
         only: Vec::new(),
         nice: -10,
+        profile: 0.0,
+        profile_rounds: 4,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,6 +112,8 @@ fn parse_args() -> Result<Args> {
             "--client-cpu" => a.client_cpu = value.parse()?,
             "--only" => a.only = value.split(',').map(str::to_string).collect(),
             "--nice" => a.nice = value.parse()?,
+            "--profile" => a.profile = value.parse()?,
+            "--profile-rounds" => a.profile_rounds = value.parse()?,
             _ => bail!("unknown flag `{flag}`\n{USAGE}"),
         }
     }
@@ -117,8 +132,12 @@ fn parse_args() -> Result<Args> {
         *p = std::fs::canonicalize(&p)?;
     }
     anyhow::ensure!(
-        a.rounds >= 1 && a.seconds > 0.0,
-        "--rounds and --seconds must be positive"
+        (a.rounds >= 1 || a.profile > 0.0)
+            && a.seconds > 0.0
+            && a.profile >= 0.0
+            && a.profile_rounds >= 1,
+        "--seconds and --profile-rounds must be positive, --profile not negative, and \
+         --rounds 0 only with --profile"
     );
     Ok(a)
 }
@@ -138,6 +157,8 @@ struct Case {
     pool: Pool,
     /// Whether a certificate outside the 1,000 identities must be refused.
     enforces: bool,
+    /// Whether its filter is a wasm module (profiled with `--profile`).
+    wasm: bool,
 }
 
 const CASES: &[Case] = &[
@@ -147,6 +168,7 @@ const CASES: &[Case] = &[
         http: false,
         pool: Pool::Warm,
         enforces: false,
+        wasm: false,
     },
     Case {
         key: "w",
@@ -154,6 +176,15 @@ const CASES: &[Case] = &[
         http: false,
         pool: Pool::Warm,
         enforces: false,
+        wasm: true,
+    },
+    Case {
+        key: "wd",
+        label: "no-op wasm filter reading the cert digest",
+        http: false,
+        pool: Pool::Warm,
+        enforces: false,
+        wasm: true,
     },
     Case {
         key: "r1",
@@ -161,6 +192,7 @@ const CASES: &[Case] = &[
         http: false,
         pool: Pool::Warm,
         enforces: true,
+        wasm: false,
     },
     Case {
         key: "r2",
@@ -168,6 +200,7 @@ const CASES: &[Case] = &[
         http: false,
         pool: Pool::Warm,
         enforces: true,
+        wasm: false,
     },
     Case {
         key: "c",
@@ -175,6 +208,7 @@ const CASES: &[Case] = &[
         http: false,
         pool: Pool::Warm,
         enforces: true,
+        wasm: true,
     },
     Case {
         key: "d",
@@ -182,6 +216,7 @@ const CASES: &[Case] = &[
         http: false,
         pool: Pool::Cold,
         enforces: true,
+        wasm: true,
     },
     Case {
         key: "e",
@@ -189,6 +224,7 @@ const CASES: &[Case] = &[
         http: false,
         pool: Pool::Warm,
         enforces: true,
+        wasm: true,
     },
     Case {
         key: "h0",
@@ -196,6 +232,7 @@ const CASES: &[Case] = &[
         http: true,
         pool: Pool::Warm,
         enforces: false,
+        wasm: false,
     },
     Case {
         key: "hw",
@@ -203,6 +240,7 @@ const CASES: &[Case] = &[
         http: true,
         pool: Pool::Warm,
         enforces: false,
+        wasm: true,
     },
     Case {
         key: "hc",
@@ -210,6 +248,7 @@ const CASES: &[Case] = &[
         http: true,
         pool: Pool::Warm,
         enforces: true,
+        wasm: true,
     },
 ];
 
@@ -225,6 +264,14 @@ fn listeners(args: &Args, table_b64: &str, identities: &[String]) -> Vec<Listene
             let filter = match c.key {
                 "a" | "h0" => None,
                 "w" => Some(envoy::wasm_filter(false, "noop", "noop", &args.noop, "{}")),
+                // Its own VM: a root id serves one plugin per VM.
+                "wd" => Some(envoy::wasm_filter(
+                    false,
+                    "noop-read",
+                    "noop",
+                    &args.noop,
+                    "read connection.sha256_peer_certificate_digest",
+                )),
                 "hw" => Some(envoy::wasm_filter(
                     true,
                     "noop",
@@ -283,11 +330,15 @@ async fn units(envoy: &Envoy, name: &str) -> Result<u64> {
     })
 }
 
+/// One measured phase of `seconds` of `case`; with `perf_data`, Envoy is sampled over
+/// the same window into that file.
 async fn phase(
     envoy: &Envoy,
     case: &Case,
     config: &Arc<ClientConfig>,
     args: &Args,
+    seconds: f64,
+    perf_data: Option<&Path>,
 ) -> Result<Sample> {
     let addr = envoy.addr(case.key)?;
     let counter = unit_counter(envoy, case)?;
@@ -315,7 +366,10 @@ async fn phase(
         Instant::now(),
         tally.errors.load(Ordering::Relaxed),
     );
-    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    let perf = perf_data
+        .map(|data| profile::record(envoy.pid, seconds, data))
+        .transpose()?;
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let (cpu1, n1, t1, e1) = (
         envoy.cpu()?,
         units(envoy, &counter).await?,
@@ -323,6 +377,10 @@ async fn phase(
         tally.errors.load(Ordering::Relaxed),
     );
     let client = (envoy::process_cpu(me)? - client0).as_secs_f64();
+    // perf stops on its own `sleep`; the load runs until it has.
+    if let Some(perf) = perf {
+        tokio::task::spawn_blocking(move || profile::finish(perf)).await??;
+    }
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -345,6 +403,83 @@ async fn phase(
         errors: e1 - e0,
         first_error: tally.first_error.lock().ok().and_then(|f| f.clone()),
     })
+}
+
+/// Whether `--only` (empty: every case) selects `case`.
+fn selected(args: &Args, case: &Case) -> bool {
+    args.only.is_empty() || args.only.iter().any(|k| k == case.key)
+}
+
+/// A case's profiled phases, one per profile round.
+#[derive(Debug)]
+struct Profiled {
+    key: &'static str,
+    label: &'static str,
+    http: bool,
+    rounds: Vec<(Sample, Split)>,
+}
+
+impl Profiled {
+    /// Per round: Envoy CPU µs per unit in wasm code, in host calls made from wasm, and
+    /// both (the filter's whole share).
+    fn per_round(&self) -> Vec<(f64, f64, f64)> {
+        self.rounds
+            .iter()
+            .map(|(sample, split)| {
+                let wasm = split.wasm_share() * sample.cpu_us;
+                let host = split.host_share() * sample.cpu_us;
+                (wasm, host, wasm + host)
+            })
+            .collect()
+    }
+
+    fn filter_us(&self) -> report::Stat {
+        report::stat(self.per_round().into_iter().map(|(_, _, f)| f))
+    }
+
+    /// Per round: this case's filter µs minus `base`'s in the same round.
+    fn over_rounds(&self, base: &Profiled) -> Vec<f64> {
+        self.per_round()
+            .into_iter()
+            .zip(base.per_round())
+            .map(|((_, _, x), (_, _, b))| x - b)
+            .collect()
+    }
+
+    /// [`Self::over_rounds`], median and range.
+    fn over(&self, base: &Profiled) -> report::Stat {
+        report::stat(self.over_rounds(base))
+    }
+}
+
+/// The profile table: per case, Envoy's CPU per unit in the profiled windows and the
+/// filter's share of it, with the per-round difference to the no-op filters.
+fn profile_markdown(profiles: &[Profiled]) -> String {
+    let find = |k: &str| profiles.iter().find(|p| p.key == k);
+    let mut out = String::from(
+        "| case | Envoy CPU µs per conn (HTTP: per request) | in wasm code, µs | in host calls from wasm, µs | filter µs (wasm + host calls) | over the no-op filter | over (wd) |\n|---|---|---|---|---|---|---|\n",
+    );
+    let cell = |st: report::Stat| format!("{:.1} ({:.1}–{:.1})", st.median, st.min, st.max);
+    let signed = |st: report::Stat| format!("{:+.1} ({:+.1} to {:+.1})", st.median, st.min, st.max);
+    for p in profiles {
+        let rounds = p.per_round();
+        let over = |base: Option<&Profiled>| match base {
+            Some(b) if b.key != p.key => signed(p.over(b)),
+            _ => "–".to_string(),
+        };
+        out.push_str(&format!(
+            "| ({}) {} | {} | {} | {} | {} | {} | {} |\n",
+            p.key,
+            p.label,
+            cell(report::stat(p.rounds.iter().map(|(s, _)| s.cpu_us))),
+            cell(report::stat(rounds.iter().map(|r| r.0))),
+            cell(report::stat(rounds.iter().map(|r| r.1))),
+            cell(p.filter_us()),
+            over(find(if p.http { "hw" } else { "w" })),
+            over(if p.http { None } else { find("wd") }),
+        ));
+    }
+    out
 }
 
 /// Pins every thread of this process to `cpu` (the load generator's core).
@@ -564,14 +699,14 @@ async fn run(args: Args) -> Result<()> {
         };
         for i in order {
             let (case, result) = (&CASES[i], &mut results[i]);
-            if !args.only.is_empty() && !args.only.iter().any(|k| k == case.key) {
+            if !selected(&args, case) {
                 continue;
             }
             let cfg = match case.pool {
                 Pool::Warm => &warm_cfg,
                 Pool::Cold => &cold_cfg,
             };
-            let s = phase(&envoy, case, cfg, &args).await?;
+            let s = phase(&envoy, case, cfg, &args, args.seconds, None).await?;
             if s.errors > 0 {
                 eprintln!(
                     "  ({}) first client error: {}",
@@ -587,6 +722,60 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     results.retain(|r| !r.samples.is_empty());
+
+    let mut profiles = Vec::new();
+    if args.profile > 0.0 {
+        if let Some(why) = profile::unavailable() {
+            eprintln!("bench-envoy: no profile: {why}");
+        }
+    }
+    if args.profile > 0.0 && profile::unavailable().is_none() {
+        profiles = CASES
+            .iter()
+            .filter(|c| c.wasm && selected(&args, c))
+            .map(|c| Profiled {
+                key: c.key,
+                label: c.label,
+                http: c.http,
+                rounds: Vec::new(),
+            })
+            .collect();
+        for round in 1..=args.profile_rounds {
+            let n = profiles.len();
+            let order: Vec<usize> = if round % 2 == 1 {
+                (0..n).collect()
+            } else {
+                (0..n).rev().collect()
+            };
+            for i in order {
+                let p = &mut profiles[i];
+                let case = CASES
+                    .iter()
+                    .find(|c| c.key == p.key)
+                    .context("profiled case")?;
+                let cfg = match case.pool {
+                    Pool::Warm => &warm_cfg,
+                    Pool::Cold => &cold_cfg,
+                };
+                let data = dir.0.join(format!("{}.perf", case.key));
+                let sample = phase(&envoy, case, cfg, &args, args.profile, Some(&data)).await?;
+                let split = profile::split(&data)?;
+                let _ = std::fs::remove_file(&data);
+                eprintln!(
+                    "profile {round}/{} ({:>2}) {:<44} {:>7.1} µs/{}  wasm {:>5.2}%  host calls from wasm {:>5.2}%  ({} samples)",
+                    args.profile_rounds,
+                    case.key,
+                    case.label,
+                    sample.cpu_us,
+                    if case.http { "req " } else { "conn" },
+                    split.wasm_share() * 100.0,
+                    split.host_share() * 100.0,
+                    split.samples
+                );
+                p.rounds.push((sample, split));
+            }
+        }
+    }
     let stats = envoy.counters("certgate").await?;
     let denied: u64 = stats
         .iter()
@@ -602,7 +791,8 @@ async fn run(args: Args) -> Result<()> {
     envoy.kill();
     backend_task.abort();
 
-    let goals = goals(&results, &args, table_bytes.len(), &wasm_kb_after);
+    let mut goals = goals(&results, &args, table_bytes.len(), &wasm_kb_after);
+    goals.extend(profile_goals(&profiles));
     let total = started.elapsed();
     let mut md = String::new();
     md.push_str(&format!(
@@ -633,6 +823,19 @@ Run took {:.0} s.\n\n",
         total.as_secs_f64()
     ));
     md.push_str(&report::markdown(&results, &goals));
+    if !profiles.is_empty() {
+        md.push_str(&format!(
+            "\nProfile: the wasm cases again, {} interleaved rounds of {:.0} s, Envoy sampled by \
+`perf record -g -F {}` over each measured window (`wasm code`: samples whose innermost frame is \
+V8-generated code; `host calls from wasm`: samples in Envoy, libc or the kernel with wasm code \
+further out on the stack, i.e. the proxy-wasm calls the filter makes; µs = share × that phase's \
+Envoy CPU per unit; median (min–max) over rounds, differences paired by round).\n\n",
+            args.profile_rounds,
+            args.profile,
+            profile::FREQUENCY
+        ));
+        md.push_str(&profile_markdown(&profiles));
+    }
     println!("\n{md}");
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out)?;
@@ -730,6 +933,53 @@ fn goals(results: &[CaseResult], args: &Args, table_len: usize, wasm_kb: &[u64])
         goal: format!("at most table + 2 MB = {:.1} MB", limit_kb as f64 / 1024.0),
         met: biggest.map(|kb| kb <= limit_kb),
     });
+    goals
+}
+
+/// The goals the profile decides: the filter's own cost does not depend on how fast the
+/// virtual CPU happens to run the TLS handshake in that phase.
+fn profile_goals(profiles: &[Profiled]) -> Vec<Goal> {
+    let find = |k: &str| profiles.iter().find(|p| p.key == k);
+    let mut goals = Vec::new();
+    if let (Some(w), Some(c)) = (find("w"), find("c")) {
+        let extra = c.over(w);
+        let wd = find("wd").map_or(String::new(), |wd| {
+            let (read, rest) = (wd.over(w), c.over(wd));
+            format!(
+                "; of which reading the certificate digest (the host's floor, (wd) over (w)) {:+.1} \
+                 and certgate's own work ((c) over (wd)) {:+.1} ({:+.1} to {:+.1})",
+                read.median, rest.median, rest.min, rest.max
+            )
+        });
+        goals.push(Goal {
+            what: "(c) filter CPU per connection over (w), by profile".into(),
+            measured: format!(
+                "{:+.1} µs ({:+.1} to {:+.1}){wd}",
+                extra.median, extra.min, extra.max
+            ),
+            goal: "at most +5 µs".into(),
+            met: Some(extra.median <= 5.0),
+        });
+    }
+    if let (Some(c), Some(e)) = (find("c"), find("e")) {
+        // The record's cost by profile against (c)'s whole connection, round by round.
+        let ratios = report::stat(
+            c.rounds
+                .iter()
+                .zip(e.over_rounds(c))
+                .map(|((sample, _), record)| sample.cpu_us / (sample.cpu_us + record)),
+        );
+        let record = e.over(c);
+        goals.push(Goal {
+            what: "(e) audit every conn vs (c), by profile".into(),
+            measured: format!(
+                "{:.3}× ({:.3}–{:.3}; the record {:+.1} µs per connection)",
+                ratios.median, ratios.min, ratios.max, record.median
+            ),
+            goal: "at least 0.97×".into(),
+            met: Some(ratios.median >= 0.97),
+        });
+    }
     goals
 }
 
