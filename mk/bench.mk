@@ -8,8 +8,8 @@ BENCH_DOCS := docs/bench
 BENCH_PID := target/bench-envoy.pid
 # Extra harness flags, e.g. BENCH_ENVOY_FLAGS="--rounds 5 --seconds 8".
 BENCH_ENVOY_FLAGS ?=
-# Seconds of the profiled phase of each wasm case (0: no profile); needs perf.
-BENCH_PROFILE ?= 4
+# Seconds of each profiled phase (10 interleaved rounds of the wasm cases; 0: no profile); needs perf.
+BENCH_PROFILE ?= 1.5
 
 .PHONY: bench
 bench: bench-micro bench-envoy ## both benchmarks (about 10 minutes); tables printed and written to docs/bench/

@@ -1,5 +1,6 @@
-//! Whose CPU a filter costs: `perf record` on the Envoy process while one case runs, then
-//! every sample's call chain sorted into three kinds:
+//! Whose CPU a filter costs: `perf record` on the Envoy process while the cases run in
+//! interleaved phases, each sample assigned to its phase by time, and its call chain
+//! sorted into three kinds:
 //!
 //! - **wasm code**: the innermost frame is in V8's generated code (anonymous executable
 //!   memory, which perf names `perf-<pid>.map` or `[JIT]`); the filter's own work, and
@@ -10,13 +11,15 @@
 //! - the rest: TLS, the proxy, the access log, wasm context creation and callbacks.
 //!
 //! The first two together are what a filter adds beyond the host's own per-connection
-//! floor, and unlike Envoy's total CPU per connection (which swings by ±25% from round
-//! to round on a virtual CPU) their difference between two cases is a few percent of
-//! the samples, not of the noise. Envoy is stripped, so host calls are not split by
-//! function; `(wd)` (the no-op filter reading one attribute) prices one property read.
+//! floor. Envoy's total CPU per connection swings by ±25% from phase to phase on a
+//! virtual CPU, far more than a few microseconds; the filter's share of the samples
+//! does not depend on the handshake's cost. Envoy is stripped, so host calls are not
+//! split by function; case `(wd)` (the no-op filter reading one attribute) prices one
+//! property read.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
@@ -68,56 +71,100 @@ pub fn unavailable() -> Option<String> {
     }
 }
 
-/// Starts sampling process `pid` with call chains for `seconds`, into `out`.
-pub fn record(pid: u32, seconds: f64, out: &Path) -> Result<Child> {
-    Command::new("perf")
-        // No build-id collection: it costs seconds per file on a stripped 100 MB Envoy.
-        .args([
-            "record",
-            "-q",
-            "-B",
-            "-N",
-            "-g",
-            "-F",
-            &FREQUENCY.to_string(),
-            "-p",
-        ])
-        .arg(pid.to_string())
-        .arg("-o")
-        .arg(out)
-        .args(["--", "sleep", &format!("{seconds:.3}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting perf record")
+/// Where one sample's innermost frame was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// In wasm code.
+    Wasm,
+    /// Outside wasm code, called from it.
+    HostFromWasm,
+    /// Anywhere else.
+    Other,
 }
 
-/// Waits for a [`record`] and checks that it wrote its file.
-pub fn finish(child: Child) -> Result<()> {
-    let out = child
-        .wait_with_output()
-        .context("waiting for perf record")?;
-    if !out.status.success() {
-        bail!(
-            "perf record failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+/// A profile being recorded: `perf record` on one process until [`Recording::stop`].
+#[derive(Debug)]
+pub struct Recording {
+    perf: Child,
+    data: PathBuf,
 }
 
-/// Sorts the samples of a [`record`]ed file.
-pub fn split(data: &Path) -> Result<Split> {
-    let out = Command::new("perf")
-        .args(["script", "-F", "ip,dso", "-i"])
-        .arg(data)
-        .stderr(Stdio::null())
-        .output()
-        .context("running perf script")?;
-    if !out.status.success() {
-        bail!("perf script failed on {}", data.display());
+impl Recording {
+    /// Starts sampling process `pid` with call chains into `data`. Samples carry
+    /// wall-clock (`CLOCK_REALTIME`) times, so they can be told apart by phase
+    /// afterwards with [`SystemTime`] bounds.
+    pub fn start(pid: u32, data: &Path) -> Result<Recording> {
+        let perf = Command::new("perf")
+            // No build-id collection: it costs seconds on a stripped 100 MB Envoy.
+            .args(["record", "-q", "-B", "-N", "-g", "-k", "realtime", "-F"])
+            .arg(FREQUENCY.to_string())
+            .arg("-p")
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting perf record")?;
+        Ok(Recording {
+            perf,
+            data: data.to_path_buf(),
+        })
     }
-    Ok(split_script(&String::from_utf8_lossy(&out.stdout)))
+
+    /// Stops recording (SIGINT, as Ctrl-C would) and reads every sample: its time in
+    /// seconds since the Unix epoch, and its [`Kind`].
+    pub fn stop(mut self) -> Result<Vec<(f64, Kind)>> {
+        let interrupted = Command::new("kill")
+            .args(["-INT", &self.perf.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !interrupted {
+            let _ = self.perf.kill();
+        }
+        let out = self
+            .perf
+            .wait_with_output()
+            .context("waiting for perf record")?;
+        if !interrupted || !self.data.is_file() {
+            bail!(
+                "perf record did not finish: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let script = Command::new("perf")
+            .args(["script", "-F", "time,ip,dso", "-i"])
+            .arg(&self.data)
+            .stderr(Stdio::null())
+            .output()
+            .context("running perf script")?;
+        let _ = std::fs::remove_file(&self.data);
+        if !script.status.success() {
+            bail!("perf script failed");
+        }
+        Ok(samples(&String::from_utf8_lossy(&script.stdout)))
+    }
+}
+
+/// Seconds since the Unix epoch, as `perf script` prints `CLOCK_REALTIME` times.
+pub fn epoch_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The [`Split`] of the samples taken between `from` and `to`.
+pub fn split_between(samples: &[(f64, Kind)], from: SystemTime, to: SystemTime) -> Split {
+    let (from, to) = (epoch_seconds(from), epoch_seconds(to));
+    let mut s = Split::default();
+    for (_, kind) in samples.iter().filter(|(t, _)| *t >= from && *t < to) {
+        s.samples += 1;
+        match kind {
+            Kind::Wasm => s.wasm += 1,
+            Kind::HostFromWasm => s.host_from_wasm += 1,
+            Kind::Other => {}
+        }
+    }
+    s
 }
 
 /// Whether a `perf script` frame line (`<ip> (<dso>)`) is in V8's generated code.
@@ -132,63 +179,102 @@ fn is_wasm_frame(line: &str) -> bool {
             .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// [`split`] on `perf script -F ip,dso` text: one sample per block of frame lines,
-/// innermost first, blocks separated by blank lines.
-pub fn split_script(text: &str) -> Split {
-    let mut s = Split::default();
-    let mut frames = Vec::new();
-    let mut tally = |frames: &mut Vec<bool>| {
-        if let Some((&leaf, outer)) = frames.split_first() {
-            s.samples += 1;
-            if leaf {
-                s.wasm += 1;
+/// The samples of `perf script -F time,ip,dso` text: each a `<seconds>:` line, then its
+/// frames innermost first, one per line; samples end with a blank line.
+pub fn samples(text: &str) -> Vec<(f64, Kind)> {
+    let mut out = Vec::new();
+    let mut time = None;
+    let mut frames: Vec<bool> = Vec::new();
+    let mut flush = |time: &mut Option<f64>, frames: &mut Vec<bool>| {
+        if let (Some(t), Some((&leaf, outer))) = (time.take(), frames.split_first()) {
+            let kind = if leaf {
+                Kind::Wasm
             } else if outer.iter().any(|&w| w) {
-                s.host_from_wasm += 1;
-            }
+                Kind::HostFromWasm
+            } else {
+                Kind::Other
+            };
+            out.push((t, kind));
         }
         frames.clear();
     };
     for line in text.lines() {
-        if line.trim().is_empty() {
-            tally(&mut frames);
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            flush(&mut time, &mut frames);
+        } else if let Some(t) = trimmed.strip_suffix(':').and_then(|t| t.parse().ok()) {
+            flush(&mut time, &mut frames);
+            time = Some(t);
         } else {
             frames.push(is_wasm_frame(line));
         }
     }
-    tally(&mut frames);
-    s
+    flush(&mut time, &mut frames);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn samples_are_sorted_by_their_innermost_frame_and_its_callers() {
-        let text = "\
+    const SCRIPT: &str = "\
+1795902845.100000: 
 \t    5cf1107 (/opt/envoy/envoy)
 \t    3d1691765bc0 (/tmp/perf-2046.map)
 \t    57b389a (/opt/envoy/envoy)
 
+1795902845.200000: 
 \t    3d1691765bc0 (/tmp/perf-2046.map)
 \t    57b389a (/opt/envoy/envoy)
 
+1795902845.300000: 
 \t    16395a (/usr/lib/x86_64-linux-gnu/libc.so.6)
 \t    5cc34f6 (/opt/envoy/envoy)
 
+1795902846.100000: 
 \t    7eee88cc050a ([JIT] tid 2046)
 
+1795902846.200000: 
 \t    ffffffff81000000 ([kernel.kallsyms])
 \t    2fadd35 (/opt/envoy/envoy)
 \t    7eee88cc050a ([JIT] tid 2046)
 \t    5b684f3 (/opt/envoy/envoy)
 ";
+
+    #[test]
+    fn samples_are_sorted_by_their_innermost_frame_and_its_callers() {
+        let kinds: Vec<Kind> = samples(SCRIPT).into_iter().map(|(_, k)| k).collect();
         assert_eq!(
-            split_script(text),
+            kinds,
+            [
+                Kind::HostFromWasm,
+                Kind::Wasm,
+                Kind::Other,
+                Kind::Wasm,
+                Kind::HostFromWasm
+            ]
+        );
+    }
+
+    #[test]
+    fn a_split_counts_only_its_window() {
+        let all = samples(SCRIPT);
+        let at = |s: f64| UNIX_EPOCH + Duration::from_secs_f64(s);
+        assert_eq!(
+            split_between(&all, at(1795902845.0), at(1795902846.0)),
             Split {
-                samples: 5,
-                wasm: 2,
-                host_from_wasm: 2
+                samples: 3,
+                wasm: 1,
+                host_from_wasm: 1
+            }
+        );
+        assert_eq!(
+            split_between(&all, at(1795902846.0), at(1795902847.0)),
+            Split {
+                samples: 2,
+                wasm: 1,
+                host_from_wasm: 1
             }
         );
     }

@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 pub struct Sample {
     /// Envoy CPU microseconds per connection (TCP) or per request (HTTP).
     pub cpu_us: f64,
+    /// Connections (or requests) Envoy completed in the phase.
+    pub units: u64,
     /// Connections (or requests) per second Envoy completed in the phase.
     pub rate: f64,
     /// Envoy CPU time over wall time (1.0 = one core busy).

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
@@ -64,7 +64,7 @@ const USAGE: &str = "usage: bench-envoy [--envoy PATH] [--filter WASM] [--noop W
 [--seconds S] [--warmup S] [--concurrency N] [--http-concurrency N] [--out DIR] [--pid-file PATH] \
 [--envoy-cpu N] [--client-cpu N] [--only KEY,KEY] [--nice N] [--profile S] [--profile-rounds N]\n\
 --envoy and --filter default to $CERTGATE_ENVOY and $CERTGATE_FILTER_WASM, --noop to $CERTGATE_NOOP_WASM.\n\
---profile S: after the rounds, run the wasm cases in --profile-rounds interleaved rounds (default 4) \
+--profile S: after the rounds, run the wasm cases in --profile-rounds interleaved rounds (default 10) \
 of S seconds under `perf record` and report the filter's share of Envoy's CPU (needs perf; \
 --rounds 0 profiles only).";
 
@@ -86,7 +86,7 @@ fn parse_args() -> Result<Args> {
         only: Vec::new(),
         nice: -10,
         profile: 0.0,
-        profile_rounds: 4,
+        profile_rounds: 10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -330,16 +330,14 @@ async fn units(envoy: &Envoy, name: &str) -> Result<u64> {
     })
 }
 
-/// One measured phase of `seconds` of `case`; with `perf_data`, Envoy is sampled over
-/// the same window into that file.
+/// One measured phase of `seconds` of `case`, and its measured window (wall clock).
 async fn phase(
     envoy: &Envoy,
     case: &Case,
     config: &Arc<ClientConfig>,
     args: &Args,
     seconds: f64,
-    perf_data: Option<&Path>,
-) -> Result<Sample> {
+) -> Result<(Sample, (SystemTime, SystemTime))> {
     let addr = envoy.addr(case.key)?;
     let counter = unit_counter(envoy, case)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -360,15 +358,13 @@ async fn phase(
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     let me = std::process::id();
     let client0 = envoy::process_cpu(me)?;
+    let from = SystemTime::now();
     let (cpu0, n0, t0, e0) = (
         envoy.cpu()?,
         units(envoy, &counter).await?,
         Instant::now(),
         tally.errors.load(Ordering::Relaxed),
     );
-    let perf = perf_data
-        .map(|data| profile::record(envoy.pid, seconds, data))
-        .transpose()?;
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let (cpu1, n1, t1, e1) = (
         envoy.cpu()?,
@@ -376,11 +372,8 @@ async fn phase(
         Instant::now(),
         tally.errors.load(Ordering::Relaxed),
     );
+    let to = SystemTime::now();
     let client = (envoy::process_cpu(me)? - client0).as_secs_f64();
-    // perf stops on its own `sleep`; the load runs until it has.
-    if let Some(perf) = perf {
-        tokio::task::spawn_blocking(move || profile::finish(perf)).await??;
-    }
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -395,14 +388,16 @@ async fn phase(
     }
     let cpu = (cpu1 - cpu0).as_secs_f64();
     let wall = (t1 - t0).as_secs_f64();
-    Ok(Sample {
+    let sample = Sample {
         cpu_us: cpu * 1e6 / n as f64,
+        units: n,
         rate: n as f64 / wall,
         util: cpu / wall,
         client_util: client / wall,
         errors: e1 - e0,
         first_error: tally.first_error.lock().ok().and_then(|f| f.clone()),
-    })
+    };
+    Ok((sample, (from, to)))
 }
 
 /// Whether `--only` (empty: every case) selects `case`.
@@ -419,62 +414,116 @@ struct Profiled {
     rounds: Vec<(Sample, Split)>,
 }
 
+/// A profiled figure: pooled over every round, with the range of the rounds' own values.
+#[derive(Debug, Clone, Copy)]
+struct Pooled {
+    all: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Pooled {
+    fn new(all: f64, rounds: &[f64]) -> Pooled {
+        let range = report::stat(rounds.iter().copied());
+        Pooled {
+            all,
+            min: range.min,
+            max: range.max,
+        }
+    }
+
+    fn cell(&self) -> String {
+        format!("{:.1} ({:.1}–{:.1})", self.all, self.min, self.max)
+    }
+
+    fn signed(&self) -> String {
+        format!("{:+.1} ({:+.1} to {:+.1})", self.all, self.min, self.max)
+    }
+}
+
+/// Envoy CPU µs per unit in wasm code and in host calls made from wasm, for `split`
+/// of a phase that cost `cpu_us` per unit.
+fn shares_us(split: &Split, cpu_us: f64) -> (f64, f64) {
+    (split.wasm_share() * cpu_us, split.host_share() * cpu_us)
+}
+
 impl Profiled {
-    /// Per round: Envoy CPU µs per unit in wasm code, in host calls made from wasm, and
-    /// both (the filter's whole share).
+    /// Per round: µs per unit in wasm code, in host calls from wasm, and both.
     fn per_round(&self) -> Vec<(f64, f64, f64)> {
         self.rounds
             .iter()
             .map(|(sample, split)| {
-                let wasm = split.wasm_share() * sample.cpu_us;
-                let host = split.host_share() * sample.cpu_us;
+                let (wasm, host) = shares_us(split, sample.cpu_us);
                 (wasm, host, wasm + host)
             })
             .collect()
     }
 
-    fn filter_us(&self) -> report::Stat {
-        report::stat(self.per_round().into_iter().map(|(_, _, f)| f))
+    /// Every round's samples and units together: the shares of all samples, times
+    /// Envoy's CPU over all units. Each phase has only a few thousand samples, so this
+    /// counts far more of them than any one round.
+    fn pooled(&self) -> (f64, f64, f64) {
+        let mut split = Split::default();
+        let (mut cpu, mut units) = (0.0, 0u64);
+        for (sample, s) in &self.rounds {
+            split.samples += s.samples;
+            split.wasm += s.wasm;
+            split.host_from_wasm += s.host_from_wasm;
+            cpu += sample.cpu_us * sample.units as f64;
+            units += sample.units;
+        }
+        let cpu_us = if units == 0 { 0.0 } else { cpu / units as f64 };
+        let (wasm, host) = shares_us(&split, cpu_us);
+        (wasm, host, wasm + host)
     }
 
-    /// Per round: this case's filter µs minus `base`'s in the same round.
-    fn over_rounds(&self, base: &Profiled) -> Vec<f64> {
-        self.per_round()
+    fn filter_us(&self) -> Pooled {
+        let rounds: Vec<f64> = self.per_round().into_iter().map(|r| r.2).collect();
+        Pooled::new(self.pooled().2, &rounds)
+    }
+
+    /// This case's filter µs minus `base`'s: pooled, and the range of the per-round
+    /// differences (the phases of a round ran seconds apart).
+    fn over(&self, base: &Profiled) -> Pooled {
+        let rounds: Vec<f64> = self
+            .per_round()
             .into_iter()
             .zip(base.per_round())
             .map(|((_, _, x), (_, _, b))| x - b)
-            .collect()
-    }
-
-    /// [`Self::over_rounds`], median and range.
-    fn over(&self, base: &Profiled) -> report::Stat {
-        report::stat(self.over_rounds(base))
+            .collect();
+        Pooled::new(self.pooled().2 - base.pooled().2, &rounds)
     }
 }
 
 /// The profile table: per case, Envoy's CPU per unit in the profiled windows and the
-/// filter's share of it, with the per-round difference to the no-op filters.
+/// filter's share of it, with the difference to the no-op filters.
 fn profile_markdown(profiles: &[Profiled]) -> String {
     let find = |k: &str| profiles.iter().find(|p| p.key == k);
     let mut out = String::from(
         "| case | Envoy CPU µs per conn (HTTP: per request) | in wasm code, µs | in host calls from wasm, µs | filter µs (wasm + host calls) | over the no-op filter | over (wd) |\n|---|---|---|---|---|---|---|\n",
     );
-    let cell = |st: report::Stat| format!("{:.1} ({:.1}–{:.1})", st.median, st.min, st.max);
-    let signed = |st: report::Stat| format!("{:+.1} ({:+.1} to {:+.1})", st.median, st.min, st.max);
     for p in profiles {
         let rounds = p.per_round();
+        let (wasm, host, _) = p.pooled();
+        let units: u64 = p.rounds.iter().map(|(s, _)| s.units).sum();
+        let cpu: f64 = p
+            .rounds
+            .iter()
+            .map(|(s, _)| s.cpu_us * s.units as f64)
+            .sum();
+        let cpu_rounds: Vec<f64> = p.rounds.iter().map(|(s, _)| s.cpu_us).collect();
         let over = |base: Option<&Profiled>| match base {
-            Some(b) if b.key != p.key => signed(p.over(b)),
+            Some(b) if b.key != p.key => p.over(b).signed(),
             _ => "–".to_string(),
         };
         out.push_str(&format!(
             "| ({}) {} | {} | {} | {} | {} | {} | {} |\n",
             p.key,
             p.label,
-            cell(report::stat(p.rounds.iter().map(|(s, _)| s.cpu_us))),
-            cell(report::stat(rounds.iter().map(|r| r.0))),
-            cell(report::stat(rounds.iter().map(|r| r.1))),
-            cell(p.filter_us()),
+            Pooled::new(cpu / units.max(1) as f64, &cpu_rounds).cell(),
+            Pooled::new(wasm, &rounds.iter().map(|r| r.0).collect::<Vec<_>>()).cell(),
+            Pooled::new(host, &rounds.iter().map(|r| r.1).collect::<Vec<_>>()).cell(),
+            p.filter_us().cell(),
             over(find(if p.http { "hw" } else { "w" })),
             over(if p.http { None } else { find("wd") }),
         ));
@@ -706,7 +755,7 @@ async fn run(args: Args) -> Result<()> {
                 Pool::Warm => &warm_cfg,
                 Pool::Cold => &cold_cfg,
             };
-            let s = phase(&envoy, case, cfg, &args, args.seconds, None).await?;
+            let (s, _) = phase(&envoy, case, cfg, &args, args.seconds).await?;
             if s.errors > 0 {
                 eprintln!(
                     "  ({}) first client error: {}",
@@ -740,6 +789,9 @@ async fn run(args: Args) -> Result<()> {
                 rounds: Vec::new(),
             })
             .collect();
+        // One recording over every profiled phase; samples are told apart by time.
+        let recording = profile::Recording::start(envoy.pid, &dir.0.join("profile.perf"))?;
+        let mut windows = Vec::new();
         for round in 1..=args.profile_rounds {
             let n = profiles.len();
             let order: Vec<usize> = if round % 2 == 1 {
@@ -748,32 +800,34 @@ async fn run(args: Args) -> Result<()> {
                 (0..n).rev().collect()
             };
             for i in order {
-                let p = &mut profiles[i];
                 let case = CASES
                     .iter()
-                    .find(|c| c.key == p.key)
+                    .find(|c| c.key == profiles[i].key)
                     .context("profiled case")?;
                 let cfg = match case.pool {
                     Pool::Warm => &warm_cfg,
                     Pool::Cold => &cold_cfg,
                 };
-                let data = dir.0.join(format!("{}.perf", case.key));
-                let sample = phase(&envoy, case, cfg, &args, args.profile, Some(&data)).await?;
-                let split = profile::split(&data)?;
-                let _ = std::fs::remove_file(&data);
-                eprintln!(
-                    "profile {round}/{} ({:>2}) {:<44} {:>7.1} µs/{}  wasm {:>5.2}%  host calls from wasm {:>5.2}%  ({} samples)",
-                    args.profile_rounds,
-                    case.key,
-                    case.label,
-                    sample.cpu_us,
-                    if case.http { "req " } else { "conn" },
-                    split.wasm_share() * 100.0,
-                    split.host_share() * 100.0,
-                    split.samples
-                );
-                p.rounds.push((sample, split));
+                let (sample, window) = phase(&envoy, case, cfg, &args, args.profile).await?;
+                windows.push((i, sample, window));
             }
+            eprintln!("profile: round {round}/{} done", args.profile_rounds);
+        }
+        let samples = tokio::task::spawn_blocking(move || recording.stop()).await??;
+        for (i, sample, (from, to)) in windows {
+            let split = profile::split_between(&samples, from, to);
+            let p = &mut profiles[i];
+            eprintln!(
+                "profile ({:>2}) {:<44} {:>7.1} µs/{}  wasm {:>5.2}%  host calls from wasm {:>5.2}%  ({} samples)",
+                p.key,
+                p.label,
+                sample.cpu_us,
+                if p.http { "req " } else { "conn" },
+                split.wasm_share() * 100.0,
+                split.host_share() * 100.0,
+                split.samples
+            );
+            p.rounds.push((sample, split));
         }
     }
     let stats = envoy.counters("certgate").await?;
@@ -829,7 +883,8 @@ Run took {:.0} s.\n\n",
 `perf record -g -F {}` over each measured window (`wasm code`: samples whose innermost frame is \
 V8-generated code; `host calls from wasm`: samples in Envoy, libc or the kernel with wasm code \
 further out on the stack, i.e. the proxy-wasm calls the filter makes; µs = share × that phase's \
-Envoy CPU per unit; median (min–max) over rounds, differences paired by round).\n\n",
+Envoy CPU per unit; each figure pools every round's samples and units, with the range of the \
+rounds' own values, differences paired by round, in parentheses).\n\n",
             args.profile_rounds,
             args.profile,
             profile::FREQUENCY
@@ -944,40 +999,39 @@ fn profile_goals(profiles: &[Profiled]) -> Vec<Goal> {
     if let (Some(w), Some(c)) = (find("w"), find("c")) {
         let extra = c.over(w);
         let wd = find("wd").map_or(String::new(), |wd| {
-            let (read, rest) = (wd.over(w), c.over(wd));
             format!(
-                "; of which reading the certificate digest (the host's floor, (wd) over (w)) {:+.1} \
-                 and certgate's own work ((c) over (wd)) {:+.1} ({:+.1} to {:+.1})",
-                read.median, rest.median, rest.min, rest.max
+                "; of which reading the certificate digest (the host's floor, (wd) over (w)) {} \
+                 and certgate's own work ((c) over (wd)) {}",
+                wd.over(w).signed(),
+                c.over(wd).signed()
             )
         });
         goals.push(Goal {
             what: "(c) filter CPU per connection over (w), by profile".into(),
-            measured: format!(
-                "{:+.1} µs ({:+.1} to {:+.1}){wd}",
-                extra.median, extra.min, extra.max
-            ),
+            measured: format!("{} µs{wd}", extra.signed()),
             goal: "at most +5 µs".into(),
-            met: Some(extra.median <= 5.0),
+            met: Some(extra.all <= 5.0),
         });
     }
     if let (Some(c), Some(e)) = (find("c"), find("e")) {
-        // The record's cost by profile against (c)'s whole connection, round by round.
-        let ratios = report::stat(
-            c.rounds
-                .iter()
-                .zip(e.over_rounds(c))
-                .map(|((sample, _), record)| sample.cpu_us / (sample.cpu_us + record)),
-        );
+        // The record's cost by profile against (c)'s whole connection.
         let record = e.over(c);
+        let units: u64 = c.rounds.iter().map(|(s, _)| s.units).sum();
+        let cpu: f64 = c
+            .rounds
+            .iter()
+            .map(|(s, _)| s.cpu_us * s.units as f64)
+            .sum();
+        let c_cpu = cpu / units.max(1) as f64;
+        let ratio = c_cpu / (c_cpu + record.all);
         goals.push(Goal {
             what: "(e) audit every conn vs (c), by profile".into(),
             measured: format!(
-                "{:.3}× ({:.3}–{:.3}; the record {:+.1} µs per connection)",
-                ratios.median, ratios.min, ratios.max, record.median
+                "{ratio:.3}× (the record {} µs per connection on (c)'s {c_cpu:.1} µs)",
+                record.signed()
             ),
             goal: "at least 0.97×".into(),
-            met: Some(ratios.median >= 0.97),
+            met: Some(ratio >= 0.97),
         });
     }
     goals
