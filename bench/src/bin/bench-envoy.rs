@@ -879,7 +879,7 @@ Run took {:.0} s.\n\n",
     md.push_str(&report::markdown(&results, &goals));
     if !profiles.is_empty() {
         md.push_str(&format!(
-            "\nProfile: the wasm cases again, {} interleaved rounds of {:.0} s, Envoy sampled by \
+            "\nProfile: the wasm cases again, {} interleaved rounds of {} s, Envoy sampled by \
 `perf record -g -F {}` over each measured window (`wasm code`: samples whose innermost frame is \
 V8-generated code; `host calls from wasm`: samples in Envoy, libc or the kernel with wasm code \
 further out on the stack, i.e. the proxy-wasm calls the filter makes; µs = share × that phase's \
