@@ -3,7 +3,8 @@
 # root Makefile; results land in docs/bench/ (docs/benchmarks.md explains them).
 NOOP_WASM := target/wasm32-wasip1/wasm-release/certgate_noop_filter.wasm
 export CERTGATE_NOOP_WASM := $(CURDIR)/$(NOOP_WASM)
-BENCH_DOCS := docs/bench
+# Where the tables and the chart go (docs/bench/ for the figures docs/benchmarks.md quotes).
+BENCH_DOCS ?= docs/bench
 # Envoy's pid while the harness runs, so the recipe can kill it even if the harness dies.
 BENCH_PID := target/bench-envoy.pid
 # Extra harness flags, e.g. BENCH_ENVOY_FLAGS="--rounds 5 --seconds 8".
@@ -16,7 +17,7 @@ bench: bench-micro bench-envoy ## both benchmarks (about 10 minutes); tables pri
 
 .PHONY: bench-micro
 bench-micro: ## criterion benchmarks of evaluate/decode/parse and the 1M-serial revocation goals
-	CERTGATE_BENCH_DOCS=$(CURDIR)/$(BENCH_DOCS) cargo bench -p certgate-bench --bench engine
+	CERTGATE_BENCH_DOCS=$(abspath $(BENCH_DOCS)) cargo bench -p certgate-bench --bench engine
 
 .PHONY: bench-wasm-probe
 bench-wasm-probe: wasm-target nodejs ## the filter's cold certificate path, piece by piece, as wasm under V8 (node)

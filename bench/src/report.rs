@@ -124,12 +124,15 @@ pub fn markdown(results: &[CaseResult], goals: &[Goal]) -> String {
     let find = |k: &str| results.iter().find(|r| r.key == k);
     let (a, w, r2) = (find("a"), find("w"), find("r2"));
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "| case | Envoy CPU µs/conn, median (min–max) | ×(a) | ×(w) | ×(r2) | conn/s, median (min–max) | ×(a) | ×(w) | ×(r2) | Envoy / client core busy | client errors |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in results.iter().filter(|r| !r.key.starts_with('h')) {
+    let tcp: Vec<&CaseResult> = results.iter().filter(|r| !r.key.starts_with('h')).collect();
+    if !tcp.is_empty() {
+        let _ = writeln!(
+            out,
+            "| case | Envoy CPU µs/conn, median (min–max) | ×(a) | ×(w) | ×(r2) | conn/s, median (min–max) | ×(a) | ×(w) | ×(r2) | Envoy / client core busy | client errors |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    }
+    for r in tcp {
         let (c, s) = (r.cpu(), r.rate());
         let cpu = |b: &CaseResult| b.cpu().median;
         let rate = |b: &CaseResult| b.rate().median;
@@ -159,7 +162,9 @@ pub fn markdown(results: &[CaseResult], goals: &[Goal]) -> String {
     if !http.is_empty() {
         let h0 = find("h0");
         let hw = find("hw");
-        let _ = writeln!(out);
+        if !out.is_empty() {
+            let _ = writeln!(out);
+        }
         let _ = writeln!(
             out,
             "| HTTP, kept-alive mTLS | Envoy CPU µs/request, median (min–max) | ×(h0) | ×(hw) | requests/s, median (min–max) | ×(h0) | ×(hw) | Envoy / client core busy | client errors |"
@@ -189,7 +194,9 @@ pub fn markdown(results: &[CaseResult], goals: &[Goal]) -> String {
         }
     }
     if !goals.is_empty() {
-        let _ = writeln!(out);
+        if !out.is_empty() {
+            let _ = writeln!(out);
+        }
         let _ = writeln!(out, "| goal | measured | target | |");
         let _ = writeln!(out, "|---|---|---|---|");
         for g in goals {
