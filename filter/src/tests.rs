@@ -293,6 +293,18 @@ fn cache_hit_does_not_read_the_certificate_again() {
     assert_eq!(e.host.counter("certgate.allowed"), 3);
 }
 
+/// [`table`] with `minVersion: TLSv1.3` and its allow rule limited to port 8443: a table
+/// that decides with connection attributes.
+fn port_and_min_tls_table() -> Table {
+    let mut t = table(Mode::Enforce, AuditLog::None);
+    t.constraints.min_tls = Some(ruleset::TlsVersion::V1_3);
+    t.rules[0].ports = vec![ruleset::PortRange {
+        start: 8443,
+        end: 8443,
+    }];
+    t
+}
+
 /// Connects `pem` on `ctx` (already described by `Env::connection`) through its first
 /// data, and returns the filter's action.
 fn first_data(e: &Env, ctx: u32) -> Action {
@@ -421,13 +433,7 @@ fn a_newer_table_is_not_answered_from_memory() {
 fn a_table_that_decides_on_the_connection_decides_every_connection() {
     // A port condition and a minimum TLS version: one certificate, three connections,
     // three decisions.
-    let mut t = table(Mode::Enforce, AuditLog::None);
-    t.constraints.min_tls = Some(ruleset::TlsVersion::V1_3);
-    t.rules[0].ports = vec![ruleset::PortRange {
-        start: 8443,
-        end: 8443,
-    }];
-    let e = env(&config_json(&t, ""));
+    let e = env(&config_json(&port_and_min_tls_table(), ""));
     let pem = cert_pem(WEB);
     for ctx in [2, 3, 4] {
         e.connection(ctx, Some(&pem), "SAME-DIGEST");
@@ -481,13 +487,7 @@ fn an_admitted_unrecorded_connection_formats_no_decision_id() {
 
 #[test]
 fn attributes_a_table_decides_with_are_read() {
-    let mut t = table(Mode::Enforce, AuditLog::None);
-    t.constraints.min_tls = Some(ruleset::TlsVersion::V1_3);
-    t.rules[0].ports = vec![ruleset::PortRange {
-        start: 8443,
-        end: 8443,
-    }];
-    let e = env(&config_json(&t, ""));
+    let e = env(&config_json(&port_and_min_tls_table(), ""));
     e.connection(2, Some(&cert_pem(WEB)), "DIGEST-B");
     let mut f = e.root.network_filter(2);
     e.enter(2);

@@ -464,17 +464,28 @@ impl Profiled {
     /// counts far more of them than any one round.
     fn pooled(&self) -> (f64, f64, f64) {
         let mut split = Split::default();
-        let (mut cpu, mut units) = (0.0, 0u64);
-        for (sample, s) in &self.rounds {
+        for (_, s) in &self.rounds {
             split.samples += s.samples;
             split.wasm += s.wasm;
             split.host_from_wasm += s.host_from_wasm;
-            cpu += sample.cpu_us * sample.units as f64;
-            units += sample.units;
         }
-        let cpu_us = if units == 0 { 0.0 } else { cpu / units as f64 };
-        let (wasm, host) = shares_us(&split, cpu_us);
+        let (wasm, host) = shares_us(&split, self.cpu_us());
         (wasm, host, wasm + host)
+    }
+
+    /// Envoy's CPU µs per unit over every round's units.
+    fn cpu_us(&self) -> f64 {
+        let units: u64 = self.rounds.iter().map(|(s, _)| s.units).sum();
+        let cpu: f64 = self
+            .rounds
+            .iter()
+            .map(|(s, _)| s.cpu_us * s.units as f64)
+            .sum();
+        if units == 0 {
+            0.0
+        } else {
+            cpu / units as f64
+        }
     }
 
     fn filter_us(&self) -> Pooled {
@@ -505,12 +516,6 @@ fn profile_markdown(profiles: &[Profiled]) -> String {
     for p in profiles {
         let rounds = p.per_round();
         let (wasm, host, _) = p.pooled();
-        let units: u64 = p.rounds.iter().map(|(s, _)| s.units).sum();
-        let cpu: f64 = p
-            .rounds
-            .iter()
-            .map(|(s, _)| s.cpu_us * s.units as f64)
-            .sum();
         let cpu_rounds: Vec<f64> = p.rounds.iter().map(|(s, _)| s.cpu_us).collect();
         let over = |base: Option<&Profiled>| match base {
             Some(b) if b.key != p.key => p.over(b).signed(),
@@ -520,7 +525,7 @@ fn profile_markdown(profiles: &[Profiled]) -> String {
             "| ({}) {} | {} | {} | {} | {} | {} | {} |\n",
             p.key,
             p.label,
-            Pooled::new(cpu / units.max(1) as f64, &cpu_rounds).cell(),
+            Pooled::new(p.cpu_us(), &cpu_rounds).cell(),
             Pooled::new(wasm, &rounds.iter().map(|r| r.0).collect::<Vec<_>>()).cell(),
             Pooled::new(host, &rounds.iter().map(|r| r.1).collect::<Vec<_>>()).cell(),
             p.filter_us().cell(),
@@ -1016,13 +1021,7 @@ fn profile_goals(profiles: &[Profiled]) -> Vec<Goal> {
     if let (Some(c), Some(e)) = (find("c"), find("e")) {
         // The record's cost by profile against (c)'s whole connection.
         let record = e.over(c);
-        let units: u64 = c.rounds.iter().map(|(s, _)| s.units).sum();
-        let cpu: f64 = c
-            .rounds
-            .iter()
-            .map(|(s, _)| s.cpu_us * s.units as f64)
-            .sum();
-        let c_cpu = cpu / units.max(1) as f64;
+        let c_cpu = c.cpu_us();
         let ratio = c_cpu / (c_cpu + record.all);
         goals.push(Goal {
             what: "(e) audit every conn vs (c), by profile".into(),
