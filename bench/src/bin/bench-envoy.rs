@@ -400,6 +400,16 @@ async fn phase(
     Ok((sample, (from, to)))
 }
 
+/// The order of the cases (`0..n`) in `round`: reversed every other round, so that no
+/// case always follows the same neighbour.
+fn round_order(round: usize, n: usize) -> Vec<usize> {
+    if round % 2 == 1 {
+        (0..n).collect()
+    } else {
+        (0..n).rev().collect()
+    }
+}
+
 /// Whether `--only` (empty: every case) selects `case`.
 fn selected(args: &Args, case: &Case) -> bool {
     args.only.is_empty() || args.only.iter().any(|k| k == case.key)
@@ -408,9 +418,7 @@ fn selected(args: &Args, case: &Case) -> bool {
 /// A case's profiled phases, one per profile round.
 #[derive(Debug)]
 struct Profiled {
-    key: &'static str,
-    label: &'static str,
-    http: bool,
+    case: &'static Case,
     rounds: Vec<(Sample, Split)>,
 }
 
@@ -509,7 +517,7 @@ impl Profiled {
 /// The profile table: per case, Envoy's CPU per unit in the profiled windows and the
 /// filter's share of it, with the difference to the no-op filters.
 fn profile_markdown(profiles: &[Profiled]) -> String {
-    let find = |k: &str| profiles.iter().find(|p| p.key == k);
+    let find = |k: &str| profiles.iter().find(|p| p.case.key == k);
     let mut out = String::from(
         "| case | Envoy CPU µs per conn (HTTP: per request) | in wasm code, µs | in host calls from wasm, µs | filter µs (wasm + host calls) | over the no-op filter | over (wd) |\n|---|---|---|---|---|---|---|\n",
     );
@@ -518,19 +526,19 @@ fn profile_markdown(profiles: &[Profiled]) -> String {
         let (wasm, host, _) = p.pooled();
         let cpu_rounds: Vec<f64> = p.rounds.iter().map(|(s, _)| s.cpu_us).collect();
         let over = |base: Option<&Profiled>| match base {
-            Some(b) if b.key != p.key => p.over(b).signed(),
+            Some(b) if b.case.key != p.case.key => p.over(b).signed(),
             _ => "–".to_string(),
         };
         out.push_str(&format!(
             "| ({}) {} | {} | {} | {} | {} | {} | {} |\n",
-            p.key,
-            p.label,
+            p.case.key,
+            p.case.label,
             Pooled::new(p.cpu_us(), &cpu_rounds).cell(),
             Pooled::new(wasm, &rounds.iter().map(|r| r.0).collect::<Vec<_>>()).cell(),
             Pooled::new(host, &rounds.iter().map(|r| r.1).collect::<Vec<_>>()).cell(),
             p.filter_us().cell(),
-            over(find(if p.http { "hw" } else { "w" })),
-            over(if p.http { None } else { find("wd") }),
+            over(find(if p.case.http { "hw" } else { "w" })),
+            over(if p.case.http { None } else { find("wd") }),
         ));
     }
     out
@@ -736,6 +744,10 @@ async fn run(args: Args) -> Result<()> {
         );
     }
 
+    let config_of = |case: &Case| match case.pool {
+        Pool::Warm => &warm_cfg,
+        Pool::Cold => &cold_cfg,
+    };
     let mut results: Vec<CaseResult> = CASES
         .iter()
         .map(|c| CaseResult {
@@ -745,22 +757,12 @@ async fn run(args: Args) -> Result<()> {
         })
         .collect();
     for round in 1..=args.rounds {
-        // Alternate the order so that no case always follows the same neighbour.
-        let order: Vec<usize> = if round % 2 == 1 {
-            (0..CASES.len()).collect()
-        } else {
-            (0..CASES.len()).rev().collect()
-        };
-        for i in order {
+        for i in round_order(round, CASES.len()) {
             let (case, result) = (&CASES[i], &mut results[i]);
             if !selected(&args, case) {
                 continue;
             }
-            let cfg = match case.pool {
-                Pool::Warm => &warm_cfg,
-                Pool::Cold => &cold_cfg,
-            };
-            let (s, _) = phase(&envoy, case, cfg, &args, args.seconds).await?;
+            let (s, _) = phase(&envoy, case, config_of(case), &args, args.seconds).await?;
             if s.errors > 0 {
                 eprintln!(
                     "  ({}) first client error: {}",
@@ -778,19 +780,16 @@ async fn run(args: Args) -> Result<()> {
     results.retain(|r| !r.samples.is_empty());
 
     let mut profiles = Vec::new();
-    if args.profile > 0.0 {
-        if let Some(why) = profile::unavailable() {
-            eprintln!("bench-envoy: no profile: {why}");
-        }
+    let perf_missing = (args.profile > 0.0).then(profile::unavailable).flatten();
+    if let Some(why) = &perf_missing {
+        eprintln!("bench-envoy: no profile: {why}");
     }
-    if args.profile > 0.0 && profile::unavailable().is_none() {
+    if args.profile > 0.0 && perf_missing.is_none() {
         profiles = CASES
             .iter()
             .filter(|c| c.wasm && selected(&args, c))
-            .map(|c| Profiled {
-                key: c.key,
-                label: c.label,
-                http: c.http,
+            .map(|case| Profiled {
+                case,
                 rounds: Vec::new(),
             })
             .collect();
@@ -798,22 +797,10 @@ async fn run(args: Args) -> Result<()> {
         let recording = profile::Recording::start(envoy.pid, &dir.0.join("profile.perf"))?;
         let mut windows = Vec::new();
         for round in 1..=args.profile_rounds {
-            let n = profiles.len();
-            let order: Vec<usize> = if round % 2 == 1 {
-                (0..n).collect()
-            } else {
-                (0..n).rev().collect()
-            };
-            for i in order {
-                let case = CASES
-                    .iter()
-                    .find(|c| c.key == profiles[i].key)
-                    .context("profiled case")?;
-                let cfg = match case.pool {
-                    Pool::Warm => &warm_cfg,
-                    Pool::Cold => &cold_cfg,
-                };
-                let (sample, window) = phase(&envoy, case, cfg, &args, args.profile).await?;
+            for i in round_order(round, profiles.len()) {
+                let case = profiles[i].case;
+                let (sample, window) =
+                    phase(&envoy, case, config_of(case), &args, args.profile).await?;
                 windows.push((i, sample, window));
             }
             eprintln!("profile: round {round}/{} done", args.profile_rounds);
@@ -824,10 +811,10 @@ async fn run(args: Args) -> Result<()> {
             let p = &mut profiles[i];
             eprintln!(
                 "profile ({:>2}) {:<44} {:>7.1} µs/{}  wasm {:>5.2}%  host calls from wasm {:>5.2}%  ({} samples)",
-                p.key,
-                p.label,
+                p.case.key,
+                p.case.label,
                 sample.cpu_us,
-                if p.http { "req " } else { "conn" },
+                if p.case.http { "req " } else { "conn" },
                 split.wasm_share() * 100.0,
                 split.host_share() * 100.0,
                 split.samples
@@ -999,7 +986,7 @@ fn goals(results: &[CaseResult], args: &Args, table_len: usize, wasm_kb: &[u64])
 /// The goals the profile decides: the filter's own cost does not depend on how fast the
 /// virtual CPU happens to run the TLS handshake in that phase.
 fn profile_goals(profiles: &[Profiled]) -> Vec<Goal> {
-    let find = |k: &str| profiles.iter().find(|p| p.key == k);
+    let find = |k: &str| profiles.iter().find(|p| p.case.key == k);
     let mut goals = Vec::new();
     if let (Some(w), Some(c)) = (find("w"), find("c")) {
         let extra = c.over(w);
