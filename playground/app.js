@@ -30,6 +30,7 @@ const REASONS = {
   default_allow: "No rule matched, and the default action is allow.",
   no_peer_cert: "The peer presented no certificate.",
   bad_peer_cert: "The peer certificate could not be parsed.",
+  peer_certificate_unavailable: "The proxy verified a certificate but does not hand it over (Envoy before 1.38), and the policy needs more than its identity.",
   no_spiffe_id: "The certificate has no spiffe:// URI SAN.",
   multiple_spiffe_ids: "The certificate has more than one spiffe:// URI SAN.",
   invalid_spiffe_id: "The certificate's SPIFFE ID is not a valid SPIFFE ID.",

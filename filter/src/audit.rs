@@ -72,6 +72,20 @@ pub fn head(decision: &Decision<'_>, cert: &PeerCert) -> ObjectWriter {
         PeerCert::Unparsable(why) => {
             w.str("error.message", why);
         }
+        // What a proxy without `connection.peer_certificate` gave: no serial or issuer.
+        PeerCert::Vouched(v) => {
+            w.opt_str(
+                "tls.client.x509.subject.distinguished_name",
+                v.subject.as_deref(),
+            )
+            .str_array(
+                "tls.client.x509.alternative_names",
+                v.first_uri_san.as_deref().into_iter(),
+            );
+            if let Some(sha256) = &v.sha256 {
+                w.str("tls.client.hash.sha256", &ruleset::cert::hex_upper(sha256));
+            }
+        }
         PeerCert::Missing | PeerCert::Assumed { .. } => {}
     }
     w

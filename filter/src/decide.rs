@@ -9,7 +9,7 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use ruleset::{Action, AuditLog, Decision, Engine, Mode, OnStale, Peer, Reason, Table};
+use ruleset::{Action, AuditLog, Decision, Engine, Mode, OnStale, Peer, PeerCert, Reason, Table};
 
 use crate::audit;
 use crate::cache::CertCache;
@@ -152,7 +152,12 @@ pub struct Shared {
     /// With a feed: when a good table was last confirmed, and how long that holds.
     last_good_nanos: Cell<u64>,
     max_stale_nanos: Option<u64>,
+    /// Whether the proxy's lack of `connection.peer_certificate` was logged (once per VM).
+    told_no_pem: Cell<bool>,
 }
+
+/// The first Envoy release with `connection.peer_certificate`, which full checks need.
+pub const FULL_CHECKS_SINCE: &str = "1.38";
 
 impl Shared {
     /// Builds the per-VM state from validated configuration, defining the counters.
@@ -176,6 +181,7 @@ impl Shared {
                 .feed
                 .as_ref()
                 .map(|f| f.max_stale_millis.saturating_mul(1_000_000)),
+            told_no_pem: Cell::new(false),
         };
         if config.feed.is_none() || !config.table.is_empty() {
             // The table keeps the configuration's decoded bytes: no second copy.
@@ -282,6 +288,33 @@ impl Shared {
         }
     }
 
+    /// The one log line at the first connection whose certificate the proxy verified
+    /// but did not hand over: which attribute is missing, the release that has it, and
+    /// what this table does without it.
+    fn tell_no_pem(&self, host: &dyn Host, active: Option<&Active>) {
+        let consequence = match active {
+            Some(a) if a.engine.decides_without_certificate() => {
+                "this table needs only the identity, so certgate decides with \
+                 connection.uri_san_peer_certificate (first URI SAN only), \
+                 connection.sha256_peer_certificate_digest and \
+                 connection.subject_peer_certificate"
+            }
+            _ => {
+                "this table needs the certificate (revocation by serial, key, \
+                 signature or lifetime rules), so connections with a certificate are \
+                 denied as peer_certificate_unavailable"
+            }
+        };
+        host.log(
+            Level::Warn,
+            &format!(
+                "this proxy does not provide connection.peer_certificate (Envoy \
+                 {FULL_CHECKS_SINCE} or later does; full certificate checks need it): \
+                 {consequence}"
+            ),
+        );
+    }
+
     /// Decides for the connection of the current (or entered) context.
     pub fn decide(&self, host: &dyn Host) -> Verdict {
         self.decide_peer(host).0
@@ -297,6 +330,9 @@ impl Shared {
             _ => peer::Needs::ALL,
         };
         let (peer, known) = peer::gather(host, &self.certs, needs);
+        if matches!(peer.cert, PeerCert::Vouched(_)) && !self.told_no_pem.replace(true) {
+            self.tell_no_pem(host, active.as_deref());
+        }
         // The clock is a host call too: read it when the feed's staleness needs it.
         let stale_now = self.max_stale_nanos.map(|_| host.now_nanos());
         let in_force = active.as_deref().filter(|a| {

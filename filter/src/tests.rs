@@ -1054,3 +1054,79 @@ fn http_connection_denied_by_a_new_table_is_reset() {
     assert_eq!(e.host.counter("certgate.closed_on_update"), 1);
     assert_eq!(e.host.counter("certgate.closed_on_update"), 1);
 }
+
+/// Envoy 1.36/1.37: a verified certificate's digest, first URI SAN and subject, but no
+/// `connection.peer_certificate`.
+fn connection_without_pem(e: &Env, ctx: u32, spiffe: &str, digest: &str) {
+    e.connection(ctx, None, "");
+    let h = &e.host;
+    h.set(ctx, "connection.mtls", vec![1u8]);
+    h.set(ctx, "connection.sha256_peer_certificate_digest", digest);
+    h.set(ctx, "connection.uri_san_peer_certificate", spiffe);
+    h.set(ctx, "connection.subject_peer_certificate", "CN=web");
+}
+
+fn no_pem_warnings(e: &Env) -> Vec<String> {
+    e.host
+        .logged(Level::Warn)
+        .into_iter()
+        .filter(|l| l.contains("does not provide connection.peer_certificate"))
+        .collect()
+}
+
+#[test]
+fn without_the_pem_attribute_an_identity_table_decides_by_identity_and_says_so_once() {
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::All), ""));
+    connection_without_pem(&e, 2, WEB, &"ab".repeat(32));
+    connection_without_pem(&e, 3, EVIL, &"cd".repeat(32));
+    assert_eq!(first_data(&e, 2), Action::Continue);
+    assert_eq!(first_data(&e, 3), Action::Pause);
+    assert_eq!(e.host.counter("certgate.reason.allow_rule"), 1);
+    assert_eq!(e.host.counter("certgate.reason.default_deny"), 1);
+    assert_eq!(e.host.counter("certgate.reason.no_peer_cert"), 0);
+    let record = e.host.audit(2).unwrap();
+    assert!(
+        record.contains(&format!(r#""certgate.spiffe_id":"{WEB}""#)),
+        "{record}"
+    );
+    assert!(record.contains(&"AB".repeat(32)), "{record}");
+    let told = no_pem_warnings(&e);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("1.38") && told[0].contains("decides with"),
+        "{told:?}"
+    );
+}
+
+#[test]
+fn without_the_pem_attribute_a_certificate_table_denies_as_unavailable_and_says_so_once() {
+    let mut t = table(Mode::Enforce, AuditLog::Deny);
+    t.revocation.add_serial(None, &[9, 9]);
+    t.normalize();
+    let e = env(&config_json(&t, ""));
+    for ctx in [2, 3] {
+        connection_without_pem(&e, ctx, WEB, &format!("{ctx:02x}").repeat(32));
+        assert_eq!(first_data(&e, ctx), Action::Pause);
+    }
+    assert_eq!(
+        e.host
+            .counter("certgate.reason.peer_certificate_unavailable"),
+        2
+    );
+    assert_eq!(e.host.counter("certgate.reason.no_peer_cert"), 0);
+    let record = e.host.audit(3).unwrap();
+    assert!(
+        record.contains(r#""event.reason":"peer_certificate_unavailable""#),
+        "{record}"
+    );
+    let told = no_pem_warnings(&e);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("1.38") && told[0].contains("peer_certificate_unavailable"),
+        "{told:?}"
+    );
+    // A connection without any certificate is still `no_peer_cert`.
+    e.connection(4, None, "");
+    assert_eq!(first_data(&e, 4), Action::Pause);
+    assert_eq!(e.host.counter("certgate.reason.no_peer_cert"), 1);
+}

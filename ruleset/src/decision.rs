@@ -10,6 +10,10 @@ pub enum Reason {
     NoPeerCert,
     /// The peer certificate could not be parsed.
     BadPeerCert,
+    /// The host verified a certificate but does not hand it over (Envoy before 1.38),
+    /// and the table needs more than the host vouches for (revocation by serial, key,
+    /// signature or lifetime constraints, or a first URI SAN that is no SPIFFE ID).
+    PeerCertificateUnavailable,
     /// The certificate has no `spiffe://` URI SAN.
     NoSpiffeId,
     /// The certificate has more than one `spiffe://` URI SAN.
@@ -51,9 +55,10 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order (for metrics defined up front).
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::NoPeerCert,
         Reason::BadPeerCert,
+        Reason::PeerCertificateUnavailable,
         Reason::NoSpiffeId,
         Reason::MultipleSpiffeIds,
         Reason::InvalidSpiffeId,
@@ -79,6 +84,7 @@ impl Reason {
         match self {
             Reason::NoPeerCert => "no_peer_cert",
             Reason::BadPeerCert => "bad_peer_cert",
+            Reason::PeerCertificateUnavailable => "peer_certificate_unavailable",
             Reason::NoSpiffeId => "no_spiffe_id",
             Reason::MultipleSpiffeIds => "multiple_spiffe_ids",
             Reason::InvalidSpiffeId => "invalid_spiffe_id",

@@ -98,6 +98,20 @@ impl Engine {
         &self.table
     }
 
+    /// Whether this table can decide for a certificate the host only vouches for
+    /// ([`PeerCert::Vouched`]: first URI SAN, SHA-256 digest, subject): no revocation
+    /// by serial and no key, signature or lifetime constraint, which all need the
+    /// certificate itself. Trust domains, TLS version, fingerprint revocation and the
+    /// rules need only what the host vouches for.
+    pub fn decides_without_certificate(&self) -> bool {
+        let t = &self.table;
+        let c = &t.constraints;
+        t.revocation.serial_count() == 0
+            && c.keys.is_none()
+            && c.forbid_sig_hashes.is_empty()
+            && c.max_lifetime_secs.is_none()
+    }
+
     /// Decides for one peer, in the order documented in DESIGN.md: certificate
     /// presence, revocation, certificate and connection constraints, deny rules, allow
     /// rules, default action.
@@ -117,6 +131,33 @@ impl Engine {
             PeerCert::Missing => return deny(Reason::NoPeerCert, None),
             PeerCert::Unparsable(_) => return deny(Reason::BadPeerCert, None),
             PeerCert::Assumed { identity } => (identity, None),
+            PeerCert::Vouched(v) => {
+                let first = v.first_uri_san.as_deref();
+                let spiffe = first.filter(|u| spiffe::has_spiffe_scheme(u));
+                if !self.decides_without_certificate() {
+                    return deny(Reason::PeerCertificateUnavailable, spiffe);
+                }
+                match v.sha256 {
+                    Some(sha256) if t.revocation.is_fingerprint_revoked(&sha256) => {
+                        return deny(Reason::RevokedFingerprint, spiffe)
+                    }
+                    Some(_) => {}
+                    None if t.revocation.fingerprint_count() > 0 => {
+                        return deny(Reason::PeerCertificateUnavailable, spiffe)
+                    }
+                    None => {}
+                }
+                match (first, spiffe) {
+                    // No URI SAN at all: certainly no SPIFFE ID.
+                    (None, _) => return deny(Reason::NoSpiffeId, None),
+                    // A later URI SAN, which the host does not give, may be the SPIFFE
+                    // ID: only the certificate could tell.
+                    (Some(_), None) => return deny(Reason::PeerCertificateUnavailable, None),
+                    // INVARIANT: a second SPIFFE ID cannot be seen here; the support
+                    // table in docs/filter.md says so.
+                    (Some(_), Some(id)) => (id, None),
+                }
+            }
             PeerCert::Parsed(facts) => {
                 let single = facts.spiffe_id();
                 // Revocation comes first: a revoked certificate is denied as such,

@@ -101,6 +101,23 @@ pub enum PeerCert {
         /// The SPIFFE ID to evaluate.
         identity: String,
     },
+    /// The host verified a certificate but cannot hand it over (Envoy before 1.38 has
+    /// no `connection.peer_certificate`); it vouches for a few facts of it instead. The
+    /// engine decides with them only when the table needs nothing more
+    /// ([`crate::Engine::decides_without_certificate`]), else denies with
+    /// [`crate::Reason::PeerCertificateUnavailable`].
+    Vouched(std::sync::Arc<Vouched>),
+}
+
+/// What a host vouches for about a certificate it verified without handing it over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vouched {
+    /// The certificate's first URI SAN (Envoy gives no other); `None` when it has none.
+    pub first_uri_san: Option<String>,
+    /// SHA-256 over the certificate's DER encoding, when the host gave it.
+    pub sha256: Option<[u8; 32]>,
+    /// Subject distinguished name, for display.
+    pub subject: Option<String>,
 }
 
 /// Everything the engine may look at for one connection.

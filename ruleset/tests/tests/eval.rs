@@ -298,3 +298,108 @@ fn reason_codes_are_stable_and_round_trip() {
     sorted.dedup();
     assert_eq!(sorted.len(), codes.len(), "codes must be unique");
 }
+
+fn vouched(first_uri_san: Option<&str>, sha256: Option<[u8; 32]>) -> Peer {
+    Peer {
+        tls_version: Some(TlsVersion::V1_3),
+        ..Peer::new(PeerCert::Vouched(std::sync::Arc::new(Vouched {
+            first_uri_san: first_uri_san.map(str::to_owned),
+            sha256,
+            subject: Some("CN=web".into()),
+        })))
+    }
+}
+
+#[test]
+fn a_vouched_certificate_is_decided_by_identity_when_the_table_needs_nothing_more() {
+    let mut t = table(vec![
+        rule("no-legacy", Action::Deny, &[LEGACY]),
+        rule("web", Action::Allow, &[WEB]),
+    ]);
+    t.constraints.trust_domains = vec!["cluster.local".into()];
+    t.constraints.min_tls = Some(TlsVersion::V1_3);
+    t.revocation.add_fingerprint(&[7; 32]);
+    let e = engine(t);
+    assert!(e.decides_without_certificate());
+    assert_eq!(
+        decide(&e, &vouched(Some(WEB), Some([1; 32]))).1,
+        "allow_rule"
+    );
+    assert_eq!(
+        decide(&e, &vouched(Some(LEGACY), Some([1; 32]))).1,
+        "deny_rule"
+    );
+    assert_eq!(
+        decide(
+            &e,
+            &vouched(Some("spiffe://cluster.local/ns/x/sa/y"), Some([1; 32]))
+        )
+        .1,
+        "default_deny"
+    );
+    assert_eq!(
+        decide(&e, &vouched(Some("spiffe://other/x"), Some([1; 32]))).1,
+        "untrusted_domain"
+    );
+    // The host's digest is the fingerprint.
+    assert_eq!(
+        decide(&e, &vouched(Some(WEB), Some([7; 32]))).1,
+        "revoked_fingerprint"
+    );
+    // Without a digest, a fingerprint list cannot be checked: fail closed.
+    assert_eq!(
+        decide(&e, &vouched(Some(WEB), None)).1,
+        "peer_certificate_unavailable"
+    );
+    let old_tls = Peer {
+        tls_version: Some(TlsVersion::V1_2),
+        ..vouched(Some(WEB), Some([1; 32]))
+    };
+    assert_eq!(decide(&e, &old_tls).1, "tls_version_too_low");
+    // No URI SAN at all: no SPIFFE ID. A non-SPIFFE first URI SAN may hide one behind
+    // it, which only the certificate would show.
+    assert_eq!(decide(&e, &vouched(None, Some([1; 32]))).1, "no_spiffe_id");
+    assert_eq!(
+        decide(&e, &vouched(Some("https://example.com/x"), Some([1; 32]))).1,
+        "peer_certificate_unavailable"
+    );
+    assert_eq!(
+        decide(&e, &vouched(Some("spiffe://Bad/x"), Some([1; 32]))).1,
+        "invalid_spiffe_id"
+    );
+}
+
+#[test]
+fn a_vouched_certificate_is_denied_as_unavailable_when_the_table_needs_the_certificate() {
+    let base = || table(vec![rule("web", Action::Allow, &[WEB])]);
+    let mut serials = base();
+    serials.revocation.add_serial(None, &[1, 2, 3]);
+    let mut keys = base();
+    keys.constraints.keys = Some(KeyPolicy::default());
+    let mut sigs = base();
+    sigs.constraints.forbid_sig_hashes = vec![SigHash::Sha1];
+    let mut lifetime = base();
+    lifetime.constraints.max_lifetime_secs = Some(3600);
+    for (what, t) in [
+        ("serials", serials),
+        ("keys", keys),
+        ("signatures", sigs),
+        ("lifetime", lifetime),
+    ] {
+        let e = engine(t);
+        assert!(!e.decides_without_certificate(), "{what}");
+        let p = vouched(Some(WEB), Some([1; 32]));
+        let d = e.evaluate(&p);
+        assert_eq!(d.reason, Reason::PeerCertificateUnavailable, "{what}");
+        assert_eq!(d.action, Action::Deny, "{what}");
+        // The identity the host vouches for is shown, to help the operator.
+        assert_eq!(d.identity, Some(WEB), "{what}");
+        // The same table still decides a full certificate on its merits.
+        assert_ne!(
+            decide(&e, &who(WEB)).1,
+            "peer_certificate_unavailable",
+            "{what}"
+        );
+    }
+    assert!(engine(base()).decides_without_certificate());
+}
