@@ -1,0 +1,16 @@
+# The project's Python virtualenv (.tools/venv) for test tools from PyPI, pinned in
+# scripts/venv-requirements.txt. Included by the root Makefile, which provides TOOLS.
+# Tests find the interpreter through CERTGATE_PYTHON and fail with a clear message when
+# it is unset.
+VENV := $(TOOLS)/venv
+export CERTGATE_PYTHON := $(VENV)/bin/python
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Python tools for the tests (jsonschema, PyYAML) in .tools/venv
+$(VENV)/.installed: scripts/venv-requirements.txt
+	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	@touch $@
+
+# Every target that runs the tests that validate emitted WasmPlugins.
+test e2e: venv
