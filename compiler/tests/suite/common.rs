@@ -50,19 +50,30 @@ pub fn wasmplugin_crd() -> PathBuf {
 /// names in `CERTGATE_PYTHON`) on `text`, a YAML or JSON object: `Ok` when it validates
 /// against the pinned WasmPlugin CRD, else the validator's findings.
 pub fn check_wasmplugin(text: &str) -> Result<(), String> {
-    let python = std::env::var_os("CERTGATE_PYTHON").filter(|p| !p.is_empty()).unwrap_or_else(|| {
-        panic!(
-            "CERTGATE_PYTHON is not set: the emitted WasmPlugins are validated with PyPI `jsonschema`; \
+    check_wasmplugins(&[text.to_string()])
+}
+
+/// [`check_wasmplugin`] for many objects in one validator run; the findings name the
+/// failing objects `object-<index>.yaml`.
+pub fn check_wasmplugins(texts: &[String]) -> Result<(), String> {
+    let python = std::env::var_os("CERTGATE_PYTHON")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "CERTGATE_PYTHON is not set: the emitted WasmPlugins are validated with PyPI `jsonschema`; \
 run the tests through `make test` (or `make venv` and export CERTGATE_PYTHON=.tools/venv/bin/python)"
-        )
-    });
+            )
+        });
     let dir = tempfile::tempdir().unwrap();
-    let object = dir.path().join("wasmplugin.yaml");
-    std::fs::write(&object, text).unwrap();
-    let out = Command::new(&python)
-        .arg(repo_dir().join("scripts/validate-crd.py"))
-        .arg(wasmplugin_crd())
-        .arg(&object)
+    let mut cmd = Command::new(&python);
+    cmd.arg(repo_dir().join("scripts/validate-crd.py"))
+        .arg(wasmplugin_crd());
+    for (i, text) in texts.iter().enumerate() {
+        let object = dir.path().join(format!("object-{i}.yaml"));
+        std::fs::write(&object, text).unwrap();
+        cmd.arg(&object);
+    }
+    let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run CERTGATE_PYTHON={python:?}: {e}; run `make venv`"));
     match out.status.code() {
@@ -77,8 +88,17 @@ run the tests through `make test` (or `make venv` and export CERTGATE_PYTHON=.to
     }
 }
 
+/// `certgate emit istio ARGS...` without the CRD check: for a test that checks its
+/// outputs in one batch with [`check_wasmplugins`].
+pub fn emit_istio_unchecked(args: &[&str]) -> Run {
+    let mut all = vec!["emit", "istio"];
+    all.extend_from_slice(args);
+    certgate(&all)
+}
+
 /// `certgate emit istio ARGS...`: when it succeeds, its output must validate against the
-/// pinned WasmPlugin CRD. Every Istio test goes through here, so every variant is checked.
+/// pinned WasmPlugin CRD. Every Istio test goes through here (or checks in a batch), so
+/// every variant is checked.
 pub fn emit_istio(args: &[&str]) -> Run {
     let mut all = vec!["emit", "istio"];
     all.extend_from_slice(args);
