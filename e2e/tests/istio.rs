@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use certgate_e2e::client::{rustls_config, rustls_exchange};
 use certgate_e2e::envoy::{cluster, downstream_tls};
 use certgate_e2e::feed::FeedServer;
-use certgate_e2e::pki::INTERMEDIATE_DN;
+use certgate_e2e::pki::{Leaf, INTERMEDIATE_DN, SERVER_NAME};
 use certgate_e2e::{
     Backend, BackendKind, Case, Client, Envoy, Expect, Listener, Run, Scenario, TlsPin, Want, Wire,
 };
@@ -156,17 +156,20 @@ impl PodPort {
     }
 }
 
-/// A sidecar as istiod lays it out for `plugin`: inbound listeners terminate Istio mTLS
-/// (client certificate required); outbound listeners take the app's plaintext. Each
-/// filter chain: the plugin where istiod's match selects it, then tcp_proxy.
-fn sidecar(run: &Run, plugin: &Value, ports: &[PodPort], backends: &[u16]) -> Value {
-    let filter = as_istio_would(plugin, &run.tools.filter_wasm);
+/// A sidecar as istiod lays it out for `plugin` (if any selects the pod): inbound
+/// listeners terminate Istio mTLS (client certificate required); outbound listeners take
+/// the app's plaintext. Each filter chain: the plugin where istiod's match selects it,
+/// then tcp_proxy.
+fn sidecar(run: &Run, plugin: Option<&Value>, ports: &[PodPort], backends: &[u16]) -> Value {
+    let plugin = plugin.map(|p| (p, as_istio_would(p, &run.tools.filter_wasm)));
     let listeners: Vec<Value> = ports
         .iter()
         .map(|p| {
             let mut filters = Vec::new();
-            if istio_selects(plugin, p.class, p.port) {
-                filters.push(filter.clone());
+            if let Some((plugin, filter)) = &plugin {
+                if istio_selects(plugin, p.class, p.port) {
+                    filters.push(filter.clone());
+                }
             }
             filters.push(json!({
                 "name": "envoy.filters.network.tcp_proxy",
@@ -196,6 +199,27 @@ fn sidecar(run: &Run, plugin: &Value, ports: &[PodPort], backends: &[u16]) -> Va
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {"listeners": listeners, "clusters": clusters}
     })
+}
+
+/// An outbound cluster as Istio sends it over mutual TLS (`ISTIO_MUTUAL`): the pod's
+/// workload certificate as client certificate, the mesh root as trust anchor. (Istio also
+/// matches the server's SPIFFE ID; the test PKI's server certificate has none.)
+fn istio_mutual(mut cluster: Value, run: &Run, workload: &Leaf) -> Value {
+    cluster["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": SERVER_NAME,
+            "common_tls_context": {
+                "tls_certificates": [{
+                    "certificate_chain": {"filename": workload.chain_pem},
+                    "private_key": {"filename": workload.key_pem}
+                }],
+                "validation_context": {"trusted_ca": {"filename": run.pki.root_pem}}
+            }
+        }
+    });
+    cluster
 }
 
 /// Adds a cluster (the feed's) to a bootstrap.
@@ -361,11 +385,27 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
             backends.push(Backend::start(BackendKind::Echo).await.expect("backend"));
         }
         let ports: Vec<u16> = backends.iter().map(Backend::port).collect();
-        let feed_cluster = cluster(ISTIO_FEED_CLUSTER, server.addr.port());
-        let layout = with_cluster(sidecar(&run, &safe, &pod(), &ports), feed_cluster.clone());
+        // The feed server's pod: `certgate serve` behind its own sidecar, which no
+        // certgate plugin selects (docs/istio.md, "The feed server's pods").
+        let feed_pod = sidecar(&run, None, &[PodPort::inbound(8080)], &[server.addr.port()]);
+        assert!(plugged(&feed_pod).is_empty());
+        let feed_envoy = start(&run, "istio-feed-sidecar", &feed_pod);
+        // The payments pod reaches it over Istio mTLS, as workload `checkout`.
+        let feed_cluster = istio_mutual(
+            cluster(
+                ISTIO_FEED_CLUSTER,
+                feed_envoy.addr("virtualInbound|8080").port(),
+            ),
+            &run,
+            run.pki.leaf("checkout"),
+        );
+        let layout = with_cluster(
+            sidecar(&run, Some(&safe), &pod(), &ports),
+            feed_cluster.clone(),
+        );
         assert_eq!(plugged(&layout), ["virtualInbound|8443"], "{layout:#}");
         let control = with_cluster(
-            sidecar(&run, &everywhere, &pod(), &ports),
+            sidecar(&run, Some(&everywhere), &pod(), &ports),
             feed_cluster.clone(),
         );
         assert_eq!(
@@ -427,6 +467,13 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
             envoy.log_tail(40)
         );
         assert!(counter(&envoy, "feed_updates") > updates);
+        let (_, feed_stats) = feed_envoy.admin_get("/stats").expect("feed sidecar stats");
+        assert!(
+            feed_stats.lines().any(|l| l.starts_with("listener.")
+                && l.contains("ssl.handshake: ")
+                && !l.ends_with(": 0")),
+            "the polls did not arrive over mTLS at the feed's sidecar:\n{feed_stats}"
+        );
         assert!(counter(&envoy, "reason.revoked_serial") >= 1);
         assert!(
             admitted(inbound, &checkout).await,
