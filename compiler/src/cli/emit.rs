@@ -421,6 +421,12 @@ pub const KUBECTL_APPLY_WARN_BYTES: usize = 256 * 1024;
 /// (`pilot/pkg/model/extensions.go` sets the scheme to `oci` when it is empty).
 fn istio_url(url: &str) -> anyhow::Result<String> {
     const SCHEMES: [&str; 4] = ["oci://", "file://", "https://", "http://"];
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!(
+            "`--url {}` must not contain spaces or control characters",
+            url.escape_debug()
+        );
+    }
     if let Some(p) = SCHEMES.iter().find(|p| url.starts_with(**p)) {
         if url.len() > p.len() {
             return Ok(url.to_string());

@@ -743,6 +743,27 @@ fn emit_istio_variants_validate_against_the_pinned_crd() {
             serde_json::json!({"app.kubernetes.io/name": "payments", "tier": "", "version": "v1.2_b"}),
         ),
         (
+            // Values YAML would read as a boolean, a float or an octal number stay
+            // strings (the CRD wants strings).
+            vec![
+                "--selector",
+                "canary=true",
+                "--selector",
+                "version=1.20",
+                "--selector",
+                "build=007",
+                "--revision",
+                "1.27",
+            ],
+            |v| {
+                serde_json::json!([
+                    v["spec"]["selector"]["matchLabels"],
+                    v["metadata"]["labels"]
+                ])
+            },
+            serde_json::json!([{"canary": "true", "version": "1.20", "build": "007"}, {"istio.io/rev": "1.27"}]),
+        ),
+        (
             vec!["--namespace", "istio-system", "--mesh-wide"],
             |v| {
                 serde_json::json!([
@@ -939,6 +960,13 @@ fn emit_istio_refuses_what_istio_or_kubernetes_would_not_take() {
         (vec!["--url", "oci://r/x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "--sha256", "1123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"], "`--sha256` differs from the digest in `--url"),
         (vec!["--revision", "canary!"], "`--revision canary!` is not a Kubernetes label value"),
         (vec!["--revision", ""], "is not a Kubernetes label value"),
+        // Attempts to smuggle structure into the object are refused, not quoted away.
+        (vec!["--url", "oci://r/x:1\nkind: Secret"], "must not contain spaces or control characters"),
+        (vec!["--url", "oci://r/x:1 #"], "must not contain spaces or control characters"),
+        (vec!["--selector", "app=x\nkind: Secret"], "is not a Kubernetes label"),
+        (vec!["--selector", "app: x=y"], "is not a Kubernetes label"),
+        (vec!["--revision", "1\n"], "is not a Kubernetes label value"),
+        (vec!["--image-pull-secret", "cred\nx: y"], "is not a Kubernetes Secret name"),
         (vec!["--namespace", "certgate", "--feed-cluster", feed], "the feed server's own namespace"),
     ];
     for (extra, want) in cases {
