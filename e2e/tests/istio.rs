@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certgate_e2e::client::{rustls_config, rustls_exchange};
+use certgate_e2e::client::{rustls_config, rustls_exchange, rustls_http_get};
 use certgate_e2e::envoy::{cluster, downstream_tls};
 use certgate_e2e::feed::FeedServer;
 use certgate_e2e::pki::{Leaf, INTERMEDIATE_DN, SERVER_NAME};
@@ -134,6 +134,8 @@ struct PodPort {
     port: u16,
     listener: String,
     cluster: String,
+    /// An HTTP port: the chain ends in the HTTP connection manager instead of tcp_proxy.
+    http: bool,
 }
 
 impl PodPort {
@@ -143,6 +145,16 @@ impl PodPort {
             port,
             listener: format!("virtualInbound|{port}"),
             cluster: format!("inbound|{port}||"),
+            http: false,
+        }
+    }
+
+    /// An inbound HTTP port: istiod puts network plugins before the HTTP connection
+    /// manager (`listener_inbound.go`, `buildInboundNetworkFiltersForHTTP`).
+    fn inbound_http(port: u16) -> PodPort {
+        PodPort {
+            http: true,
+            ..PodPort::inbound(port)
         }
     }
 
@@ -152,6 +164,7 @@ impl PodPort {
             port,
             listener: format!("0.0.0.0_{port}"),
             cluster: format!("outbound|{port}||{host}"),
+            http: false,
         }
     }
 }
@@ -171,14 +184,32 @@ fn sidecar(run: &Run, plugin: Option<&Value>, ports: &[PodPort], backends: &[u16
                     filters.push(filter.clone());
                 }
             }
-            filters.push(json!({
-                "name": "envoy.filters.network.tcp_proxy",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                    "stat_prefix": p.cluster,
-                    "cluster": p.cluster
-                }
-            }));
+            filters.push(if p.http {
+                json!({
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": p.cluster,
+                        "route_config": {"virtual_hosts": [{
+                            "name": "inbound", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": p.cluster}}]
+                        }]},
+                        "http_filters": [{
+                            "name": "envoy.filters.http.router",
+                            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+                        }]
+                    }
+                })
+            } else {
+                json!({
+                    "name": "envoy.filters.network.tcp_proxy",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                        "stat_prefix": p.cluster,
+                        "cluster": p.cluster
+                    }
+                })
+            });
             let mut chain = json!({"filters": filters});
             if p.class == Class::SidecarInbound {
                 chain["transport_socket"] = downstream_tls(&run.pki, false);
@@ -358,10 +389,10 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
             .emit_istio(&args)
             .unwrap_or_else(|e| panic!("{e:#}"))
     };
-    let safe = emit(&["--ports", "8443"]);
+    let safe = emit(&["--ports", "8443,8080"]);
     assert_eq!(
         safe["spec"]["match"],
-        json!([{"mode": "SERVER", "ports": [{"number": 8443}]}])
+        json!([{"mode": "SERVER", "ports": [{"number": 8443}, {"number": 8080}]}])
     );
     let everywhere = emit(&["--match", "client-and-server"]);
     let web = rustls_config(&run.pki, run.pki.leaf("web"), TlsPin::Any).expect("web");
@@ -371,18 +402,24 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
         rustls_config(&run.pki, run.pki.leaf("stranger"), TlsPin::Any).expect("stranger");
 
     runtime().block_on(async {
-        // The payments pod: inbound 8443 (in `--ports`), inbound 9000 (not), and an
-        // outbound listener for a database the app talks to in plaintext.
+        // The payments pod: inbound 8443 and HTTP 8080 (in `--ports`), inbound 9000
+        // (not), and an outbound listener for a database the app talks to in plaintext.
         let pod = || {
             vec![
                 PodPort::inbound(8443),
+                PodPort::inbound_http(8080),
                 PodPort::inbound(9000),
                 PodPort::outbound(5432, "db.data.svc.cluster.local"),
             ]
         };
         let mut backends = Vec::new();
-        for _ in 0..3 {
-            backends.push(Backend::start(BackendKind::Echo).await.expect("backend"));
+        for p in pod() {
+            let kind = if p.http {
+                BackendKind::Http
+            } else {
+                BackendKind::Echo
+            };
+            backends.push(Backend::start(kind).await.expect("backend"));
         }
         let ports: Vec<u16> = backends.iter().map(Backend::port).collect();
         // The feed server's pod: `certgate serve` behind its own sidecar, which no
@@ -403,14 +440,23 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
             sidecar(&run, Some(&safe), &pod(), &ports),
             feed_cluster.clone(),
         );
-        assert_eq!(plugged(&layout), ["virtualInbound|8443"], "{layout:#}");
+        assert_eq!(
+            plugged(&layout),
+            ["virtualInbound|8443", "virtualInbound|8080"],
+            "{layout:#}"
+        );
         let control = with_cluster(
             sidecar(&run, Some(&everywhere), &pod(), &ports),
             feed_cluster.clone(),
         );
         assert_eq!(
             plugged(&control),
-            ["virtualInbound|8443", "virtualInbound|9000", "0.0.0.0_5432"]
+            [
+                "virtualInbound|8443",
+                "virtualInbound|8080",
+                "virtualInbound|9000",
+                "0.0.0.0_5432"
+            ]
         );
         let envoy = start(&run, "istio-sidecar", &layout);
         let control_envoy = start(&run, "istio-sidecar-no-match", &control);
@@ -426,6 +472,24 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
         assert!(
             admitted(unmatched, &stranger).await,
             "port 9000 is outside `--ports`: no plugin there"
+        );
+        // On the HTTP port the network plugin decides once per connection, before the
+        // HTTP connection manager: web gets its 200, the stranger's connection is closed
+        // without a response and its request never reaches the backend.
+        let http = envoy.addr("virtualInbound|8080");
+        let http_backend = &backends[1];
+        assert_eq!(
+            rustls_http_get(http, Arc::clone(&web)).await.status,
+            Some(200)
+        );
+        let before = http_backend.accepted();
+        let refused = rustls_http_get(http, Arc::clone(&stranger)).await;
+        assert_eq!(refused.status, None, "{:?}", refused.exchange.summary());
+        assert!(refused.exchange.denied(), "{}", refused.exchange.summary());
+        assert_eq!(
+            http_backend.accepted(),
+            before,
+            "the refused request reached the backend"
         );
         // The app's plaintext outbound connection passes untouched, again and again.
         for _ in 0..3 {
