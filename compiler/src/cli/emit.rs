@@ -190,7 +190,8 @@ struct IstioArgs {
     /// (outbound, and gateways), `client-and-server` (every listener)
     #[arg(long, value_enum, value_name = "MODE", default_value_t = MatchMode::Server)]
     r#match: MatchMode,
-    /// Only these ports (`match[].ports`; for inbound, the workload's target ports), comma-separated
+    /// Only these ports (`match[].ports`), comma-separated; inbound, Istio compares a TCP port's
+    /// Service port and an HTTP port's container port: list both when they differ
     #[arg(long, value_name = "PORT,...", value_delimiter = ',')]
     ports: Vec<u16>,
     /// Istio's root namespace, where a WasmPlugin without selector applies to every pod of the mesh
