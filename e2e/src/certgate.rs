@@ -85,20 +85,19 @@ impl Certgate {
         serde_json::from_str(&text).with_context(|| format!("emit envoy printed non-JSON:\n{text}"))
     }
 
-    /// `certgate emit istio --table T --name N --url U --format json`: the WasmPlugin.
-    pub fn emit_istio(&self, table: &Path, name: &str, url: &str) -> Result<String> {
-        self.run(&[
-            "emit".as_ref(),
-            "istio".as_ref(),
-            "--table".as_ref(),
-            table.as_os_str(),
-            "--name".as_ref(),
-            name.as_ref(),
-            "--url".as_ref(),
-            url.as_ref(),
-            "--format".as_ref(),
-            "json".as_ref(),
-        ])
+    /// `certgate emit istio ARGS... --format json`: the WasmPlugin, after checking it
+    /// against the pinned WasmPlugin CRD ([`check_wasmplugin`]).
+    pub fn emit_istio(&self, args: &[&str]) -> Result<Value> {
+        let mut all: Vec<&std::ffi::OsStr> = vec!["emit".as_ref(), "istio".as_ref()];
+        all.extend(args.iter().map(std::ffi::OsStr::new));
+        all.extend([
+            std::ffi::OsStr::new("--format"),
+            std::ffi::OsStr::new("json"),
+        ]);
+        let text = self.run(&all)?;
+        check_wasmplugin(&text)
+            .with_context(|| format!("`certgate emit istio {}`", args.join(" ")))?;
+        serde_json::from_str(&text).with_context(|| format!("emit istio printed non-JSON:\n{text}"))
     }
 
     /// `certgate eval --table T --cert C [--tls-version V] [--port P] --source-ip
@@ -130,4 +129,39 @@ impl Certgate {
         let text = self.run(&args)?;
         Ok(serde_json::from_str(&text)?)
     }
+}
+
+/// The WasmPlugin CRD from istio/api that the compiler's tests pin.
+pub fn wasmplugin_crd() -> PathBuf {
+    crate::tools::repo_root().join("compiler/tests/fixtures/istio/wasmplugin-crd.yaml")
+}
+
+/// Validates a WasmPlugin (YAML or JSON) against the pinned CRD with
+/// `scripts/validate-crd.py` (PyPI `jsonschema`), run by the interpreter `make venv`
+/// installs and names in `CERTGATE_PYTHON`.
+pub fn check_wasmplugin(text: &str) -> Result<()> {
+    let Some(python) = std::env::var_os("CERTGATE_PYTHON").filter(|p| !p.is_empty()) else {
+        bail!(
+            "CERTGATE_PYTHON is not set: emitted WasmPlugins are validated with PyPI `jsonschema`; \
+run the tests through `make e2e` (or `make venv` and export CERTGATE_PYTHON=.tools/venv/bin/python)"
+        );
+    };
+    let dir = tempfile::tempdir()?;
+    let object = dir.path().join("wasmplugin.json");
+    std::fs::write(&object, text)?;
+    let out = Command::new(&python)
+        .arg(crate::tools::repo_root().join("scripts/validate-crd.py"))
+        .arg(wasmplugin_crd())
+        .arg(&object)
+        .output()
+        .with_context(|| format!("running CERTGATE_PYTHON={python:?} (run `make venv`)"))?;
+    if !out.status.success() {
+        bail!(
+            "the WasmPlugin does not validate against the pinned CRD ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }

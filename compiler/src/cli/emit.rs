@@ -37,17 +37,34 @@ Exit codes: 0 printed, 2 usage or I/O error (unreadable or corrupt table).\n\n\
 Examples:\n  certgate emit envoy --table table.cgt\n  certgate emit envoy --table table.cgt --server-first --mode audit\n  \
 certgate emit envoy --feed-cluster certgate-feed --feed-interval 5s --feed-max-stale 10m"
     )]
-    Envoy(EnvoyArgs),
-    /// An Istio `WasmPlugin` (type NETWORK, phase AUTHN, failStrategy FAIL_CLOSE)
+    Envoy(Box<EnvoyArgs>),
+    /// An Istio `WasmPlugin` (type NETWORK, phase AUTHN, failStrategy FAIL_CLOSE, inbound only)
     #[command(
-        after_help = "The table travels base64-encoded in `pluginConfig`; Kubernetes limits objects to \
-about 1.5 MB, so certgate refuses tables whose configuration exceeds 1 MB (exit 2).\n\n\
-Exit codes: 0 printed, 2 usage or I/O error, or the table is too large for a WasmPlugin.\n\n\
-Examples:\n  certgate emit istio --table table.cgt --name certgate --url oci://registry.example/certgate-filter:0.1.0\n  \
-certgate emit istio --table table.cgt --name certgate --namespace payments --selector app=payments --url file:///etc/certgate/certgate_filter.wasm\n  \
-certgate emit istio --name certgate --url oci://registry.example/certgate-filter:0.1.0 --feed-cluster 'outbound|8080||certgate-feed.certgate.svc.cluster.local'"
+        after_help = "Safe by default: `match: [{mode: SERVER}]` puts the plugin on a sidecar's inbound \
+listeners only. Without it Istio also installs a NETWORK plugin on the pod's outbound listeners, where \
+connections from the local app carry no client certificate and would all be refused. Use --match client \
+for a gateway (Istio counts gateway listeners as CLIENT) and --ports to limit the plugin to some ports.\n\n\
+A plugin in the root namespace (--root-namespace, default istio-system) without --selector applies to every \
+pod of the mesh: certgate refuses it unless --mesh-wide is given. With --feed-cluster, certgate refuses a \
+plugin that would select every pod of the feed server's namespace (a stale table with `onStale: deny` would \
+refuse the polls that refresh it) and warns where it cannot tell.\n\n\
+The table travels base64-encoded in `pluginConfig`; Kubernetes limits objects to about 1.5 MB, so certgate \
+refuses configurations above 1 MB, and warns above 256 KiB, where client-side `kubectl apply` can no longer \
+keep its copy in an annotation (use `kubectl apply --server-side`, or the feed). Warnings go to stderr.\n\n\
+Exit codes: 0 printed (possibly with warnings), 2 usage or I/O error, an invalid name, label, URL or digest, \
+a plugin that would select more than asked, or a table too large for a WasmPlugin.\n\n\
+Examples:\n  \
+certgate emit istio --table t.cgt --name cg --namespace payments --url registry.example/cg:0.1\n  \
+certgate emit istio --table t.cgt --name certgate --namespace payments --selector app=payments \\\n    \
+--url oci://registry.example/certgate:0.1 --sha256 sha256:<digest that certgate package printed>\n  \
+certgate emit istio --table t.cgt --name certgate --namespace payments --ports 8443,9443 \\\n    \
+--url oci://registry.example/certgate:0.1 --image-pull-secret registry-cred --revision 1-27-0\n  \
+certgate emit istio --table t.cgt --name certgate --namespace istio-system --mesh-wide \\\n    \
+--url https://modules.example/certgate_filter.wasm --sha256 <sha256sum of the file>\n  \
+certgate emit istio --name certgate --namespace payments --url oci://registry.example/cg:0.1 \\\n    \
+--feed-cluster 'outbound|8080||certgate-feed.certgate.svc.cluster.local'"
     )]
-    Istio(IstioArgs),
+    Istio(Box<IstioArgs>),
 }
 
 /// Output syntax.
@@ -121,11 +138,43 @@ struct EnvoyArgs {
     server_first: bool,
 }
 
+/// Which of a pod's listeners Istio gives the plugin (`match[].mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MatchMode {
+    /// Inbound listeners of sidecars: where client certificates arrive
+    Server,
+    /// Outbound listeners of sidecars, and the listeners of gateways
+    Client,
+    /// Every listener (Istio's behaviour without `match`)
+    ClientAndServer,
+}
+
+impl MatchMode {
+    fn istio(self) -> &'static str {
+        match self {
+            MatchMode::Server => "SERVER",
+            MatchMode::Client => "CLIENT",
+            MatchMode::ClientAndServer => "CLIENT_AND_SERVER",
+        }
+    }
+}
+
+/// `imagePullPolicy` of the WasmPlugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PullPolicy {
+    /// Fetch once per URL and digest (Istio's default for tags other than `latest`)
+    #[value(name = "IfNotPresent")]
+    IfNotPresent,
+    /// Fetch again whenever the WasmPlugin changes
+    #[value(name = "Always")]
+    Always,
+}
+
 #[derive(Debug, clap::Args)]
 struct IstioArgs {
     #[command(flatten)]
     config: Config,
-    /// `metadata.name` of the WasmPlugin
+    /// `metadata.name` of the WasmPlugin (an RFC 1123 label: at most 63 lowercase letters, digits and `-`)
     #[arg(long)]
     name: String,
     /// `metadata.namespace` of the WasmPlugin (the root namespace applies mesh-wide)
@@ -134,9 +183,39 @@ struct IstioArgs {
     /// Workload label selector, `key=value`; repeat for several labels
     #[arg(long, value_name = "KEY=VALUE")]
     selector: Vec<String>,
-    /// Where Istio fetches the module: `oci://`, `file://`, `https://` or `http://`
+    /// Where Istio fetches the module: `oci://`, `file://`, `https://` or `http://`; without a scheme, `oci://`
     #[arg(long)]
     url: String,
+    /// Which listeners of a selected pod get the plugin: `server` (inbound; sidecars), `client`
+    /// (outbound, and gateways), `client-and-server` (every listener)
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = MatchMode::Server)]
+    r#match: MatchMode,
+    /// Only these ports (`match[].ports`), comma-separated; inbound, Istio compares a TCP port's
+    /// Service port and an HTTP port's container port: list both when they differ
+    #[arg(long, value_name = "PORT,...", value_delimiter = ',')]
+    ports: Vec<u16>,
+    /// Istio's root namespace, where a WasmPlugin without selector applies to every pod of the mesh
+    #[arg(long, value_name = "NAMESPACE", default_value = "istio-system")]
+    root_namespace: String,
+    /// Allow a plugin in the root namespace without `--selector` (it then applies to every pod of the mesh)
+    #[arg(long)]
+    mesh_wide: bool,
+    /// Expected SHA-256 of the module: the manifest digest for `oci://`, the file's hash for
+    /// `http(s)://`; 64 hex digits, with or without `sha256:`
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+    /// When istio-agent fetches the module again
+    #[arg(long, value_enum, value_name = "POLICY")]
+    image_pull_policy: Option<PullPolicy>,
+    /// A `kubernetes.io/dockerconfigjson` Secret in the plugin's namespace for a private `oci://` registry
+    #[arg(long, value_name = "SECRET")]
+    image_pull_secret: Option<String>,
+    /// Order among plugins of the same phase (higher runs first)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    priority: Option<i32>,
+    /// Istio control-plane revision that should pick the plugin up (label `istio.io/rev`)
+    #[arg(long, value_name = "REV")]
+    revision: Option<String>,
     /// Decide before the upstream connection is opened (server-speaks-first protocols)
     #[arg(long)]
     server_first: bool,
@@ -296,45 +375,187 @@ fn envoy(a: &EnvoyArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn is_k8s_name(s: &str) -> bool {
+/// An RFC 1123 label, as Kubernetes checks namespace names (and Istio resource names):
+/// 1 to 63 lowercase letters, digits and `-`, starting and ending alphanumeric.
+fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
-    (1..=253).contains(&b.len())
+    (1..=63).contains(&b.len())
         && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b.first().is_some_and(u8::is_ascii_alphanumeric)
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
-fn istio(a: &IstioArgs) -> anyhow::Result<u8> {
-    if !is_k8s_name(&a.name) {
+/// An RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A Kubernetes label value: empty, or at most 63 letters, digits, `-`, `_` and `.`,
+/// starting and ending alphanumeric.
+fn is_label_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.is_empty()
+        || (b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b.first().is_some_and(u8::is_ascii_alphanumeric)
+            && b.last().is_some_and(u8::is_ascii_alphanumeric))
+}
+
+/// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a name with the
+/// rules of a non-empty label value.
+fn is_label_key(s: &str) -> bool {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
+/// Above this, client-side `kubectl apply` cannot store the object in its
+/// `last-applied-configuration` annotation (Kubernetes caps all annotations of an object
+/// at 256 KiB together).
+pub const KUBECTL_APPLY_WARN_BYTES: usize = 256 * 1024;
+
+/// `--url` as Istio reads it: a URL without scheme is an `oci://` reference
+/// (`pilot/pkg/model/extensions.go` sets the scheme to `oci` when it is empty).
+fn istio_url(url: &str) -> anyhow::Result<String> {
+    const SCHEMES: [&str; 4] = ["oci://", "file://", "https://", "http://"];
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         bail!(
-            "`--name {}` is not a Kubernetes object name (lowercase letters, digits, `-` and `.`)",
+            "`--url {}` must not contain spaces or control characters",
+            url.escape_debug()
+        );
+    }
+    if let Some(p) = SCHEMES.iter().find(|p| url.starts_with(**p)) {
+        if url.len() > p.len() {
+            return Ok(url.to_string());
+        }
+    } else if !url.contains("://") && !url.is_empty() && !url.starts_with('/') {
+        return Ok(format!("oci://{url}"));
+    }
+    bail!(
+        "`--url {url}` must be an image reference (`oci://` is assumed without a scheme) or start with `oci://`, `file://`, `https://` or `http://`"
+    )
+}
+
+/// `--sha256` as the CRD wants it: 64 lowercase hex digits.
+fn sha256_hex(text: &str) -> anyhow::Result<String> {
+    let hex = text.strip_prefix("sha256:").unwrap_or(text);
+    if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        bail!("`--sha256 {text}` must be 64 hex digits, optionally after `sha256:` (as `certgate package` prints a manifest digest)");
+    }
+    Ok(hex.to_ascii_lowercase())
+}
+
+/// The namespace of the Service an Istio outbound cluster name points at:
+/// `outbound|PORT|SUBSET|NAME.NAMESPACE.svc.DOMAIN` (istio `pkg/model` `BuildSubsetKey`).
+fn istio_cluster_namespace(cluster: &str) -> Option<&str> {
+    let mut parts = cluster.split('|');
+    let (Some("outbound"), Some(port), Some(_subset), Some(host), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    port.parse::<u16>().ok()?;
+    let mut labels = host.split('.');
+    let (_service, namespace, svc) = (labels.next()?, labels.next()?, labels.next()?);
+    (svc == "svc").then_some(namespace)
+}
+
+fn istio(a: &IstioArgs) -> anyhow::Result<u8> {
+    if !is_dns_label(&a.name) {
+        bail!(
+            "`--name {}` is not an RFC 1123 label (at most 63 lowercase letters, digits and `-`, starting and ending with a letter or digit)",
             a.name
         );
     }
-    if let Some(ns) = a
-        .namespace
-        .as_deref()
-        .filter(|ns| !is_k8s_name(ns) || ns.contains('.'))
-    {
-        bail!("`--namespace {ns}` is not a Kubernetes namespace name (lowercase letters, digits and `-`)");
+    for (flag, ns) in [
+        ("--namespace", a.namespace.as_deref()),
+        ("--root-namespace", Some(a.root_namespace.as_str())),
+    ] {
+        if let Some(ns) = ns.filter(|ns| !is_dns_label(ns)) {
+            bail!("`{flag} {ns}` is not a Kubernetes namespace name (an RFC 1123 label: at most 63 lowercase letters, digits and `-`)");
+        }
     }
-    let schemes = ["oci://", "file://", "https://", "http://"];
-    if !schemes
-        .iter()
-        .any(|p| a.url.starts_with(p) && a.url.len() > p.len())
-    {
-        bail!(
-            "`--url {}` must start with `oci://`, `file://`, `https://` or `http://`",
-            a.url
-        );
-    }
+    let url = istio_url(&a.url)?;
     let mut labels = Vec::new();
     for sel in &a.selector {
         match sel.split_once('=') {
-            Some((k, v)) if !k.is_empty() => labels.push((k.to_string(), s(v))),
+            Some((k, v)) if is_label_key(k) && is_label_value(v) => {
+                if labels.iter().any(|(have, _)| have == k) {
+                    bail!("`--selector {sel}`: label `{k}` is selected twice");
+                }
+                labels.push((k.to_string(), s(v)));
+            }
+            Some((k, v)) if !k.is_empty() => bail!(
+                "`--selector {sel}` is not a Kubernetes label: the key is an optional DNS prefix and `/` and a name, and the value at most 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit{}",
+                if is_label_key(k) { format!(" (`{v}`)") } else { format!(" (`{k}`)") }
+            ),
             _ => bail!("`--selector {sel}` must be `key=value`"),
         }
+    }
+    let in_root = a.namespace.as_deref() == Some(a.root_namespace.as_str());
+    if in_root && labels.is_empty() && !a.mesh_wide {
+        bail!(
+            "a WasmPlugin in the root namespace `{}` without `--selector` applies to every pod of the mesh; \
+add `--selector`, choose the workloads' `--namespace`, or pass `--mesh-wide` if that is what you want",
+            a.root_namespace
+        );
+    }
+    if a.mesh_wide && !(in_root && labels.is_empty()) {
+        bail!(
+            "`--mesh-wide` is for a plugin in the root namespace (`--namespace {}`) without `--selector`",
+            a.root_namespace
+        );
+    }
+    let mut ports: Vec<u16> = Vec::new();
+    for &p in &a.ports {
+        if p == 0 || ports.contains(&p) {
+            bail!("`--ports` must list distinct ports from 1 to 65535 (`{p}`)");
+        }
+        ports.push(p);
+    }
+    let oci = url.starts_with("oci://");
+    let sha256 = a.sha256.as_deref().map(sha256_hex).transpose()?;
+    if url.starts_with("file://") {
+        for (set, flag) in [
+            (sha256.is_some(), "--sha256"),
+            (a.image_pull_policy.is_some(), "--image-pull-policy"),
+            (a.image_pull_secret.is_some(), "--image-pull-secret"),
+        ] {
+            if set {
+                bail!("`{flag}` does not apply to a `file://` module (Istio reads the file as it is); drop it or use an `oci://` or `https://` URL");
+            }
+        }
+    }
+    if let (Some(want), Some((_, pinned))) = (&sha256, url.split_once("@sha256:")) {
+        if !pinned.eq_ignore_ascii_case(want) {
+            bail!("`--sha256` differs from the digest in `--url {url}`; Istio would refuse the module");
+        }
+    }
+    if let Some(secret) = &a.image_pull_secret {
+        if !oci {
+            bail!("`--image-pull-secret` applies to `oci://` modules only");
+        }
+        if !is_dns_subdomain(secret) {
+            bail!("`--image-pull-secret {secret}` is not a Kubernetes Secret name in the plugin's namespace (lowercase letters, digits, `-` and `.`)");
+        }
+    }
+    if let Some(rev) = a
+        .revision
+        .as_deref()
+        .filter(|r| r.is_empty() || !is_label_value(r))
+    {
+        bail!("`--revision {rev}` is not a Kubernetes label value (at most 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit)");
+    }
+    if let Some(cluster) = &a.config.feed_cluster {
+        check_feed_selection(a, cluster, labels.is_empty())?;
     }
     let config = filter_config(&a.config, a.server_first)?;
     let size = to_json_compact(&config).len();
@@ -348,16 +569,52 @@ split the policies into several tables or deliver the table with `certgate emit 
     if let Some(ns) = &a.namespace {
         metadata.push(("namespace", s(ns.clone())));
     }
+    if let Some(rev) = &a.revision {
+        metadata.push(("labels", map(vec![("istio.io/rev", s(rev.clone()))])));
+    }
     let mut spec = Vec::new();
     if !labels.is_empty() {
         spec.push(("selector", map(vec![("matchLabels", Y::Map(labels))])));
     }
+    spec.push(("url", s(url)));
+    if let Some(hex) = sha256 {
+        spec.push(("sha256", s(hex)));
+    }
+    if let Some(p) = a.image_pull_policy {
+        spec.push((
+            "imagePullPolicy",
+            s(match p {
+                PullPolicy::IfNotPresent => "IfNotPresent",
+                PullPolicy::Always => "Always",
+            }),
+        ));
+    }
+    if let Some(secret) = &a.image_pull_secret {
+        spec.push(("imagePullSecret", s(secret.clone())));
+    }
+    let mut selector = vec![("mode", s(a.r#match.istio()))];
+    if !ports.is_empty() {
+        selector.push((
+            "ports",
+            Y::Seq(
+                ports
+                    .iter()
+                    .map(|p| map(vec![("number", Y::Int(u64::from(*p)))]))
+                    .collect(),
+            ),
+        ));
+    }
     spec.extend([
-        ("url", s(a.url.clone())),
         ("pluginName", s("certgate")),
         ("type", s("NETWORK")),
         ("phase", s("AUTHN")),
+    ]);
+    if let Some(p) = a.priority {
+        spec.push(("priority", Y::Signed(i64::from(p))));
+    }
+    spec.extend([
         ("failStrategy", s("FAIL_CLOSE")),
+        ("match", Y::Seq(vec![map(selector)])),
         ("pluginConfig", config),
     ]);
     let doc = map(vec![
@@ -366,6 +623,58 @@ split the policies into several tables or deliver the table with `certgate emit 
         ("metadata", map(metadata)),
         ("spec", map(spec)),
     ]);
+    let object = to_json_compact(&doc).len();
+    if object > KUBECTL_APPLY_WARN_BYTES {
+        eprintln!(
+            "warning: the WasmPlugin is {object} bytes; client-side `kubectl apply` keeps a copy in an annotation, \
+and annotations are limited to {KUBECTL_APPLY_WARN_BYTES} bytes: use `kubectl apply --server-side` or `kubectl create`, \
+or deliver large revocation sets through the feed (`--feed-cluster`)"
+        );
+    }
+    if a.namespace.is_none() && a.selector.is_empty() {
+        eprintln!(
+            "warning: no `--namespace` and no `--selector`: the plugin applies to every pod of the namespace it is created in, \
+and to every pod of the mesh in the root namespace `{}`",
+            a.root_namespace
+        );
+    }
     print(&doc, a.config.format);
     Ok(EXIT_OK)
+}
+
+/// A plugin must not sit in front of the feed server it polls: with a stale table and
+/// `onStale: deny`, the feed server's own plugin would refuse the polls that would refresh
+/// it (and its own). Refuse what is certain from the flags, warn about what is not.
+fn check_feed_selection(a: &IstioArgs, cluster: &str, no_selector: bool) -> anyhow::Result<()> {
+    let Some(feed_ns) = istio_cluster_namespace(cluster) else {
+        eprintln!(
+            "warning: `--feed-cluster {cluster}` is not an Istio service cluster name (`outbound|PORT||SERVICE.NAMESPACE.svc.cluster.local`); \
+Istio creates no other clusters unless an EnvoyFilter adds one"
+        );
+        return Ok(());
+    };
+    let mesh_wide = a.mesh_wide;
+    if !no_selector {
+        if a.namespace.as_deref() == Some(feed_ns) {
+            eprintln!(
+                "warning: the plugin shares the namespace `{feed_ns}` with the feed server; make sure `--selector` does not match the feed server's pods"
+            );
+        }
+        return Ok(());
+    }
+    if a.namespace.as_deref() == Some(feed_ns) {
+        bail!(
+            "the plugin would select every pod of `{feed_ns}`, the feed server's own namespace (from `--feed-cluster`); \
+with a stale table and `onStale: deny` the feed server's sidecar would refuse the polls that refresh it; \
+add a `--selector` that leaves the feed server's pods out, or run `certgate serve` in another namespace"
+        );
+    }
+    if mesh_wide {
+        eprintln!(
+            "warning: a mesh-wide plugin also selects the feed server's pods in `{feed_ns}` if they run a sidecar; \
+with a stale table and `onStale: deny` they would refuse the polls that refresh it: \
+run `certgate serve` without a sidecar (`sidecar.istio.io/inject: \"false\"`) or give the plugin a `--selector`"
+        );
+    }
+    Ok(())
 }

@@ -11,6 +11,10 @@ pub enum Y {
     Bool(bool),
     /// A non-negative integer.
     Int(u64),
+    /// A signed integer (a WasmPlugin's `priority`).
+    Signed(i64),
+    /// A sequence, in this order.
+    Seq(Vec<Y>),
     /// A mapping, in this order.
     Map(Vec<(String, Y)>),
 }
@@ -64,8 +68,10 @@ fn scalar(v: &Y) -> Option<String> {
         Y::Str(s) => Some(quote(s)),
         Y::Bool(b) => Some(b.to_string()),
         Y::Int(i) => Some(i.to_string()),
+        Y::Signed(i) => Some(i.to_string()),
         Y::Map(m) if m.is_empty() => Some("{}".to_string()),
-        Y::Map(_) => None,
+        Y::Seq(items) if items.is_empty() => Some("[]".to_string()),
+        Y::Map(_) | Y::Seq(_) => None,
     }
 }
 
@@ -96,6 +102,38 @@ fn write_map(out: &mut String, m: &[(String, Y)], indent: usize) {
                 out.push('\n');
                 write_map(out, inner, indent + 2);
             }
+            (None, Y::Seq(items)) => {
+                out.push('\n');
+                write_seq(out, items, indent);
+            }
+            (None, _) => out.push('\n'),
+        }
+    }
+}
+
+/// A block sequence at `indent` (Kubernetes style: the dash at the parent key's column);
+/// a mapping item starts on the dash's line.
+fn write_seq(out: &mut String, items: &[Y], indent: usize) {
+    for item in items {
+        out.push_str(&" ".repeat(indent));
+        out.push('-');
+        match (scalar(item), item) {
+            (Some(s), _) => {
+                out.push(' ');
+                out.push_str(&s);
+                out.push('\n');
+            }
+            (None, Y::Map(inner)) => {
+                let mut block = String::new();
+                write_map(&mut block, inner, indent + 2);
+                // The first key moves up onto the dash's line.
+                out.push(' ');
+                out.push_str(block.get(indent + 2..).unwrap_or_default());
+            }
+            (None, Y::Seq(inner)) => {
+                out.push('\n');
+                write_seq(out, inner, indent + 2);
+            }
             (None, _) => out.push('\n'),
         }
     }
@@ -114,7 +152,22 @@ fn write_json(out: &mut String, v: &Y, indent: usize) {
         Y::Str(s) => out.push_str(&quote(s)),
         Y::Bool(b) => out.push_str(&b.to_string()),
         Y::Int(i) => out.push_str(&i.to_string()),
+        Y::Signed(i) => out.push_str(&i.to_string()),
         Y::Map(m) if m.is_empty() => out.push_str("{}"),
+        Y::Seq(items) if items.is_empty() => out.push_str("[]"),
+        Y::Seq(items) => {
+            out.push_str("[\n");
+            for (i, v) in items.iter().enumerate() {
+                out.push_str(&" ".repeat(indent + 2));
+                write_json(out, v, indent + 2);
+                if i + 1 < items.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            out.push_str(&" ".repeat(indent));
+            out.push(']');
+        }
         Y::Map(m) => {
             out.push_str("{\n");
             for (i, (k, v)) in m.iter().enumerate() {
@@ -139,6 +192,11 @@ pub fn to_json_compact(v: &Y) -> String {
         Y::Str(s) => quote(s),
         Y::Bool(b) => b.to_string(),
         Y::Int(i) => i.to_string(),
+        Y::Signed(i) => i.to_string(),
+        Y::Seq(items) => {
+            let parts: Vec<String> = items.iter().map(to_json_compact).collect();
+            format!("[{}]", parts.join(","))
+        }
         Y::Map(m) => {
             let parts: Vec<String> = m
                 .iter()
@@ -168,5 +226,35 @@ mod tests {
             "\"@type\": type.googleapis.com/x\na: \"true\"\nb: \"1.3\"\nc: oci://r/x:1\nd: \"{\\\"k\\\":1}\"\ne: false\n"
         );
         assert_eq!(to_json_compact(&map(vec![("a", Y::Int(1))])), "{\"a\":1}");
+    }
+
+    #[test]
+    fn sequences_of_mappings_read_back_as_written() {
+        let v = map(vec![
+            (
+                "match",
+                Y::Seq(vec![
+                    map(vec![
+                        ("mode", s("SERVER")),
+                        ("ports", Y::Seq(vec![map(vec![("number", Y::Int(8443))])])),
+                    ]),
+                    map(vec![("mode", s("CLIENT"))]),
+                ]),
+            ),
+            ("priority", Y::Signed(-5)),
+            ("empty", Y::Seq(vec![])),
+        ]);
+        assert_eq!(
+            to_yaml(&v),
+            "match:\n- mode: SERVER\n  ports:\n  - number: 8443\n- mode: CLIENT\npriority: -5\nempty: []\n"
+        );
+        let want = serde_json::json!({
+            "match": [{"mode": "SERVER", "ports": [{"number": 8443}]}, {"mode": "CLIENT"}],
+            "priority": -5,
+            "empty": []
+        });
+        let pretty: serde_json::Value = serde_json::from_str(&to_json(&v)).unwrap();
+        let compact: serde_json::Value = serde_json::from_str(&to_json_compact(&v)).unwrap();
+        assert_eq!((pretty, compact), (want.clone(), want));
     }
 }

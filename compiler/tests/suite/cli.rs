@@ -5,7 +5,10 @@ use std::path::Path;
 
 use base64::Engine as _;
 
-use crate::common::{certgate, certgate_in, crate_dir, repo_dir};
+use crate::common::{
+    certgate, certgate_in, check_wasmplugin, check_wasmplugins, crate_dir, emit_istio,
+    emit_istio_unchecked, repo_dir,
+};
 use crate::examples::compile_example;
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -584,9 +587,7 @@ fn emit_istio_wasmplugin() {
     let t = compile_example("staged-rollout", dir.path());
     let t = t.to_str().unwrap();
     let url = "oci://registry.example/certgate-filter:0.1.0";
-    let run = certgate(&[
-        "emit",
-        "istio",
+    let run = emit_istio(&[
         "--table",
         t,
         "--name",
@@ -603,6 +604,10 @@ fn emit_istio_wasmplugin() {
         "json",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stderr, "",
+        "no warning for a namespaced, selected plugin"
+    );
     let v = json(&run.stdout);
     assert_eq!(v["apiVersion"], "extensions.istio.io/v1alpha1");
     assert_eq!(v["kind"], "WasmPlugin");
@@ -620,61 +625,499 @@ fn emit_istio_wasmplugin() {
         ),
         (Some("NETWORK"), Some("AUTHN"), Some("FAIL_CLOSE"))
     );
+    // Safe by default: inbound listeners only (issue 13: outbound connections carry no
+    // client certificate and would all be refused).
+    assert_eq!(spec["match"], serde_json::json!([{"mode": "SERVER"}]));
     assert_eq!(spec["pluginName"], "certgate");
     assert_eq!(spec["url"], url);
     assert_eq!(spec["pluginConfig"]["audit"]["log"], "all");
+    for absent in ["sha256", "imagePullPolicy", "imagePullSecret", "priority"] {
+        assert!(spec.get(absent).is_none(), "{absent} only when asked for");
+    }
     let table = base64::engine::general_purpose::STANDARD
         .decode(spec["pluginConfig"]["table"].as_str().unwrap())
         .unwrap();
     assert_eq!(table, std::fs::read(t).unwrap());
 
-    let yaml = certgate(&[
-        "emit", "istio", "--table", t, "--name", "certgate", "--url", url,
+    let yaml = emit_istio(&[
+        "--table",
+        t,
+        "--name",
+        "certgate",
+        "--namespace",
+        "inventory",
+        "--url",
+        url,
     ]);
-    assert_eq!(yaml.code, 0);
+    assert_eq!(yaml.code, 0, "{}", yaml.stderr);
     assert!(
-        yaml.stdout.contains("  pluginConfig:\n    table: \""),
+        yaml.stdout
+            .contains("  match:\n  - mode: SERVER\n  pluginConfig:\n    table: \""),
         "{}",
         yaml.stdout
     );
-    for bad in [
-        vec![
-            "emit",
-            "istio",
-            "--table",
-            t,
-            "--name",
-            "Cert_Gate",
-            "--url",
-            url,
-        ],
-        vec![
-            "emit",
-            "istio",
-            "--table",
-            t,
-            "--name",
-            "certgate",
-            "--url",
-            "ftp://x/y",
-        ],
-        vec![
-            "emit",
-            "istio",
-            "--table",
-            t,
-            "--name",
-            "certgate",
-            "--url",
-            url,
-            "--selector",
-            "novalue",
-        ],
+}
+
+/// Every option of `emit istio`, alone and together, in YAML and JSON: each output is
+/// checked against the pinned CRD by `emit_istio`, and here for the field it sets.
+#[test]
+fn emit_istio_variants_validate_against_the_pinned_crd() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = compile_example("zero-trust", dir.path());
+    let t = t.to_str().unwrap();
+    let digest = "sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef";
+    let hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let feed = "outbound|8080||certgate-feed.certgate.svc.cluster.local";
+    type Check = fn(&serde_json::Value) -> serde_json::Value;
+    let variants: Vec<(Vec<&str>, Check, serde_json::Value)> = vec![
+        (
+            vec![],
+            |v| v["spec"]["match"].clone(),
+            serde_json::json!([{"mode": "SERVER"}]),
+        ),
+        (
+            vec!["--match", "client"],
+            |v| v["spec"]["match"].clone(),
+            serde_json::json!([{"mode": "CLIENT"}]),
+        ),
+        (
+            vec!["--match", "client-and-server"],
+            |v| v["spec"]["match"].clone(),
+            serde_json::json!([{"mode": "CLIENT_AND_SERVER"}]),
+        ),
+        (
+            vec!["--ports", "8443,9443", "--ports", "15000"],
+            |v| v["spec"]["match"].clone(),
+            serde_json::json!([{"mode": "SERVER", "ports": [{"number": 8443}, {"number": 9443}, {"number": 15000}]}]),
+        ),
+        (
+            vec!["--sha256", digest],
+            |v| v["spec"]["sha256"].clone(),
+            serde_json::json!(hex),
+        ),
+        (
+            vec!["--sha256", hex],
+            |v| v["spec"]["sha256"].clone(),
+            serde_json::json!(hex),
+        ),
+        (
+            vec![
+                "--image-pull-policy",
+                "Always",
+                "--image-pull-secret",
+                "registry-cred",
+            ],
+            |v| serde_json::json!([v["spec"]["imagePullPolicy"], v["spec"]["imagePullSecret"]]),
+            serde_json::json!(["Always", "registry-cred"]),
+        ),
+        (
+            vec!["--image-pull-policy", "IfNotPresent"],
+            |v| v["spec"]["imagePullPolicy"].clone(),
+            serde_json::json!("IfNotPresent"),
+        ),
+        (
+            vec!["--priority", "-10"],
+            |v| v["spec"]["priority"].clone(),
+            serde_json::json!(-10),
+        ),
+        (
+            vec!["--priority", "2147483647"],
+            |v| v["spec"]["priority"].clone(),
+            serde_json::json!(2147483647),
+        ),
+        (
+            vec!["--revision", "1-27-0"],
+            |v| v["metadata"]["labels"].clone(),
+            serde_json::json!({"istio.io/rev": "1-27-0"}),
+        ),
+        (
+            vec![
+                "--selector",
+                "app.kubernetes.io/name=payments",
+                "--selector",
+                "tier=",
+                "--selector",
+                "version=v1.2_b",
+            ],
+            |v| v["spec"]["selector"]["matchLabels"].clone(),
+            serde_json::json!({"app.kubernetes.io/name": "payments", "tier": "", "version": "v1.2_b"}),
+        ),
+        (
+            // Values YAML would read as a boolean, a float or an octal number stay
+            // strings (the CRD wants strings).
+            vec![
+                "--selector",
+                "canary=true",
+                "--selector",
+                "version=1.20",
+                "--selector",
+                "build=007",
+                "--revision",
+                "1.27",
+            ],
+            |v| {
+                serde_json::json!([
+                    v["spec"]["selector"]["matchLabels"],
+                    v["metadata"]["labels"]
+                ])
+            },
+            serde_json::json!([{"canary": "true", "version": "1.20", "build": "007"}, {"istio.io/rev": "1.27"}]),
+        ),
+        (
+            vec!["--namespace", "istio-system", "--mesh-wide"],
+            |v| {
+                serde_json::json!([
+                    v["metadata"]["namespace"],
+                    v["spec"].get("selector").is_some()
+                ])
+            },
+            serde_json::json!(["istio-system", false]),
+        ),
+        (
+            vec![
+                "--namespace",
+                "mesh-root",
+                "--root-namespace",
+                "mesh-root",
+                "--selector",
+                "app=x",
+            ],
+            |v| v["metadata"]["namespace"].clone(),
+            serde_json::json!("mesh-root"),
+        ),
+        (
+            vec![
+                "--feed-cluster",
+                feed,
+                "--feed-authority",
+                "certgate-feed.certgate",
+            ],
+            |v| v["spec"]["pluginConfig"]["feed"]["cluster"].clone(),
+            serde_json::json!(feed),
+        ),
+        (
+            vec!["--server-first", "--mode", "audit"],
+            |v| v["spec"]["pluginConfig"]["serverFirst"].clone(),
+            serde_json::json!(true),
+        ),
+    ];
+    let urls: [(&str, &str); 4] = [
+        ("registry.example/certgate-filter:0.1.0", "oci://registry.example/certgate-filter:0.1.0"),
+        ("oci://registry.example/certgate-filter@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "oci://registry.example/certgate-filter@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+        ("https://modules.example/certgate_filter.wasm", "https://modules.example/certgate_filter.wasm"),
+        ("file:///etc/certgate/certgate_filter.wasm", "file:///etc/certgate/certgate_filter.wasm"),
+    ];
+    let mut emitted: Vec<(Vec<&str>, String)> = Vec::new();
+    for (extra, check, want) in &variants {
+        for (given, url) in urls {
+            let file_url = url.starts_with("file://");
+            if file_url
+                && extra
+                    .iter()
+                    .any(|a| a.starts_with("--sha256") || a.starts_with("--image-pull"))
+            {
+                continue;
+            }
+            if !url.starts_with("oci://") && extra.contains(&"--image-pull-secret") {
+                continue;
+            }
+            for format in ["yaml", "json"] {
+                let mut args = vec!["--name", "certgate", "--url", given, "--format", format];
+                if !extra.contains(&"--feed-cluster") {
+                    args.extend(["--table", t]);
+                }
+                if !extra.contains(&"--namespace") {
+                    args.extend(["--namespace", "payments"]);
+                }
+                args.extend(extra.iter().copied());
+                let run = emit_istio_unchecked(&args);
+                assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+                if format == "json" {
+                    let v = json(&run.stdout);
+                    assert_eq!(&check(&v), want, "{args:?}");
+                    assert_eq!(v["spec"]["url"], url, "{args:?}");
+                }
+                emitted.push((args, run.stdout));
+            }
+        }
+    }
+    assert!(emitted.len() >= 100, "only {} variants", emitted.len());
+    // One validator run for all of them; a finding names `object-<index>`.
+    let texts: Vec<String> = emitted.iter().map(|(_, text)| text.clone()).collect();
+    if let Err(findings) = check_wasmplugins(&texts) {
+        let which: Vec<String> = emitted
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| findings.contains(&format!("object-{i}.yaml:")))
+            .map(|(i, (args, _))| format!("object-{i}: {args:?}"))
+            .collect();
+        panic!(
+            "the CRD rejects these variants:\n{}\n{findings}",
+            which.join("\n")
+        );
+    }
+}
+
+/// The validator must be able to say no: a broken WasmPlugin fails, so a passing check
+/// means something.
+#[test]
+fn the_crd_check_rejects_a_broken_wasmplugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = compile_example("zero-trust", dir.path());
+    let run = emit_istio(&[
+        "--table",
+        t.to_str().unwrap(),
+        "--name",
+        "certgate",
+        "--namespace",
+        "payments",
+        "--url",
+        "oci://r/x:1",
+        "--sha256",
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let good = run.stdout;
+    for (broken, why) in [
+        (
+            good.replace("mode: SERVER", "mode: INBOUND"),
+            "match mode outside the enum",
+        ),
+        (
+            good.replace("sha256: ", "sha256: sha256:"),
+            "sha256 with a prefix",
+        ),
+        (
+            good.replace("0123456789abcdef0123", "0123456789ABCDEF0123"),
+            "uppercase sha256",
+        ),
+        (
+            good.replace("  pluginName:", "  rootId: certgate\n  pluginName:"),
+            "an unknown field",
+        ),
+        (
+            good.replace("failStrategy: FAIL_CLOSE", "failStrategy: CLOSE"),
+            "failStrategy outside the enum",
+        ),
+        (
+            good.replace("  name: certgate", "  name: Cert_Gate"),
+            "a name Kubernetes refuses",
+        ),
+        (
+            good.replace("kind: WasmPlugin", "kind: WasmPlugins"),
+            "the wrong kind",
+        ),
+        (
+            good.replace(
+                "  match:\n  - mode: SERVER\n",
+                "  match:\n  - mode: SERVER\n    ports:\n    - number: 70000\n",
+            ),
+            "a port out of range",
+        ),
     ] {
-        let run = certgate(&bad);
-        assert_eq!(run.code, 2, "{bad:?}");
+        assert_ne!(broken, good, "{why}: the edit must apply");
+        assert!(
+            check_wasmplugin(&broken).is_err(),
+            "{why} passed the CRD check:\n{broken}"
+        );
+    }
+    assert_eq!(check_wasmplugin(&good), Ok(()));
+}
+
+#[test]
+fn emit_istio_refuses_what_istio_or_kubernetes_would_not_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = compile_example("zero-trust", dir.path());
+    let t = t.to_str().unwrap();
+    let url = "oci://registry.example/certgate-filter:0.1.0";
+    let feed = "outbound|8080||certgate-feed.certgate.svc.cluster.local";
+    let long = "a".repeat(64);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--name", "Cert_Gate"], "`--name Cert_Gate` is not an RFC 1123 label"),
+        (vec!["--name", &long], "is not an RFC 1123 label"),
+        (vec!["--name", "cert.gate"], "is not an RFC 1123 label"),
+        (vec!["--namespace", "Payments"], "`--namespace Payments` is not a Kubernetes namespace name"),
+        (vec!["--url", "ftp://x/y"], "`--url ftp://x/y` must be an image reference"),
+        (vec!["--url", "/etc/certgate/certgate_filter.wasm"], "must be an image reference"),
+        (vec!["--url", "oci://"], "must be an image reference"),
+        (vec!["--selector", "novalue"], "`--selector novalue` must be `key=value`"),
+        (vec!["--selector", "app=a*"], "is not a Kubernetes label"),
+        (vec!["--selector=-app=x"], "is not a Kubernetes label"),
+        (vec!["--selector", "Bad_Prefix/app=x"], "is not a Kubernetes label"),
+        (vec!["--selector", "app=x", "--selector", "app=y"], "label `app` is selected twice"),
+        (vec!["--namespace", "istio-system"], "a WasmPlugin in the root namespace `istio-system` without `--selector` applies to every pod of the mesh"),
+        (vec!["--namespace", "mesh-root", "--root-namespace", "mesh-root"], "root namespace `mesh-root`"),
+        (vec!["--namespace", "payments", "--mesh-wide"], "`--mesh-wide` is for a plugin in the root namespace"),
+        (vec!["--namespace", "istio-system", "--selector", "app=x", "--mesh-wide"], "`--mesh-wide` is for a plugin"),
+        (vec!["--ports", "8443,8443"], "`--ports` must list distinct ports"),
+        (vec!["--ports", "0"], "`--ports` must list distinct ports"),
+        (vec!["--sha256", "abc"], "`--sha256 abc` must be 64 hex digits"),
+        (vec!["--sha256", "sha512:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"], "must be 64 hex digits"),
+        (vec!["--url", "file:///x.wasm", "--sha256", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"], "`--sha256` does not apply to a `file://` module"),
+        (vec!["--url", "file:///x.wasm", "--image-pull-policy", "Always"], "`--image-pull-policy` does not apply"),
+        (vec!["--url", "https://m.example/x.wasm", "--image-pull-secret", "cred"], "`--image-pull-secret` applies to `oci://` modules only"),
+        (vec!["--image-pull-secret", "Cred"], "is not a Kubernetes Secret name"),
+        (vec!["--url", "oci://r/x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "--sha256", "1123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"], "`--sha256` differs from the digest in `--url"),
+        (vec!["--revision", "canary!"], "`--revision canary!` is not a Kubernetes label value"),
+        (vec!["--revision", ""], "is not a Kubernetes label value"),
+        // Attempts to smuggle structure into the object are refused, not quoted away.
+        (vec!["--url", "oci://r/x:1\nkind: Secret"], "must not contain spaces or control characters"),
+        (vec!["--url", "oci://r/x:1 #"], "must not contain spaces or control characters"),
+        (vec!["--selector", "app=x\nkind: Secret"], "is not a Kubernetes label"),
+        (vec!["--selector", "app: x=y"], "is not a Kubernetes label"),
+        (vec!["--revision", "1\n"], "is not a Kubernetes label value"),
+        (vec!["--image-pull-secret", "cred\nx: y"], "is not a Kubernetes Secret name"),
+        (vec!["--namespace", "certgate", "--feed-cluster", feed], "the feed server's own namespace"),
+    ];
+    for (extra, want) in cases {
+        // The defaults for what the case does not set (clap refuses a repeated flag).
+        let mut full = vec!["--table", t];
+        for (flag, value) in [
+            ("--name", "certgate"),
+            ("--url", url),
+            ("--namespace", "payments"),
+        ] {
+            if !extra.contains(&flag) {
+                full.extend([flag, value]);
+            }
+        }
+        full.extend(extra.iter().copied());
+        let run = emit_istio(&full);
+        assert_eq!(run.code, 2, "{full:?}: {}", run.stdout);
+        assert!(run.stdout.is_empty(), "{full:?}");
+        assert!(
+            run.stderr.contains(want),
+            "{full:?}: want {want:?} in:\n{}",
+            run.stderr
+        );
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     }
+    // `--priority` is an int32 in the CRD.
+    let run = emit_istio(&[
+        "--table",
+        t,
+        "--name",
+        "c",
+        "--namespace",
+        "p",
+        "--url",
+        url,
+        "--priority",
+        "2147483648",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+}
+
+#[test]
+fn emit_istio_warns_where_it_cannot_be_sure() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = compile_example("zero-trust", dir.path());
+    let t = t.to_str().unwrap();
+    let url = "oci://registry.example/certgate-filter:0.1.0";
+    let feed = "outbound|8080||certgate-feed.certgate.svc.cluster.local";
+    for (args, want) in [
+        (
+            vec!["--table", t, "--name", "c", "--url", url],
+            "warning: no `--namespace` and no `--selector`",
+        ),
+        (
+            vec![
+                "--name",
+                "c",
+                "--url",
+                url,
+                "--namespace",
+                "istio-system",
+                "--mesh-wide",
+                "--feed-cluster",
+                feed,
+            ],
+            "warning: a mesh-wide plugin also selects the feed server's pods in `certgate`",
+        ),
+        (
+            vec![
+                "--name",
+                "c",
+                "--url",
+                url,
+                "--namespace",
+                "certgate",
+                "--selector",
+                "app=api",
+                "--feed-cluster",
+                feed,
+            ],
+            "warning: the plugin shares the namespace `certgate` with the feed server",
+        ),
+        (
+            vec![
+                "--name",
+                "c",
+                "--url",
+                url,
+                "--namespace",
+                "payments",
+                "--feed-cluster",
+                "certgate-feed",
+            ],
+            "warning: `--feed-cluster certgate-feed` is not an Istio service cluster name",
+        ),
+    ] {
+        let run = emit_istio(&args);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(want),
+            "{args:?}: want {want:?} in:\n{}",
+            run.stderr
+        );
+    }
+}
+
+/// Client-side `kubectl apply` stores the object in an annotation, and annotations are
+/// limited to 256 KiB: warn above that, still print; refuse above 1 MB.
+#[test]
+fn emit_istio_warns_above_256_kib_and_refuses_above_1_mb() {
+    let dir = tempfile::tempdir().unwrap();
+    // 30k revoked serials are ~240 kB of table, ~320 kB in base64.
+    let serials: Vec<String> = (1..=30_000u32).map(|i| format!("\"{i:x}\"")).collect();
+    let policy = format!(
+        "{GOOD}  revocation:\n    serials: [{}]\n",
+        serials.join(", ")
+    );
+    let p = write(dir.path(), "mid.yaml", &policy);
+    let out = dir.path().join("mid.cgt");
+    let run = certgate(&["compile", &p, "-o", out.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = emit_istio(&[
+        "--table",
+        out.to_str().unwrap(),
+        "--name",
+        "mid",
+        "--namespace",
+        "payments",
+        "--url",
+        "oci://r/x:1",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.len() > 256 * 1024);
+    assert!(
+        run.stderr.contains("warning: the WasmPlugin is")
+            && run.stderr.contains("kubectl apply --server-side"),
+        "{}",
+        run.stderr
+    );
+    // A small table: no warning at all.
+    let small = emit_istio(&[
+        "--table",
+        &compile_example("zero-trust", dir.path()).to_string_lossy(),
+        "--name",
+        "s",
+        "--namespace",
+        "p",
+        "--url",
+        "oci://r/x:1",
+    ]);
+    assert_eq!((small.code, small.stderr.as_str()), (0, ""));
 }
 
 #[test]
@@ -690,13 +1133,13 @@ fn emit_istio_refuses_tables_too_large_for_kubernetes() {
     let out = dir.path().join("big.cgt");
     let run = certgate(&["compile", &p, "-o", out.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let run = certgate(&[
-        "emit",
-        "istio",
+    let run = emit_istio(&[
         "--table",
         out.to_str().unwrap(),
         "--name",
         "big",
+        "--namespace",
+        "payments",
         "--url",
         "oci://r/x:1",
     ]);

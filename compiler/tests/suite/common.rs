@@ -40,3 +40,77 @@ pub fn certgate_in(dir: &Path, args: &[&str]) -> Run {
 pub fn certgate(args: &[&str]) -> Run {
     certgate_in(&crate_dir(), args)
 }
+
+/// The pinned WasmPlugin CRD (from istio/api; the source commit is in its header).
+pub fn wasmplugin_crd() -> PathBuf {
+    crate_dir().join("tests/fixtures/istio/wasmplugin-crd.yaml")
+}
+
+/// Runs `scripts/validate-crd.py` (PyPI `jsonschema`, in the venv `make venv` builds and
+/// names in `CERTGATE_PYTHON`) on `text`, a YAML or JSON object: `Ok` when it validates
+/// against the pinned WasmPlugin CRD, else the validator's findings.
+pub fn check_wasmplugin(text: &str) -> Result<(), String> {
+    check_wasmplugins(&[text.to_string()])
+}
+
+/// [`check_wasmplugin`] for many objects in one validator run; the findings name the
+/// failing objects `object-<index>.yaml`.
+pub fn check_wasmplugins(texts: &[String]) -> Result<(), String> {
+    let python = std::env::var_os("CERTGATE_PYTHON")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "CERTGATE_PYTHON is not set: the emitted WasmPlugins are validated with PyPI `jsonschema`; \
+run the tests through `make test` (or `make venv` and export CERTGATE_PYTHON=.tools/venv/bin/python)"
+            )
+        });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(&python);
+    cmd.arg(repo_dir().join("scripts/validate-crd.py"))
+        .arg(wasmplugin_crd());
+    for (i, text) in texts.iter().enumerate() {
+        let object = dir.path().join(format!("object-{i}.yaml"));
+        std::fs::write(&object, text).unwrap();
+        cmd.arg(&object);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run CERTGATE_PYTHON={python:?}: {e}; run `make venv`"));
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err(String::from_utf8_lossy(&out.stdout).into_owned()),
+        _ => panic!(
+            "validate-crd.py failed to run ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// `certgate emit istio ARGS...` without the CRD check: for a test that checks its
+/// outputs in one batch with [`check_wasmplugins`].
+pub fn emit_istio_unchecked(args: &[&str]) -> Run {
+    let mut all = vec!["emit", "istio"];
+    all.extend_from_slice(args);
+    certgate(&all)
+}
+
+/// `certgate emit istio ARGS...`: when it succeeds, its output must validate against the
+/// pinned WasmPlugin CRD. Every Istio test goes through here (or checks in a batch), so
+/// every variant is checked.
+pub fn emit_istio(args: &[&str]) -> Run {
+    let mut all = vec!["emit", "istio"];
+    all.extend_from_slice(args);
+    let run = certgate(&all);
+    if run.code == 0 {
+        if let Err(findings) = check_wasmplugin(&run.stdout) {
+            panic!(
+                "`certgate {}` printed a WasmPlugin the CRD rejects:\n{findings}\n{}",
+                all.join(" "),
+                run.stdout
+            );
+        }
+    }
+    run
+}

@@ -115,6 +115,9 @@ fn emitted_configuration_shapes() {
             ],
         );
         assert_eq!(istio.code, 0, "{}", istio.stderr);
+        if let Err(findings) = crate::common::check_wasmplugin(&istio.stdout) {
+            panic!("the CRD rejects the WasmPlugin:\n{findings}");
+        }
         insta::assert_snapshot!("emit-istio.yaml", redact(&istio.stdout));
     });
 }
