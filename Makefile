@@ -34,6 +34,6 @@ lint: ## rustfmt check and clippy (native and wasm32-wasip1), warnings denied
 	$(MAKE) --no-print-directory clippy-wasm
 
 .PHONY: test
-test: envoy filter cli lint ## everything CI runs: lint; unit, property, golden, e2e (real Envoy) and browser tests
+test: envoy filter cli oci-tools lint ## everything CI runs: lint; unit, property, golden, e2e (real Envoy) and browser tests
 	cargo test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory playground-test
