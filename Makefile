@@ -45,6 +45,6 @@ lint: ## rustfmt check and clippy (native and wasm32-wasip1), warnings denied
 	$(MAKE) --no-print-directory clippy-wasm
 
 .PHONY: test
-test: envoy envoys filter cli lint ## everything CI runs: lint; unit, property, golden, e2e (real Envoy) and browser tests
+test: envoy envoys filter cli oci-tools lint ## everything CI runs: lint; unit, property, golden, e2e (real Envoy) and browser tests
 	cargo test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory playground-test

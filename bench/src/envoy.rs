@@ -158,6 +158,9 @@ pub enum Terminal {
     /// HTTP connection manager answering 200 itself (no upstream), with the filter
     /// (if any) as an HTTP filter.
     Http,
+    /// The same HTTP connection manager, with the filter (if any) as a NETWORK filter
+    /// before it: it decides once per connection, and requests never reach it.
+    HttpBehindNetworkFilter,
 }
 
 /// One listener of the bootstrap.
@@ -211,12 +214,16 @@ pub fn bootstrap(
                     }}));
                     f
                 }
-                Terminal::Http => {
-                    let mut http_filters: Vec<Value> = l.filter.iter().cloned().collect();
+                Terminal::Http | Terminal::HttpBehindNetworkFilter => {
+                    let http_filter = matches!(l.terminal, Terminal::Http);
+                    let mut http_filters: Vec<Value> =
+                        l.filter.iter().filter(|_| http_filter).cloned().collect();
                     http_filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
                     }}));
-                    vec![json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    let mut f: Vec<Value> =
+                        l.filter.iter().filter(|_| !http_filter).cloned().collect();
+                    f.push(json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": l.name,
                         "codec_type": "HTTP1",
@@ -225,7 +232,8 @@ pub fn bootstrap(
                             "direct_response": {"status": 200, "body": {"inline_string": "ok"}}
                         }]}]},
                         "http_filters": http_filters
-                    }})]
+                    }}));
+                    f
                 }
             };
             json!({

@@ -272,6 +272,22 @@ async fn read_response<S: AsyncReadExt + Unpin>(s: &mut S, buf: &mut Vec<u8>) ->
     }
 }
 
+/// One HTTP request on a new connection: `true` for a `200`, `false` when the connection
+/// is refused (closed, reset, or a non-200 answer such as the HTTP filter's `403`).
+pub async fn one_request(connector: &TlsConnector, addr: SocketAddr) -> Result<bool> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let Ok(mut tls) = connector.connect(server_name()?, tcp).await else {
+        return Ok(false);
+    };
+    if tls.write_all(REQUEST).await.is_err() {
+        return Ok(false);
+    }
+    let mut buf = Vec::new();
+    // A deny by a network filter is a close before any response.
+    Ok(matches!(read_response(&mut tls, &mut buf).await, Ok(200)))
+}
+
 /// One kept-alive connection, counting each request as it completes, until `stop` or
 /// the first failure.
 async fn http_round(w: &Worker) -> Result<()> {

@@ -25,7 +25,7 @@ pub struct Sample {
 /// Every round of one case.
 #[derive(Debug, Clone)]
 pub struct CaseResult {
-    /// Short key: `a`, `w`, `r1`, `r2`, `c`, `d`, `e`, `h0`, `hc`.
+    /// Short key: `a`, `w`, `wd`, `r1`, `r2`, `c`, `d`, `e`, `h0`, `hw`, `hc`, `hn`.
     pub key: &'static str,
     /// What it is.
     pub label: &'static str,

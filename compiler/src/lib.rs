@@ -26,6 +26,8 @@ pub mod duration;
 pub mod inspect;
 mod lower;
 pub mod model;
+#[cfg(feature = "oci")]
+pub mod oci;
 mod parse;
 pub mod policytest;
 #[cfg(feature = "fancy")]

@@ -9,6 +9,8 @@ mod common;
 mod diagnostics;
 #[path = "suite/examples.rs"]
 mod examples;
+#[path = "suite/package.rs"]
+mod package;
 #[path = "suite/policy_ci.rs"]
 mod policy_ci;
 #[path = "suite/prop.rs"]

@@ -9,6 +9,7 @@ mod feed;
 mod http;
 mod istio;
 mod network;
+mod oci;
 mod proxies;
 mod server_first;
 mod validate;
