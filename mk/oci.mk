@@ -1,7 +1,7 @@
 # The filter as an OCI image (`certgate package`, compiler/src/oci.rs) and the real registry
 # and client its test pushes to. Included by the root Makefile.
 OCI_OUT ?= target/oci
-# Debian's distribution registry and skopeo: the OCI test (compiler/tests/suite/oci.rs) runs
+# Debian's distribution registry and skopeo: the OCI test (e2e/tests/oci.rs) runs
 # `docker-registry` on 127.0.0.1 and pushes both image forms with `skopeo copy`.
 OCI_TOOLS := /usr/bin/docker-registry /usr/bin/skopeo
 
