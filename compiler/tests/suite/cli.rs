@@ -726,3 +726,108 @@ fn every_subcommand_has_help_with_examples() {
         assert!(run.stdout.contains("Examples:"), "{target}");
     }
 }
+
+/// Regression: a serial written as OpenSSL prints a negative one (`-4F380A`) was read as
+/// the positive 4F380A. A certificate openssl made with that serial is revoked by the
+/// policy spelling `openssl x509 -serial` prints.
+#[test]
+fn a_negative_serial_written_as_openssl_prints_it_revokes_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("neg.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/O=Example/CN=Neg CA",
+        ])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args(["-set_serial", "-0x4F380A"])
+        .args([
+            "-addext",
+            "subjectAltName=URI:spiffe://cluster.local/ns/frontend/sa/web",
+        ])
+        .arg("-keyout")
+        .arg(dir.path().join("key.pem"))
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .expect("the openssl CLI is needed to make test certificates");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert_eq!(printed.trim(), "serial=-4F380A");
+    let pem = pem.to_str().unwrap();
+
+    let policy = |serial: &str| {
+        format!("{GOOD}  revocation:\n    serials: [{{serial: \"{serial}\", issuer: \"CN=Neg CA,O=Example\"}}]\n")
+    };
+    let verdict = |serial: &str| {
+        let p = write(dir.path(), "p.yaml", &policy(serial));
+        let t = dir.path().join("t.cgt");
+        let run = certgate(&["compile", &p, "-o", t.to_str().unwrap()]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let (_, d) = eval(
+            t.to_str().unwrap(),
+            &["--cert", pem, "--tls-version", "1.3", "--port", "8443"],
+        );
+        d["reason"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(verdict("-4F380A"), "revoked_serial");
+    assert_eq!(verdict("-4f:38:0a"), "revoked_serial");
+    // `certgate cert` prints the content bytes, which revoke it too.
+    let facts = certgate(&["cert", "--format", "json", pem]);
+    assert_eq!(json(&facts.stdout)["certificates"][0]["serial"], "B0C7F6");
+    assert_eq!(verdict("B0C7F6"), "revoked_serial");
+    // The positive serial with the same digits is another certificate.
+    assert_eq!(verdict("4F380A"), "allow_rule");
+}
+
+/// Regression: a 1.4 MB YAML file of aliases to a large string grew the compiler past
+/// 800 MB. Run with its address space capped far below that, the compiler refuses the
+/// file with the alias-budget diagnostic (exit 1), rather than dying for lack of memory.
+#[test]
+fn a_billion_laughs_file_is_refused_in_bounded_memory() {
+    const ADDRESS_SPACE_KIB: u32 = 256 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let big = "x".repeat(1_000_000);
+    let aliases = vec!["*big"; 100_000].join(", ");
+    let text = format!("{GOOD}x-big: &big \"{big}\"\nx-all: [{aliases}]\n");
+    assert!(text.len() < 1_700_000, "{}", text.len());
+    let path = write(dir.path(), "laughs.yaml", &text);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" check --format json \"$1\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_certgate"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&stdout);
+    let codes: Vec<&str> = report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["certgate::yaml-alias-budget"]);
+}
