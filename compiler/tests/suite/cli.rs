@@ -831,3 +831,84 @@ fn a_billion_laughs_file_is_refused_in_bounded_memory() {
         .collect();
     assert_eq!(codes, ["certgate::yaml-alias-budget"]);
 }
+
+/// Regression: issuer names in BMPString or UniversalString never matched. A CA named in
+/// BMPString issues a leaf and a CRL revoking it: the compiled CRL revokes it, and so does
+/// a policy serial whose issuer is written as plain text.
+#[test]
+fn issuer_names_in_wide_string_types_revoke_through_crls_and_policy_serials() {
+    let bmp = |s: &str| rcgen::DnValue::BmpString(rcgen::string::BmpString::try_from(s).unwrap());
+    let ucs = |s: &str| {
+        rcgen::DnValue::UniversalString(rcgen::string::UniversalString::try_from(s).unwrap())
+    };
+    type Value<'a> = &'a dyn Fn(&str) -> rcgen::DnValue;
+    let types: [Value<'_>; 2] = [&bmp, &ucs];
+    for value in types {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(rcgen::DnType::OrganizationName, value("Exämple"));
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, value("Zürich CA"));
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from("spiffe://cluster.local/ns/frontend/sa/web")
+                .unwrap(),
+        )];
+        leaf.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x4f, 0x38, 0x0a]));
+        let now = std::time::SystemTime::now();
+        leaf.not_before = (now - std::time::Duration::from_secs(60)).into();
+        leaf.not_after = (now + std::time::Duration::from_secs(3600)).into();
+        let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let leaf = leaf.signed_by(&leaf_key, &ca).unwrap();
+        let pem = write(dir.path(), "leaf.pem", &leaf.pem());
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2026, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(&[0x4f, 0x38, 0x0a]),
+                revocation_time: rcgen::date_time_ymd(2026, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca)
+        .unwrap();
+        write(dir.path(), "ca.crl", &crl.pem().unwrap());
+
+        let verdict = |revocation: &str| {
+            let p = write(
+                dir.path(),
+                "p.yaml",
+                &format!("{GOOD}  revocation:\n{revocation}"),
+            );
+            let t = dir.path().join("t.cgt");
+            let run = certgate(&["compile", &p, "-o", t.to_str().unwrap()]);
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            let (_, d) = eval(
+                t.to_str().unwrap(),
+                &["--cert", &pem, "--tls-version", "1.3", "--port", "8443"],
+            );
+            d["reason"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(verdict("    crls: [ca.crl]\n"), "revoked_serial");
+        assert_eq!(
+            verdict("    serials: [{serial: \"4f:38:0a\", issuer: \"O=Exämple,CN=Zürich CA\"}]\n"),
+            "revoked_serial"
+        );
+        assert_eq!(
+            verdict("    serials: [{serial: \"4f:38:0a\", issuer: \"CN=Other CA\"}]\n"),
+            "allow_rule"
+        );
+    }
+}
