@@ -53,6 +53,8 @@ macro_rules! codes {
 codes! {
     /// The file is not valid YAML (or not UTF-8).
     YamlSyntax = "certgate::yaml-syntax", Error;
+    /// The file's aliases expand to more than the alias budget.
+    YamlAliasBudget = "certgate::yaml-alias-budget", Error;
     /// A mapping has a key the policy language does not define.
     UnknownField = "certgate::unknown-field", Error;
     /// A required field is absent.

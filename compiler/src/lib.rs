@@ -126,6 +126,11 @@ pub fn compile(inputs: Vec<Input>, loader: &dyn Loader, options: &Options) -> Co
     let mut policies = Vec::new();
     for (file, input) in inputs.iter().enumerate() {
         match yaml::load(file, &input.text) {
+            Err(e) if e.alias_budget => sink.push(
+                Diagnostic::new(Code::YamlAliasBudget, Some(e.span), e.message)
+                    .label("this alias crosses the limit")
+                    .help("write the shared values out, or use fewer aliases of large anchors; an alias copies its anchor's whole value"),
+            ),
             Err(e) => sink.push(
                 Diagnostic::new(Code::YamlSyntax, Some(e.span), format!("invalid YAML: {}", e.message))
                     .label("here")

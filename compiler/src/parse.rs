@@ -678,7 +678,7 @@ impl<'a> Walker<'a> {
                     serial_text.span,
                     format!("invalid serial number `{}`: {e}", serial_text.value),
                 )
-                .help = Some("write the serial in hexadecimal, as `4f:38:0a`, `4F380A` or `0x4f380a`, and quote it".into());
+                .help = Some("write the serial in hexadecimal, as `4f:38:0a`, `4F380A` or `0x4f380a`, and quote it; a negative serial as OpenSSL prints it, `-4F380A`".into());
                 None
             }
         };

@@ -584,7 +584,11 @@ pub fn parse(file: usize, text: &str) -> Result<TestFile, Vec<TestFileError>> {
     let docs = yaml::load(file, text).map_err(|e| {
         vec![TestFileError {
             span: e.span,
-            message: format!("invalid YAML: {}", e.message),
+            message: if e.alias_budget {
+                e.message
+            } else {
+                format!("invalid YAML: {}", e.message)
+            },
         }]
     })?;
     let mut docs = docs.into_iter().filter(|d| d.kind != Kind::Null);

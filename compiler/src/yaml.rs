@@ -45,12 +45,26 @@ impl Node {
     }
 }
 
-/// A YAML syntax error.
+/// A YAML syntax error, or a document refused for what its aliases would expand to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SyntaxError {
     pub(crate) span: Span,
     pub(crate) message: String,
+    /// The document is refused by [`MAX_ALIAS_EXPANSION_BYTES`], not for its syntax.
+    pub(crate) alias_budget: bool,
 }
+
+/// The most that alias expansion may add to a file's loaded size, in bytes, counting each
+/// alias as the size of the node it copies ([`loaded_size`]). The YAML loader copies an
+/// anchored node for every alias, so a small file of aliases to a large string or list
+/// (`a: &a "xxxx…"`, then `[*a, *a, …]`) would grow the compiler to hundreds of times its
+/// size; saphyr's own limit counts nodes, not bytes. Real policies share a few lists of
+/// principals this way, far below the limit.
+pub(crate) const MAX_ALIAS_EXPANSION_BYTES: usize = 8 << 20;
+
+/// What a node is counted as in [`MAX_ALIAS_EXPANSION_BYTES`], besides its text: about
+/// what the loader and [`Node`] keep per node, so that many small nodes count too.
+const NODE_COST: usize = 64;
 
 /// Deepest indentation (in characters of blanks and block indicators at the start of a
 /// line) accepted. Block nesting depth is bounded by it, and the YAML loader recurses per
@@ -74,11 +88,25 @@ pub(crate) fn load(file: usize, text: &str) -> Result<Vec<Node>, SyntaxError> {
                     end: line_start,
                 },
                 message: format!("the document is nested too deeply (more than {MAX_INDENT} columns of indentation)"),
+                alias_budget: false,
             });
         }
         line_start += line.len();
     }
     let offsets = CharOffsets::new(text);
+    // Checked before loading: the loader expands every alias as it goes.
+    if let Some(alias) = alias_budget_exceeded(text) {
+        let start = offsets.byte(alias.start.index());
+        let end = offsets.byte(alias.end.index()).max(start);
+        return Err(SyntaxError {
+            span: Span { file, start, end },
+            message: format!(
+                "aliases in this file expand to more than {} MiB",
+                MAX_ALIAS_EXPANSION_BYTES >> 20
+            ),
+            alias_budget: true,
+        });
+    }
     match MarkedYaml::load_from_str(text) {
         Ok(docs) => Ok(docs
             .iter()
@@ -93,9 +121,63 @@ pub(crate) fn load(file: usize, text: &str) -> Result<Vec<Node>, SyntaxError> {
                     end: at,
                 },
                 message: lowercase_first(e.info()),
+                alias_budget: false,
             })
         }
     }
+}
+
+/// The alias at which the bytes that alias expansion adds to `text` pass
+/// [`MAX_ALIAS_EXPANSION_BYTES`], found from the parser's events without building any
+/// node (memory: one size per anchor and one per open collection). `None` also for a
+/// syntax error: the loader reports it.
+fn alias_budget_exceeded(text: &str) -> Option<saphyr_parser::Span> {
+    use saphyr_parser::{Event, Parser};
+    // The loaded size of each anchor by id, and of each open collection with its anchor.
+    let mut anchors: Vec<usize> = Vec::new();
+    let mut open: Vec<(usize, usize)> = Vec::new();
+    let mut expanded = 0usize;
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.ok()?;
+        let (anchor, size) = match event {
+            Event::Scalar(value, _, anchor, _) => (anchor, NODE_COST.saturating_add(value.len())),
+            Event::Alias(id) => {
+                let size = anchors.get(id).copied().unwrap_or(0);
+                expanded = expanded.saturating_add(size);
+                if expanded > MAX_ALIAS_EXPANSION_BYTES {
+                    return Some(span);
+                }
+                (0, size)
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                open.push((anchor, NODE_COST));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match open.pop() {
+                Some(done) => done,
+                None => continue,
+            },
+            _ => continue,
+        };
+        if anchor != 0 {
+            if anchors.len() <= anchor {
+                anchors.resize(anchor.saturating_add(1), 0);
+            }
+            if let Some(slot) = anchors.get_mut(anchor) {
+                *slot = size;
+            }
+        }
+        if let Some((_, parent)) = open.last_mut() {
+            *parent = parent.saturating_add(size);
+        }
+    }
+    None
+}
+
+/// What a node costs once loaded, as [`alias_budget_exceeded`] counts it (for tests).
+#[cfg(test)]
+fn loaded_size(text: &str) -> usize {
+    text.len() + NODE_COST
 }
 
 /// `s` with its first letter lowercased (parser messages start capitalised; ours do not).
@@ -217,6 +299,49 @@ mod tests {
         assert!(e.message.contains("nested too deeply"), "{}", e.message);
         let flow = format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(load(0, &flow).is_err());
+    }
+
+    /// Regression: a 1.4 MB file of aliases to a large string grew the compiler past
+    /// 800 MB (saphyr's alias limit counts nodes, not bytes). It is refused before the
+    /// loader expands a single alias.
+    #[test]
+    fn alias_expansion_is_budgeted_in_bytes() {
+        let big = "x".repeat(1_000_000);
+        let aliases = vec!["*a"; 100_000].join(", ");
+        let hostile = format!("a: &a \"{big}\"\nb: [{aliases}]\n");
+        assert!(hostile.len() < 1_500_000);
+        let e = load(0, &hostile).unwrap_err();
+        assert!(e.alias_budget, "{}", e.message);
+        assert!(
+            e.message.contains("expand to more than 8 MiB"),
+            "{}",
+            e.message
+        );
+        // The span is the alias that crossed the budget (the 84th of 100 kB each).
+        let big = "x".repeat(100_000);
+        let hostile = format!("a: &a \"{big}\"\nb: [{}]\n", vec!["*a"; 100].join(", "));
+        let e = load(0, &hostile).unwrap_err();
+        assert_eq!(raw(&hostile, e.span), "*a");
+        let over = MAX_ALIAS_EXPANSION_BYTES / loaded_size(&big) + 1;
+        let before = hostile.find("b: [").unwrap() + 4 + (over - 1) * 4;
+        assert_eq!(e.span.start, before);
+
+        // Nested: a list of anchored lists counts what each alias copies, recursively.
+        let mut nested = format!("l0: &l0 [\"{}\"]\n", "y".repeat(1000));
+        for i in 1..20 {
+            let p = i - 1;
+            nested.push_str(&format!("l{i}: &l{i} [*l{p}, *l{p}]\n"));
+        }
+        let e = load(0, &nested).unwrap_err();
+        assert!(e.alias_budget, "{}", e.message);
+
+        // Sharing a list of principals a few times is fine.
+        let shared = "p: &p [spiffe://a/b, spiffe://a/c]\nq: *p\nr: [*p, *p]\n";
+        let docs = load(0, shared).unwrap();
+        let Kind::Map(m) = &docs[0].kind else {
+            panic!()
+        };
+        assert_eq!(m[1].1.kind, m[0].1.kind);
     }
 
     #[test]

@@ -194,6 +194,9 @@ pub fn bootstrap(
         .collect();
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        // An admin layer lets a test change a runtime key (`/runtime_modify`) on a running
+        // Envoy; without one the defaults are Envoy's own, as here.
+        "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
         "static_resources": {"listeners": listeners, "clusters": clusters}
     })
 }
@@ -372,6 +375,51 @@ impl Envoy {
     }
 
     /// Whether the process is still running.
+    /// The process id, while Envoy runs (for reading its memory from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Resident bytes of each wasm linear memory in the process, one per VM. V8 reserves
+    /// several GiB of address space per wasm memory and makes only its current size
+    /// accessible, so a memory is a read-write mapping that ends exactly where an
+    /// inaccessible mapping of at least 4 GiB (its guard region) begins (the same reading
+    /// as bench/'s harness).
+    pub fn wasm_memories(&self) -> Result<Vec<u64>> {
+        let pid = self.pid().context("envoy is not running")?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+        // (start, end, permissions, resident kB) of every mapping, in address order.
+        let mut maps: Vec<(u64, u64, String, u64)> = Vec::new();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let first = words.next().unwrap_or("");
+            if let Some((a, b)) = first.split_once('-') {
+                if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                    maps.push((a, b, words.next().unwrap_or("").to_string(), 0));
+                    continue;
+                }
+            }
+            if first == "Rss:" {
+                if let (Some(m), Some(kb)) =
+                    (maps.last_mut(), words.next().and_then(|v| v.parse().ok()))
+                {
+                    m.3 = kb;
+                }
+            }
+        }
+        Ok(maps
+            .windows(2)
+            .filter(|w| {
+                let (mem, guard) = (&w[0], &w[1]);
+                mem.2.starts_with("rw")
+                    && guard.2.starts_with("---")
+                    && mem.1 == guard.0
+                    && guard.1 - guard.0 >= 4 << 30
+            })
+            .map(|w| w[0].3 * 1024)
+            .collect())
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.exited().is_none()
     }
@@ -385,6 +433,19 @@ impl Envoy {
     /// A GET on the admin API: status and body.
     pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
         http_get(self.admin, path)
+    }
+
+    /// POST to the admin API (`/runtime_modify?key=value`, ...): status and body.
+    pub fn admin_post(&self, path: &str) -> Result<(u16, String)> {
+        let mut s = TcpStream::connect_timeout(&self.admin, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        parse_response(&buf)
     }
 
     /// Every counter and gauge whose name mentions `certgate`, by name.

@@ -6,6 +6,7 @@ mod baseline;
 mod common;
 mod fail_closed;
 mod feed;
+mod feed_memory;
 mod http;
 mod istio;
 mod network;

@@ -13,9 +13,18 @@ use crate::decide::Shared;
 use crate::host::{Host, Level};
 use crate::metrics::Metrics;
 
-/// Largest table accepted from the feed (the format's own limit is checked again by
-/// the decoder).
-pub const MAX_FEED_BYTES: usize = 512 << 20;
+/// Largest table accepted from the feed (the format's own limits are checked again by
+/// the decoder): 64 MiB, about 8 million revoked serials.
+///
+/// Set from the VM memory measured under Envoy 1.40 (e2e `feed_table_memory_under_envoy`):
+/// a VM holding a 1M-serial table (8,000,189 bytes) grew to 7.8 MiB of wasm memory, and
+/// then took a 5M-serial table (40,000,189 bytes) at 47.0 MiB: a fed table costs its own
+/// size (1.02-1.03 bytes per table byte), and while it is validated the table in force is
+/// still held, and wasm memory never shrinks. So one VM can reach twice this limit,
+/// 128 MiB, and an Envoy holds one VM per worker plus one on the main thread. Envoy's
+/// own async HTTP client resets responses above `http.async_response_buffer_limit`
+/// (32 MiB by default), so tables above 32 MiB also need that runtime key raised.
+pub const MAX_FEED_BYTES: usize = 64 << 20;
 
 /// Poll state of one root context.
 #[derive(Debug)]

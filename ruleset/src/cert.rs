@@ -13,7 +13,7 @@ use x509_parser::extensions::{GeneralName, SubjectAlternativeName};
 use x509_parser::nom::Parser as _;
 use x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME;
 use x509_parser::prelude::FromDer as _;
-use x509_parser::public_key::PublicKey;
+use x509_parser::public_key::RSAPublicKey;
 use x509_parser::signature_algorithm::SignatureAlgorithm;
 use x509_parser::x509::X509Name;
 
@@ -67,6 +67,12 @@ pub enum SerialError {
     BadChar(char),
     /// Longer than [`MAX_SERIAL_LEN`] bytes.
     TooLong,
+    /// A `-` that is not the leading sign of the whole number.
+    MisplacedMinus,
+    /// A sign followed by a separator or another sign (`- 4f`, `-:4f`, `--4f`).
+    SignThenSeparator,
+    /// A negative zero (`-0`): a sign on nothing.
+    NegativeZero,
 }
 
 impl fmt::Display for SerialError {
@@ -81,6 +87,14 @@ impl fmt::Display for SerialError {
             SerialError::TooLong => {
                 write!(f, "the serial number is longer than {MAX_SERIAL_LEN} bytes")
             }
+            SerialError::MisplacedMinus => write!(
+                f,
+                "`-` is only accepted as the sign in front of the whole number, not as a separator"
+            ),
+            SerialError::SignThenSeparator => {
+                write!(f, "the sign `-` must be followed directly by a hex digit")
+            }
+            SerialError::NegativeZero => write!(f, "a negative zero is not a serial number"),
         }
     }
 }
@@ -99,17 +113,37 @@ pub fn strip_leading_zeros(raw: &[u8]) -> &[u8] {
     raw.get(start..).unwrap_or_default()
 }
 
-/// Parses a hex serial: `4f:38:0a`, `4F380A`, `0x4f380a` or `4f 38 0a`.
+/// Parses a hex serial: `4f:38:0a`, `4F380A`, `0x4f380a` or `4f 38 0a`; a negative
+/// one as OpenSSL prints it: `-4F380A` (`-serial`), `(Negative)4f:38:0a` (`-text`), or
+/// `-0x4f380a`, `-4f:38:0a`.
+///
+/// The result is what a certificate or CRL with that serial holds (see
+/// [`normalize_serial`]): a DER INTEGER's content bytes are two's complement, so a
+/// negative serial is converted to its minimal two's-complement bytes (`-4F380A` is
+/// the content `B0 C7 F6`). The only `-` accepted is a sign directly in front of the
+/// first digit (after an optional `0x`): `4f-38` and `- 4f` are refused rather than
+/// guessed at.
 pub fn parse_serial(s: &str) -> Result<Vec<u8>, SerialError> {
     let s = s.trim();
+    let (negative, s) = if let Some(rest) = s.strip_prefix("(Negative)") {
+        (true, rest)
+    } else if let Some(rest) = s.strip_prefix('-') {
+        (true, rest)
+    } else {
+        (false, s)
+    };
     let s = s
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s);
+    if negative && !s.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+        return Err(SerialError::SignThenSeparator);
+    }
     let mut nibbles = Vec::with_capacity(s.len());
     for c in s.chars() {
         match c {
-            ':' | ' ' | '-' => {}
+            ':' | ' ' => {}
+            '-' => return Err(SerialError::MisplacedMinus),
             c => nibbles.push(c.to_digit(16).ok_or(SerialError::BadChar(c))?),
         }
     }
@@ -127,11 +161,41 @@ pub fn parse_serial(s: &str) -> Result<Vec<u8>, SerialError> {
             _ => 0,
         })
         .collect();
-    let serial = normalize_serial(&bytes);
+    let magnitude = normalize_serial(&bytes);
+    let serial = if negative {
+        if magnitude.is_empty() {
+            return Err(SerialError::NegativeZero);
+        }
+        negate_magnitude(&magnitude)
+    } else {
+        magnitude
+    };
     if serial.len() > MAX_SERIAL_LEN {
         return Err(SerialError::TooLong);
     }
     Ok(serial)
+}
+
+/// The minimal two's-complement bytes (a DER INTEGER's content) of `-magnitude`, for a
+/// non-zero big-endian `magnitude` without leading zeros.
+fn negate_magnitude(magnitude: &[u8]) -> Vec<u8> {
+    // Two's complement over one more byte than the magnitude: invert, then add one.
+    let mut out: Vec<u8> = std::iter::once(0xffu8)
+        .chain(magnitude.iter().map(|b| !b))
+        .collect();
+    for byte in out.iter_mut().rev() {
+        let (sum, carry) = byte.overflowing_add(1);
+        *byte = sum;
+        if !carry {
+            break;
+        }
+    }
+    // Minimal: drop a leading 0xFF while the next byte still carries the sign.
+    let redundant = out
+        .windows(2)
+        .take_while(|w| matches!(w, [0xff, next] if next & 0x80 != 0))
+        .count();
+    out.split_off(redundant)
 }
 
 /// Uppercase hex without separators (`00` for a zero serial), as in ECS
@@ -360,11 +424,13 @@ fn key_info(cert: &X509Certificate<'_>) -> KeyInfo {
         oid: spki.algorithm.algorithm.to_id_string(),
     };
     match find_oid(&spki.algorithm.algorithm, KEY_ALGORITHMS) {
-        Some(KeyAlg::Rsa) => match spki.parsed() {
-            Ok(PublicKey::RSA(rsa)) => KeyInfo::Rsa {
+        // rsaEncryption and RSASSA-PSS keys hold the same RSAPublicKey; x509-parser's
+        // `parsed()` reads only the former, so the key is read here for both.
+        Some(KeyAlg::Rsa) => match RSAPublicKey::from_der(&spki.subject_public_key.data) {
+            Ok((_, rsa)) => KeyInfo::Rsa {
                 bits: bit_len(rsa.modulus),
             },
-            _ => other(),
+            Err(_) => other(),
         },
         Some(KeyAlg::Ecdsa) => {
             let curve = spki
@@ -622,6 +688,88 @@ mod tests {
         assert_eq!(parse_serial(&"ab".repeat(65)), Err(SerialError::TooLong));
         assert_eq!(serial_hex(&[0x4f, 0x0a]), "4F0A");
         assert_eq!(serial_hex(&[]), "00");
+    }
+
+    /// Regression: `-4F380A`, as OpenSSL prints a negative serial, was read as the
+    /// positive 4F380A (`-` was a separator), so the certificate stayed allowed.
+    #[test]
+    fn negative_serials_are_their_der_content_bytes() {
+        let want = vec![0xb0, 0xc7, 0xf6];
+        for s in [
+            "-4F380A",
+            "-4f:38:0a",
+            "-0x4f380a",
+            " -4F380A ",
+            "(Negative)4f:38:0a",
+            "-004f380a",
+        ] {
+            assert_eq!(parse_serial(s), Ok(want.clone()), "{s}");
+        }
+        // Minimal two's complement at the byte boundaries.
+        assert_eq!(parse_serial("-1"), Ok(vec![0xff]));
+        assert_eq!(parse_serial("-80"), Ok(vec![0x80]));
+        assert_eq!(parse_serial("-81"), Ok(vec![0xff, 0x7f]));
+        assert_eq!(parse_serial("-ff"), Ok(vec![0xff, 0x01]));
+        assert_eq!(parse_serial("-100"), Ok(vec![0xff, 0x00]));
+        assert_eq!(parse_serial("-8000"), Ok(vec![0x80, 0x00]));
+        // The same bytes as every i64, as Rust's own two's complement gives them.
+        for n in [
+            1i64,
+            2,
+            127,
+            128,
+            129,
+            255,
+            256,
+            0x4f380a,
+            0x7fff_ffff,
+            i64::MAX,
+        ] {
+            let be = (-n).to_be_bytes();
+            let skip = be
+                .windows(2)
+                .take_while(|w| w[0] == 0xff && w[1] & 0x80 != 0)
+                .count();
+            assert_eq!(
+                parse_serial(&format!("-{n:x}")),
+                Ok(be[skip..].to_vec()),
+                "{n}"
+            );
+        }
+        // The limit is on the two's-complement bytes: a 64-byte magnitude whose top
+        // bit is set needs a 65th byte for the sign.
+        assert_eq!(
+            parse_serial(&format!("-{}", "7b".repeat(64))).map(|s| s.len()),
+            Ok(64)
+        );
+        assert_eq!(
+            parse_serial(&format!("-{}", "ab".repeat(64))),
+            Err(SerialError::TooLong)
+        );
+        assert_eq!(
+            parse_serial(&format!("-{}", "ff".repeat(64))),
+            Err(SerialError::TooLong)
+        );
+    }
+
+    #[test]
+    fn malformed_signs_are_refused() {
+        for (s, want) in [
+            ("4f-38-0a", SerialError::MisplacedMinus),
+            ("-4f-38", SerialError::MisplacedMinus),
+            ("0x-4f", SerialError::MisplacedMinus),
+            ("4f380a-", SerialError::MisplacedMinus),
+            ("- 4f380a", SerialError::SignThenSeparator),
+            ("-:4f:38", SerialError::SignThenSeparator),
+            ("--4f", SerialError::SignThenSeparator),
+            ("-", SerialError::SignThenSeparator),
+            ("-0x", SerialError::SignThenSeparator),
+            ("(Negative) 4f", SerialError::SignThenSeparator),
+            ("-0", SerialError::NegativeZero),
+            ("-00:00", SerialError::NegativeZero),
+        ] {
+            assert_eq!(parse_serial(s), Err(want), "{s}");
+        }
     }
 
     #[test]

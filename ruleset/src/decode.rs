@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use crate::budget::{self, Budget};
 use crate::encode::{CURVE_BITS, HASH_BITS};
 use crate::format::*;
 use crate::revocation::{le_u64, strictly_ascending, KeySet, OnStale};
@@ -195,9 +196,31 @@ impl<'a> Reader<'a> {
         let n = self.count(limit, 2, what)?;
         (0..n).map(|_| self.str(what)).collect()
     }
-    fn patterns(&mut self, what: &'static str) -> Result<Vec<Pattern>, DecodeError> {
-        self.strs(MAX_RULE_LIST, what)?
-            .into_iter()
+    /// Owned strings, paid for in `budget` before they are copied.
+    fn owned_strs(
+        &mut self,
+        limit: usize,
+        what: &'static str,
+        budget: &mut Budget,
+    ) -> Result<Vec<&'a str>, DecodeError> {
+        let strs = self.strs(limit, what)?;
+        budget.charge(budget::list(strs.len(), 0))?;
+        for s in &strs {
+            budget.charge(budget::string(s.len()))?;
+        }
+        Ok(strs)
+    }
+    fn patterns(
+        &mut self,
+        what: &'static str,
+        budget: &mut Budget,
+    ) -> Result<Vec<Pattern>, DecodeError> {
+        let strs = self.strs(MAX_RULE_LIST, what)?;
+        budget.charge(budget::list(strs.len(), 0))?;
+        for s in &strs {
+            budget.charge(budget::pattern(s))?;
+        }
+        strs.into_iter()
             .map(|s| Pattern::parse(s).map_err(|e| DecodeError::BadPattern(format!("`{s}`: {e}"))))
             .collect()
     }
@@ -336,6 +359,11 @@ pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
 /// Decodes a table from untrusted bytes it takes over: the table keeps them and reads
 /// its revocation keys in place, so a million revoked serials cost their 8 MB once.
 pub fn decode_owned(bytes: Vec<u8>) -> Result<Table, DecodeError> {
+    decode_counted(bytes).map(|(table, _)| table)
+}
+
+/// [`decode_owned`], with what the decoded form was charged in its memory budget.
+pub(crate) fn decode_counted(bytes: Vec<u8>) -> Result<(Table, usize), DecodeError> {
     let bytes = Arc::new(bytes);
     let (policy_digest, mut r) = header(&bytes)?;
 
@@ -343,8 +371,11 @@ pub fn decode_owned(bytes: Vec<u8>) -> Result<Table, DecodeError> {
     let mode = mode(s.u8("mode")?)?;
     let default_action = action(s.u8("default action")?, "default action")?;
     let audit_log = audit_log(s.u8("audit log")?)?;
+    // What the decoded form will cost, paid before each allocation (FORMAT.md,
+    // "Limits and failure").
+    let mut budget = Budget::default();
     let policy_names = s
-        .strs(MAX_POLICIES, "policy names")?
+        .owned_strs(MAX_POLICIES, "policy names", &mut budget)?
         .into_iter()
         .map(str::to_owned)
         .collect();
@@ -375,7 +406,7 @@ pub fn decode_owned(bytes: Vec<u8>) -> Result<Table, DecodeError> {
     };
     let forbid_sig_hashes = bits(s.u8("signature hashes")?, &HASH_BITS, "signature hashes")?;
     let trust_domains = s
-        .strs(MAX_TRUST_DOMAINS, "trust domains")?
+        .owned_strs(MAX_TRUST_DOMAINS, "trust domains", &mut budget)?
         .into_iter()
         .map(|td| {
             crate::spiffe::validate_trust_domain(td)
@@ -395,14 +426,18 @@ pub fn decode_owned(bytes: Vec<u8>) -> Result<Table, DecodeError> {
     let mut s = r.section(SECTION_RULES)?;
     // Smallest rule: name length, policy, action and five empty lists.
     let n = s.count(MAX_RULES, 2 + 2 + 1 + 5 * 4, "rules")?;
+    budget.charge(budget::list(n, budget::RULE))?;
     let mut rules = Vec::with_capacity(n);
     for _ in 0..n {
-        let name = s.str("rule name")?.to_owned();
+        let name = s.str("rule name")?;
+        budget.charge(budget::string(name.len()))?;
+        let name = name.to_owned();
         let policy = s.u16("rule policy")?;
         let action = action(s.u8("rule action")?, "rule action")?;
-        let principals = s.patterns("principals")?;
-        let not_principals = s.patterns("notPrincipals")?;
+        let principals = s.patterns("principals", &mut budget)?;
+        let not_principals = s.patterns("notPrincipals", &mut budget)?;
         let np = s.count(MAX_RULE_LIST, 4, "ports")?;
+        budget.charge(budget::list(np, budget::PORT_RANGE))?;
         let ports = (0..np)
             .map(|_| {
                 let start = s.u16("port")?;
@@ -414,7 +449,7 @@ pub fn decode_owned(bytes: Vec<u8>) -> Result<Table, DecodeError> {
             })
             .collect::<Result<_, _>>()?;
         let sni = s
-            .strs(MAX_RULE_LIST, "sni")?
+            .owned_strs(MAX_RULE_LIST, "sni", &mut budget)?
             .into_iter()
             .map(|p| {
                 crate::sni::is_valid_pattern(p)
@@ -423,6 +458,7 @@ pub fn decode_owned(bytes: Vec<u8>) -> Result<Table, DecodeError> {
             })
             .collect::<Result<_, _>>()?;
         let nc = s.count(MAX_RULE_LIST, 6, "sourceCidrs")?;
+        budget.charge(budget::list(nc, budget::CIDR))?;
         let source_cidrs = (0..nc)
             .map(|_| {
                 let addr = match s.u8("address family")? {
@@ -470,14 +506,17 @@ pub fn decode_owned(bytes: Vec<u8>) -> Result<Table, DecodeError> {
     s.finish("revocation section")?;
     r.finish("table")?;
 
-    Ok(Table {
-        policy_names,
-        policy_digest,
-        mode,
-        default_action,
-        audit_log,
-        constraints,
-        revocation: Revocation::from_sets(by_issuer, any_issuer, fingerprints, on_stale),
-        rules,
-    })
+    Ok((
+        Table {
+            policy_names,
+            policy_digest,
+            mode,
+            default_action,
+            audit_log,
+            constraints,
+            revocation: Revocation::from_sets(by_issuer, any_issuer, fingerprints, on_stale),
+            rules,
+        },
+        budget.used(),
+    ))
 }

@@ -7,8 +7,9 @@ use std::borrow::Cow;
 use std::fmt;
 
 use sha2::{Digest, Sha256};
+use x509_parser::asn1_rs::Tag;
 use x509_parser::der_parser::oid::Oid;
-use x509_parser::x509::X509Name;
+use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 
 /// Attribute names accepted in policy strings, with their OIDs as DER content bytes
 /// (what a parsed certificate holds, compared without formatting) and dotted.
@@ -97,17 +98,100 @@ impl fmt::Display for DnError {
 
 impl std::error::Error for DnError {}
 
-/// Lowercases, trims and collapses inner whitespace, so that comparisons follow the
-/// spirit of RFC 5280's caseIgnoreMatch for the ASCII names CAs use.
+/// String preparation for comparison, RFC 4518 as far as it goes without Unicode
+/// normalisation tables (which would cost the filter module more than the rest of the
+/// name code): the characters RFC 4518 section 2.2 maps to nothing are dropped, the other
+/// controls and every space-like character become a space; letters are lowercased (Rust's
+/// full Unicode lowercase mapping); leading and trailing spaces are dropped and inner runs
+/// of spaces collapse to one (insignificant space handling). Not done: NFKC normalisation
+/// and the prohibited-character check, so a name spelled with a precomposed `é` in one
+/// place and `e` + combining accent in another gives two ids.
 fn normalize_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
-    for word in v.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
+    let mut space = false;
+    for c in v.chars() {
+        if mapped_to_nothing(c) {
+            continue;
         }
-        out.extend(word.chars().flat_map(char::to_lowercase));
+        if c.is_whitespace() || c.is_control() {
+            space = !out.is_empty();
+            continue;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.extend(c.to_lowercase());
     }
     out
+}
+
+/// RFC 4518 section 2.2: soft hyphens, the combining grapheme joiner, variation
+/// selectors, the object replacement character, zero-width characters and the byte order
+/// mark are mapped to nothing; every other control except the spacing ones
+/// (tab, LF, VT, FF, CR, NEL) is too.
+fn mapped_to_nothing(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{1806}'
+            | '\u{034F}'
+            | '\u{180B}'..='\u{180E}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FFFC}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2060}'
+            | '\u{FEFF}'
+    ) || (c.is_control() && !matches!(c, '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' | '\u{85}'))
+}
+
+/// The text of an attribute value, decoded from its ASN.1 string type, or `None` when
+/// the bytes are not valid for it (the value is then compared as hex).
+///
+/// - UTF8String, PrintableString, NumericString, IA5String, VisibleString: UTF-8 (the
+///   others are subsets of ASCII);
+/// - BMPString: UTF-16BE (surrogate pairs are decoded; a lone surrogate is invalid);
+/// - UniversalString: UCS-4, big-endian;
+/// - TeletexString (T.61): read as ISO 8859-1, one byte per character, as OpenSSL and
+///   most CAs treat it. Proper T.61 differs for a few bytes (diacritics written as a
+///   prefix byte before the letter), which no CA in use writes.
+///
+/// Any other type is read as UTF-8 if it is, as before.
+fn attribute_text<'a>(a: &'a AttributeTypeAndValue<'_>) -> Option<Cow<'a, str>> {
+    let bytes = a.as_slice();
+    match a.attr_value().tag() {
+        Tag::BmpString => {
+            let units = bytes
+                .chunks_exact(2)
+                .map(|p| <[u8; 2]>::try_from(p).ok().map(u16::from_be_bytes))
+                .collect::<Option<Vec<u16>>>()?;
+            if bytes.len() % 2 != 0 {
+                return None;
+            }
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
+                .map(Cow::Owned)
+        }
+        Tag::UniversalString => {
+            if bytes.len() % 4 != 0 {
+                return None;
+            }
+            bytes
+                .chunks_exact(4)
+                .map(|q| {
+                    let word = <[u8; 4]>::try_from(q).ok()?;
+                    char::from_u32(u32::from_be_bytes(word))
+                })
+                .collect::<Option<String>>()
+                .map(Cow::Owned)
+        }
+        Tag::TeletexString => Some(match std::str::from_utf8(bytes) {
+            Ok(ascii) if ascii.is_ascii() => Cow::Borrowed(ascii),
+            _ => Cow::Owned(bytes.iter().copied().map(char::from).collect()),
+        }),
+        _ => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
+    }
 }
 
 /// Hashes a set of `(oid, value)` attributes into the issuer id.
@@ -131,12 +215,9 @@ pub fn issuer_id_of(name: &X509Name<'_>) -> u64 {
     let attrs = name
         .iter_attributes()
         .map(|a| {
-            let value = match a.as_str() {
-                Ok(s) => normalize_value(s),
-                Err(_) => match std::str::from_utf8(a.as_slice()) {
-                    Ok(s) => normalize_value(s),
-                    Err(_) => format!("#{}", crate::cert::hex_lower(a.as_slice())),
-                },
+            let value = match attribute_text(a) {
+                Some(s) => normalize_value(&s),
+                None => format!("#{}", crate::cert::hex_lower(a.as_slice())),
             };
             (dotted(a.attr_type()), value)
         })
@@ -165,15 +246,12 @@ pub fn format_name(name: &X509Name<'_>) -> String {
                 None => out.push_str(&attr.attr_type().to_id_string()),
             }
             out.push('=');
-            match attr.as_str() {
-                Ok(v) => escape_value(v, &mut out),
-                Err(_) => match std::str::from_utf8(attr.as_slice()) {
-                    Ok(v) => escape_value(v, &mut out),
-                    Err(_) => {
-                        out.push('#');
-                        out.push_str(&crate::cert::hex_lower(attr.as_slice()));
-                    }
-                },
+            match attribute_text(attr) {
+                Some(v) => escape_value(&v, &mut out),
+                None => {
+                    out.push('#');
+                    out.push_str(&crate::cert::hex_lower(attr.as_slice()));
+                }
             }
         }
     }
@@ -257,6 +335,24 @@ fn unescape(v: &str) -> Result<String, DnError> {
     String::from_utf8(out).map_err(|_| DnError::BadEscape)
 }
 
+/// `v` without leading and trailing blanks, except an escaped last one (`a\ `).
+fn trim_unescaped(v: &str) -> &str {
+    let v = v.trim_start();
+    let trimmed = v.trim_end();
+    let backslashes = trimmed.chars().rev().take_while(|c| *c == '\\').count();
+    if backslashes % 2 == 1 {
+        // The escape takes the first blank after it.
+        let len = trimmed.len();
+        let next = v
+            .get(len..)
+            .and_then(|rest| rest.chars().next())
+            .map_or(0, char::len_utf8);
+        v.get(..len.saturating_add(next)).unwrap_or(v)
+    } else {
+        trimmed
+    }
+}
+
 /// Parses an RFC 4514 distinguished name string into its issuer id. Attribute order
 /// does not matter; names are case-insensitive; values compare case-insensitively.
 pub fn parse_dn_string(s: &str) -> Result<u64, DnError> {
@@ -265,10 +361,9 @@ pub fn parse_dn_string(s: &str) -> Result<u64, DnError> {
     }
     let mut attrs = Vec::new();
     for component in split_unescaped(s, &[',', ';', '+']) {
-        let component = component.trim();
         let (name, value) = component
             .split_once('=')
-            .ok_or_else(|| DnError::MissingEquals(component.to_owned()))?;
+            .ok_or_else(|| DnError::MissingEquals(component.trim().to_owned()))?;
         let name = name.trim();
         let oid = if name.chars().all(|c| c.is_ascii_digit() || c == '.') && name.contains('.') {
             name.to_owned()
@@ -280,7 +375,7 @@ pub fn parse_dn_string(s: &str) -> Result<u64, DnError> {
                 .map(|(_, oid, _)| (*oid).to_owned())
                 .ok_or_else(|| DnError::UnknownAttribute(name.to_owned()))?
         };
-        let value = normalize_value(&unescape(value.trim())?);
+        let value = normalize_value(&unescape(trim_unescaped(value))?);
         if value.is_empty() {
             return Err(DnError::EmptyValue(name.to_owned()));
         }
@@ -292,6 +387,7 @@ pub fn parse_dn_string(s: &str) -> Result<u64, DnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use x509_parser::prelude::FromDer as _;
 
     #[test]
     fn attribute_der_bytes_match_the_dotted_oids() {
@@ -314,6 +410,164 @@ mod tests {
         let a = parse_dn_string(r"CN=Acme\, Inc,O=X").unwrap();
         let b = parse_dn_string(r"2.5.4.3=Acme\2C Inc,2.5.4.10=X").unwrap();
         assert_eq!(a, b);
+    }
+
+    /// DER of a Name with one attribute per RDN: `(OID content bytes, tag, value bytes)`.
+    fn der_name(attrs: &[(&[u8], u8, Vec<u8>)]) -> Vec<u8> {
+        fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            let len = body.len();
+            if len < 0x80 {
+                out.push(len as u8);
+            } else if len < 0x100 {
+                out.extend([0x81, len as u8]);
+            } else {
+                out.extend([0x82, (len >> 8) as u8, len as u8]);
+            }
+            out.extend_from_slice(body);
+            out
+        }
+        let mut rdns = Vec::new();
+        for (oid, tag, value) in attrs {
+            let mut atv = tlv(0x06, oid);
+            atv.extend(tlv(*tag, value));
+            rdns.extend(tlv(0x31, &tlv(0x30, &atv)));
+        }
+        tlv(0x30, &rdns)
+    }
+
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    const O: &[u8] = &[0x55, 0x04, 0x0a];
+    const UTF8: u8 = 0x0c;
+    const PRINTABLE: u8 = 0x13;
+    const TELETEX: u8 = 0x14;
+    const UNIVERSAL: u8 = 0x1c;
+    const BMP: u8 = 0x1e;
+
+    fn utf16(s: &str) -> Vec<u8> {
+        s.encode_utf16().flat_map(u16::to_be_bytes).collect()
+    }
+    fn ucs4(s: &str) -> Vec<u8> {
+        s.chars().flat_map(|c| u32::from(c).to_be_bytes()).collect()
+    }
+    fn latin1(s: &str) -> Vec<u8> {
+        s.chars()
+            .map(|c| u8::try_from(u32::from(c)).unwrap())
+            .collect()
+    }
+
+    fn id_and_display(der: &[u8]) -> (u64, String) {
+        let (rest, name) = X509Name::from_der(der).unwrap();
+        assert!(rest.is_empty());
+        (issuer_id_of(&name), format_name(&name))
+    }
+
+    /// Regression: issuer names in BMPString, UniversalString or TeletexString never
+    /// matched a policy `issuer:` (their bytes were compared as UTF-8, NULs and all).
+    #[test]
+    fn every_string_type_of_one_name_gives_one_id() {
+        let want = parse_dn_string("CN=Zürich Intermediate CA,O=Exämple").unwrap();
+        type Encode = fn(&str) -> Vec<u8>;
+        let encodings: Vec<(u8, Encode)> = vec![
+            (UTF8, |s| s.as_bytes().to_vec()),
+            (BMP, utf16),
+            (UNIVERSAL, ucs4),
+            (TELETEX, latin1),
+        ];
+        for (tag, enc) in &encodings {
+            let der = der_name(&[
+                (O, *tag, enc("Exämple")),
+                (CN, *tag, enc("Zürich Intermediate CA")),
+            ]);
+            let (id, display) = id_and_display(&der);
+            assert_eq!(id, want, "tag {tag:#x}");
+            assert_eq!(
+                display, "CN=Zürich Intermediate CA,O=Exämple",
+                "tag {tag:#x}"
+            );
+        }
+        // Mixed types within one name, and ASCII in PrintableString.
+        let der = der_name(&[
+            (O, PRINTABLE, b"Example".to_vec()),
+            (CN, BMP, utf16("Intermediate CA")),
+        ]);
+        assert_eq!(
+            id_and_display(&der).0,
+            parse_dn_string("CN=Intermediate CA,O=Example").unwrap()
+        );
+        // Beyond the BMP: a surrogate pair in UTF-16, one word in UCS-4.
+        let emoji = "CA \u{1F510}";
+        let a = id_and_display(&der_name(&[(CN, BMP, utf16(emoji))])).0;
+        let b = id_and_display(&der_name(&[(CN, UNIVERSAL, ucs4(emoji))])).0;
+        let c = id_and_display(&der_name(&[(CN, UTF8, emoji.as_bytes().to_vec())])).0;
+        assert_eq!((a, b), (c, c));
+    }
+
+    #[test]
+    fn invalid_wide_strings_compare_as_hex_not_as_text() {
+        // A lone surrogate, an odd BMPString length, a UCS-4 word above U+10FFFF.
+        for (tag, bytes) in [
+            (BMP, vec![0xd8, 0x00, 0x00, 0x41]),
+            (BMP, vec![0x00, 0x41, 0x00]),
+            (UNIVERSAL, vec![0x00, 0x11, 0x00, 0x00]),
+        ] {
+            let (_, display) = id_and_display(&der_name(&[(CN, tag, bytes.clone())]));
+            assert_eq!(display, format!("CN=#{}", crate::cert::hex_lower(&bytes)));
+        }
+    }
+
+    #[test]
+    fn preparation_maps_controls_spaces_and_invisible_characters() {
+        let want = parse_dn_string("CN=Intermediate CA").unwrap();
+        for spelling in [
+            "intermediate\u{00A0}ca",
+            "inter\u{00AD}mediate ca",
+            "\u{200B}intermediate\tca\n",
+            "INTERMEDIATE \u{3000} CA",
+            "inter\u{FEFF}mediate ca\u{0}",
+        ] {
+            let der = der_name(&[(CN, BMP, utf16(spelling))]);
+            assert_eq!(id_and_display(&der).0, want, "{spelling:?}");
+        }
+        // A NUL between words is dropped, not a space: `ab`, not `a b`.
+        assert_eq!(normalize_value("a\u{0}b"), "ab");
+        assert_eq!(normalize_value("  a \r\n b  "), "a b");
+    }
+
+    proptest::proptest! {
+        /// Any name that each string type can carry gives the same id in every one of
+        /// them, and as a policy string (RFC 4514 escaped).
+        #[test]
+        fn encodings_of_one_name_agree(
+            cn in "[ -~\u{a0}-\u{ff}]{1,40}",
+            o in "[a-zA-Z0-9 \u{c0}-\u{ff}\u{100}-\u{17f}\u{4e00}-\u{4e20}\u{1F300}-\u{1F310}]{1,20}",
+        ) {
+            proptest::prop_assume!(!normalize_value(&cn).is_empty());
+            proptest::prop_assume!(!normalize_value(&o).is_empty());
+            let utf8 = id_and_display(&der_name(&[
+                (O, UTF8, o.as_bytes().to_vec()),
+                (CN, UTF8, cn.as_bytes().to_vec()),
+            ])).0;
+            let bmp = id_and_display(&der_name(&[(O, BMP, utf16(&o)), (CN, BMP, utf16(&cn))])).0;
+            let ucs = id_and_display(&der_name(&[
+                (O, UNIVERSAL, ucs4(&o)),
+                (CN, UNIVERSAL, ucs4(&cn)),
+            ])).0;
+            // Teletex carries Latin-1 only: the CN alphabet is Latin-1.
+            let teletex = id_and_display(&der_name(&[
+                (O, UTF8, o.as_bytes().to_vec()),
+                (CN, TELETEX, latin1(&cn)),
+            ])).0;
+            let mut policy = String::from("CN=");
+            escape_value(&cn, &mut policy);
+            policy.push_str(",O=");
+            escape_value(&o, &mut policy);
+            let from_policy = parse_dn_string(&policy).unwrap();
+            proptest::prop_assert_eq!(bmp, utf8);
+            proptest::prop_assert_eq!(ucs, utf8);
+            proptest::prop_assert_eq!(teletex, utf8);
+            proptest::prop_assert_eq!(from_policy, utf8);
+        }
     }
 
     #[test]

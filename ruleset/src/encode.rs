@@ -159,6 +159,14 @@ pub fn encode(table: &Table) -> Result<Vec<u8>, EncodeError> {
     if !rev.is_normalized() {
         return Err(EncodeError::NotNormalized);
     }
+    // The decoder refuses a table whose decoded form passes its memory budget; such a
+    // table is not written.
+    if crate::budget::decoded_cost(table) > crate::budget::MAX_DECODED_BYTES {
+        return Err(EncodeError::Limit {
+            what: "the estimated memory of the decoded table (bytes)",
+            limit: crate::budget::MAX_DECODED_BYTES,
+        });
+    }
     let mut w = Writer(Vec::new());
     w.section(SECTION_META, |w| {
         w.u8(mode_byte(table.mode));

@@ -20,6 +20,7 @@
     )
 )]
 
+mod budget;
 pub mod cert;
 mod decision;
 pub mod decode;
@@ -35,6 +36,7 @@ mod siphash;
 pub mod sni;
 pub mod spiffe;
 
+pub use budget::{decoded_cost, MAX_DECODED_BYTES};
 pub use decision::{Decision, Reason};
 pub use decode::{decode, decode_owned, DecodeError};
 pub use encode::{encode, EncodeError};

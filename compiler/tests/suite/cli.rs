@@ -1171,3 +1171,189 @@ fn every_subcommand_has_help_with_examples() {
         assert!(run.stdout.contains("Examples:"), "{target}");
     }
 }
+
+/// Regression: a serial written as OpenSSL prints a negative one (`-4F380A`) was read as
+/// the positive 4F380A. A certificate openssl made with that serial is revoked by the
+/// policy spelling `openssl x509 -serial` prints.
+#[test]
+fn a_negative_serial_written_as_openssl_prints_it_revokes_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("neg.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/O=Example/CN=Neg CA",
+        ])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args(["-set_serial", "-0x4F380A"])
+        .args([
+            "-addext",
+            "subjectAltName=URI:spiffe://cluster.local/ns/frontend/sa/web",
+        ])
+        .arg("-keyout")
+        .arg(dir.path().join("key.pem"))
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .expect("the openssl CLI is needed to make test certificates");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert_eq!(printed.trim(), "serial=-4F380A");
+    let pem = pem.to_str().unwrap();
+
+    let policy = |serial: &str| {
+        format!("{GOOD}  revocation:\n    serials: [{{serial: \"{serial}\", issuer: \"CN=Neg CA,O=Example\"}}]\n")
+    };
+    let verdict = |serial: &str| {
+        let p = write(dir.path(), "p.yaml", &policy(serial));
+        let t = dir.path().join("t.cgt");
+        let run = certgate(&["compile", &p, "-o", t.to_str().unwrap()]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let (_, d) = eval(
+            t.to_str().unwrap(),
+            &["--cert", pem, "--tls-version", "1.3", "--port", "8443"],
+        );
+        d["reason"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(verdict("-4F380A"), "revoked_serial");
+    assert_eq!(verdict("-4f:38:0a"), "revoked_serial");
+    // `certgate cert` prints the content bytes, which revoke it too.
+    let facts = certgate(&["cert", "--format", "json", pem]);
+    assert_eq!(json(&facts.stdout)["certificates"][0]["serial"], "B0C7F6");
+    assert_eq!(verdict("B0C7F6"), "revoked_serial");
+    // The positive serial with the same digits is another certificate.
+    assert_eq!(verdict("4F380A"), "allow_rule");
+}
+
+/// Regression: a 1.4 MB YAML file of aliases to a large string grew the compiler past
+/// 800 MB. Run with its address space capped far below that, the compiler refuses the
+/// file with the alias-budget diagnostic (exit 1), rather than dying for lack of memory.
+#[test]
+fn a_billion_laughs_file_is_refused_in_bounded_memory() {
+    const ADDRESS_SPACE_KIB: u32 = 256 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let big = "x".repeat(1_000_000);
+    let aliases = vec!["*big"; 100_000].join(", ");
+    let text = format!("{GOOD}x-big: &big \"{big}\"\nx-all: [{aliases}]\n");
+    assert!(text.len() < 1_700_000, "{}", text.len());
+    let path = write(dir.path(), "laughs.yaml", &text);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" check --format json \"$1\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_certgate"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&stdout);
+    let codes: Vec<&str> = report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["certgate::yaml-alias-budget"]);
+}
+
+/// Regression: issuer names in BMPString or UniversalString never matched. A CA named in
+/// BMPString issues a leaf and a CRL revoking it: the compiled CRL revokes it, and so does
+/// a policy serial whose issuer is written as plain text.
+#[test]
+fn issuer_names_in_wide_string_types_revoke_through_crls_and_policy_serials() {
+    let bmp = |s: &str| rcgen::DnValue::BmpString(rcgen::string::BmpString::try_from(s).unwrap());
+    let ucs = |s: &str| {
+        rcgen::DnValue::UniversalString(rcgen::string::UniversalString::try_from(s).unwrap())
+    };
+    type Value<'a> = &'a dyn Fn(&str) -> rcgen::DnValue;
+    let types: [Value<'_>; 2] = [&bmp, &ucs];
+    for value in types {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(rcgen::DnType::OrganizationName, value("Exämple"));
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, value("Zürich CA"));
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from("spiffe://cluster.local/ns/frontend/sa/web")
+                .unwrap(),
+        )];
+        leaf.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x4f, 0x38, 0x0a]));
+        let now = std::time::SystemTime::now();
+        leaf.not_before = (now - std::time::Duration::from_secs(60)).into();
+        leaf.not_after = (now + std::time::Duration::from_secs(3600)).into();
+        let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let leaf = leaf.signed_by(&leaf_key, &ca).unwrap();
+        let pem = write(dir.path(), "leaf.pem", &leaf.pem());
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2026, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(&[0x4f, 0x38, 0x0a]),
+                revocation_time: rcgen::date_time_ymd(2026, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca)
+        .unwrap();
+        write(dir.path(), "ca.crl", &crl.pem().unwrap());
+
+        let verdict = |revocation: &str| {
+            let p = write(
+                dir.path(),
+                "p.yaml",
+                &format!("{GOOD}  revocation:\n{revocation}"),
+            );
+            let t = dir.path().join("t.cgt");
+            let run = certgate(&["compile", &p, "-o", t.to_str().unwrap()]);
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            let (_, d) = eval(
+                t.to_str().unwrap(),
+                &["--cert", &pem, "--tls-version", "1.3", "--port", "8443"],
+            );
+            d["reason"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(verdict("    crls: [ca.crl]\n"), "revoked_serial");
+        assert_eq!(
+            verdict("    serials: [{serial: \"4f:38:0a\", issuer: \"O=Exämple,CN=Zürich CA\"}]\n"),
+            "revoked_serial"
+        );
+        assert_eq!(
+            verdict("    serials: [{serial: \"4f:38:0a\", issuer: \"CN=Other CA\"}]\n"),
+            "allow_rule"
+        );
+    }
+}

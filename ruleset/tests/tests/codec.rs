@@ -259,3 +259,215 @@ fn engine_from_bytes_decides() {
     f.serial = vec![0x99];
     assert_eq!(e.evaluate(&peer(f)).reason, Reason::DenyRule);
 }
+
+/// The sections of an encoded table's body (after the 32-byte digest), as
+/// `(tag, payload)`.
+fn sections(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut body = &bytes[16 + 32..];
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let len = u32::from_le_bytes(body[1..5].try_into().unwrap()) as usize;
+        out.push((body[0], body[5..5 + len].to_vec()));
+        body = &body[5 + len..];
+    }
+    out
+}
+
+/// A sealed table: the sections of `base` with the rules section replaced by `rules`.
+fn with_rules_section(base: &Table, rules: &[u8]) -> Vec<u8> {
+    let bytes = encode(base).unwrap();
+    let mut inner = bytes[16..16 + 32].to_vec();
+    for (tag, payload) in sections(&bytes) {
+        let payload = if tag == 3 { rules.to_vec() } else { payload };
+        inner.push(tag);
+        inner.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        inner.extend_from_slice(&payload);
+    }
+    seal(&inner)
+}
+
+/// A rules section of `rules` rules, each with `per_rule` copies of `pattern` and no
+/// other condition: a small encoding of a large decoded table.
+fn tiny_patterns(rules: u32, per_rule: u32, pattern: &str) -> Vec<u8> {
+    let mut out = rules.to_le_bytes().to_vec();
+    for i in 0..rules {
+        let name = format!("r{i}");
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&[0, 0, 0]); // policy 0, allow
+        out.extend_from_slice(&per_rule.to_le_bytes());
+        for _ in 0..per_rule {
+            out.extend_from_slice(&(pattern.len() as u16).to_le_bytes());
+            out.extend_from_slice(pattern.as_bytes());
+        }
+        out.extend_from_slice(&[0; 16]); // no notPrincipals, ports, sni, CIDRs
+    }
+    out
+}
+
+/// Regression: decoding a crafted 37 MB table (millions of short patterns) took 787 MB.
+/// It is refused by the memory budget, before the patterns that would pass it are parsed.
+#[test]
+fn many_tiny_patterns_are_refused_by_the_memory_budget() {
+    let base = table(vec![]);
+    for (rules, pattern) in [(31, "spiffe://a"), (3, "spiffe://a/b/*")] {
+        let bytes = with_rules_section(&base, &tiny_patterns(rules, 100_000, pattern));
+        assert!(bytes.len() > 4_000_000, "{}", bytes.len());
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::Limit {
+                what: "the estimated memory of the decoded table (bytes)",
+                limit: MAX_DECODED_BYTES,
+            }),
+            "{pattern}"
+        );
+    }
+    // The same encoding with fewer rules is a valid table: the budget, not the bytes,
+    // refused it.
+    let small = with_rules_section(&base, &tiny_patterns(2, 1000, "spiffe://a/b/*"));
+    assert_eq!(decode(&small).unwrap().rules.len(), 2);
+}
+
+/// A table the decoder would refuse is not written either.
+#[test]
+fn the_encoder_refuses_what_the_decoder_would() {
+    let patterns: Vec<&str> = vec!["spiffe://a/b/*"; 100_000];
+    let t = table(
+        (0..3)
+            .map(|i| rule(&format!("r{i}"), Action::Allow, &patterns))
+            .collect(),
+    );
+    assert!(decoded_cost(&t) > MAX_DECODED_BYTES);
+    assert!(matches!(encode(&t), Err(EncodeError::Limit { .. })));
+}
+
+/// A realistic large table: a million revoked serials and twenty thousand rules, each
+/// with exact and wildcard principals, ports and server names.
+fn realistic_large_table() -> Table {
+    let rules = (0..20_000)
+        .map(|i| {
+            let mut r = rule(
+                &format!("team-{i}-to-payments"),
+                if i % 10 == 0 {
+                    Action::Deny
+                } else {
+                    Action::Allow
+                },
+                &[
+                    &format!("spiffe://cluster.local/ns/team-{i}/sa/frontend"),
+                    &format!("spiffe://cluster.local/ns/team-{i}/sa/worker"),
+                    &format!("spiffe://cluster.local/ns/team-{i}/sa/*"),
+                ],
+            );
+            r.ports = vec![PortRange {
+                start: 8443,
+                end: 8443,
+            }];
+            r.sni = vec![format!("team-{i}.internal.example.com")];
+            r
+        })
+        .collect();
+    let mut t = table(rules);
+    for i in 0..1_000_000u32 {
+        t.revocation.add_serial(Some(42), &i.to_be_bytes());
+    }
+    t.revocation.normalize();
+    t
+}
+
+#[test]
+fn realistic_large_tables_still_decode() {
+    let t = realistic_large_table();
+    let cost = decoded_cost(&t);
+    assert!(cost < MAX_DECODED_BYTES, "{cost}");
+    let e = Engine::from_bytes(&encode(&t).unwrap()).unwrap();
+    assert_eq!(e.table().revocation.serial_count(), 1_000_000);
+    assert_eq!(e.table().rules.len(), 20_000);
+}
+
+/// `VmRSS` or `VmHWM` of this process, in bytes.
+fn proc_status_kb(field: &str) -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        * 1024
+}
+
+/// Run alone in a child process by [`the_estimate_bounds_the_measured_memory`]: decodes
+/// and indexes the table in `CERTGATE_MEASURE_TABLE`, and prints how much the peak
+/// resident memory grew.
+#[test]
+#[ignore = "run by the_estimate_bounds_the_measured_memory in a process of its own"]
+fn measure_decode_child() {
+    let Ok(path) = std::env::var("CERTGATE_MEASURE_TABLE") else {
+        return;
+    };
+    let bytes = std::fs::read(path).unwrap();
+    let before = proc_status_kb("VmRSS:");
+    let engine = Engine::new(decode_owned(bytes).unwrap());
+    let peak = proc_status_kb("VmHWM:");
+    println!("GROWTH {}", peak.saturating_sub(before));
+    drop(engine);
+}
+
+/// The budget's estimate is an upper bound of what decoding and indexing really take:
+/// measured as the peak resident memory of a process that does nothing else.
+#[test]
+fn the_estimate_bounds_the_measured_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let wildcards: Vec<String> = (0..20_000)
+        .map(|i| format!("spiffe://a/n{i}/x/y/*"))
+        .collect();
+    let wildcards: Vec<&str> = wildcards.iter().map(String::as_str).collect();
+    let exact: Vec<Vec<String>> = (0..8)
+        .map(|r| (0..50_000).map(|i| format!("spiffe://a/{r}/{i}")).collect())
+        .collect();
+    let exact: Vec<Rule> = exact
+        .iter()
+        .map(|ids| {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            rule("e", Action::Allow, &ids)
+        })
+        .collect();
+    for (name, t) in [
+        ("realistic", realistic_large_table()),
+        (
+            "wildcards",
+            table(vec![rule("w", Action::Allow, &wildcards)]),
+        ),
+        ("exact", table(exact)),
+    ] {
+        let path = dir.path().join(format!("{name}.cgt"));
+        std::fs::write(&path, encode(&t).unwrap()).unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "codec::measure_decode_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .args(["--test-threads", "1"])
+            .env("CERTGATE_MEASURE_TABLE", &path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let growth: usize = stdout
+            .lines()
+            .find_map(|l| l.split("GROWTH ").nth(1))
+            .unwrap_or_else(|| panic!("no measurement: {stdout}"))
+            .parse()
+            .unwrap();
+        let estimate = decoded_cost(&t);
+        eprintln!("{name}: measured {growth} bytes, estimated {estimate}");
+        assert!(growth > 0, "{name}");
+        assert!(
+            growth <= estimate,
+            "{name}: measured {growth} > estimated {estimate}"
+        );
+    }
+}
