@@ -9,7 +9,6 @@ pub const VERSION: u16 = 2;
 /// expiry.
 pub const HEADER_LEN: usize = 4 + 2 + 2 + 4 + 4 + 32 + 8 + 8;
 
-
 /// Section tags, in the order they must appear.
 pub const SECTION_META: u8 = 1;
 /// Constraints section.

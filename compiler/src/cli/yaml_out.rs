@@ -13,6 +13,8 @@ pub enum Y {
     Int(u64),
     /// A mapping, in this order.
     Map(Vec<(String, Y)>),
+    /// A sequence, written in flow style (JSON, which YAML reads too).
+    List(Vec<Y>),
 }
 
 /// Shorthand for a string value.
@@ -66,6 +68,7 @@ fn scalar(v: &Y) -> Option<String> {
         Y::Int(i) => Some(i.to_string()),
         Y::Map(m) if m.is_empty() => Some("{}".to_string()),
         Y::Map(_) => None,
+        Y::List(_) => Some(to_json_compact(v)),
     }
 }
 
@@ -115,6 +118,7 @@ fn write_json(out: &mut String, v: &Y, indent: usize) {
         Y::Bool(b) => out.push_str(&b.to_string()),
         Y::Int(i) => out.push_str(&i.to_string()),
         Y::Map(m) if m.is_empty() => out.push_str("{}"),
+        Y::List(_) => out.push_str(&to_json_compact(v)),
         Y::Map(m) => {
             out.push_str("{\n");
             for (i, (k, v)) in m.iter().enumerate() {
@@ -145,6 +149,10 @@ pub fn to_json_compact(v: &Y) -> String {
                 .map(|(k, v)| format!("{}:{}", quote(k), to_json_compact(v)))
                 .collect();
             format!("{{{}}}", parts.join(","))
+        }
+        Y::List(items) => {
+            let parts: Vec<String> = items.iter().map(to_json_compact).collect();
+            format!("[{}]", parts.join(","))
         }
     }
 }
