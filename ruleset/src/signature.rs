@@ -44,12 +44,18 @@ impl fmt::Display for SignatureError {
         match self {
             SignatureError::Malformed(e) => write!(f, "{e}"),
             SignatureError::Unsigned => write!(f, "the table is not signed"),
-            SignatureError::UnknownKey(k) => {
-                write!(f, "the table is signed by key {}, which is not pinned", key_id(k))
-            }
-            SignatureError::BadSignature(k) => {
-                write!(f, "the signature by key {} does not verify", key_id(k))
-            }
+            // Hex, not `key_id`'s base64: the filter shows this, and base64 encoding
+            // would be code in the module for one log line.
+            SignatureError::UnknownKey(k) => write!(
+                f,
+                "the table is signed by key {} (hex), which is not pinned",
+                crate::cert::hex_lower(k)
+            ),
+            SignatureError::BadSignature(k) => write!(
+                f,
+                "the signature by key {} (hex) does not verify",
+                crate::cert::hex_lower(k)
+            ),
         }
     }
 }
@@ -78,7 +84,8 @@ pub fn parse_key(text: &str) -> Option<[u8; 32]> {
 /// exactly: no trailer, or one well-formed trailer. Bytes that are not a table of this
 /// version are returned whole, for the decoder to name what is wrong.
 pub fn split(bytes: &[u8]) -> Result<(&[u8], Option<Trailer>), DecodeError> {
-    let (Some(magic), Some(version), Some(len)) = (bytes.get(0..4), bytes.get(4..6), bytes.get(8..12))
+    let (Some(magic), Some(version), Some(len)) =
+        (bytes.get(0..4), bytes.get(4..6), bytes.get(8..12))
     else {
         return Ok((bytes, None));
     };
