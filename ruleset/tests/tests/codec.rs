@@ -369,3 +369,36 @@ fn issue_time_and_expiry_round_trip_and_zero_means_no_expiry() {
         1_767_225_600_000
     );
 }
+
+/// The group order of Ed25519, little-endian.
+const ED25519_L: [u8; 32] = [
+    237, 211, 245, 92, 26, 99, 18, 88, 214, 156, 247, 162, 222, 249, 222, 20, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 16,
+];
+
+#[test]
+fn a_signature_cannot_be_mauled_into_a_second_valid_one() {
+    // S + L verifies in a lax verifier (the same point); it must be refused, so a
+    // re-encoded copy of a signed table is not a second valid table.
+    let kp = ed25519_compact::KeyPair::generate();
+    let mut bytes = signed(&fixture_table(), &kp);
+    let n = bytes.len();
+    let s = &mut bytes[n - 32..];
+    let mut carry = 0u16;
+    for (b, l) in s.iter_mut().zip(ED25519_L) {
+        let sum = u16::from(*b) + u16::from(l) + carry;
+        *b = sum as u8;
+        carry = sum >> 8;
+    }
+    assert_eq!(carry, 0, "S + L fits in 256 bits");
+    assert_eq!(
+        signature::verify(&bytes, &[*kp.pk]),
+        Err(signature::SignatureError::BadSignature(*kp.pk))
+    );
+    // A small-order public key (the identity) pinned by mistake accepts nothing.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut b = encode(&fixture_table()).unwrap();
+    signature::append_trailer(&mut b, &identity, &[0; 64]);
+    assert!(signature::verify(&b, &[identity]).is_err());
+}
