@@ -726,7 +726,9 @@ fn emit_istio_refuses_tables_too_large_for_kubernetes() {
 
 #[test]
 fn every_subcommand_has_help_with_examples() {
-    for sub in ["compile", "check", "inspect", "eval", "cert", "crl", "emit"] {
+    for sub in [
+        "compile", "keygen", "check", "inspect", "eval", "cert", "crl", "emit",
+    ] {
         let run = certgate(&[sub, "--help"]);
         assert_eq!(run.code, 0, "{sub}");
         assert!(run.stdout.contains("Examples:"), "{sub}: {}", run.stdout);
