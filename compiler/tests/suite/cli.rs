@@ -850,6 +850,13 @@ fn compile_signs_stamps_and_keeps_issue_times_monotonic() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(inspect(out_s)["issuedAtMs"], 1_800_000_000_000u64);
 
+    // A SOURCE_DATE_EPOCH that is not a number of seconds is a usage error.
+    let bad = certgate_env(
+        &["compile", &policy, "-o", out_s],
+        &[("SOURCE_DATE_EPOCH", "yesterday")],
+    );
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("SOURCE_DATE_EPOCH"), "{}", bad.stderr);
     // A key that is not a private key costs nothing: exit 2 before compiling.
     let pub_file = format!("{}.pub", key.to_str().unwrap());
     let bad = certgate(&["compile", &policy, "-o", out_s, "--sign-key", &pub_file]);
