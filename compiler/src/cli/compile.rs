@@ -77,11 +77,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if args.format == DiagFormat::Human {
         if let Some(t) = &c.table {
             eprintln!(
-                "wrote {} ({} bytes, {} rules, digest sha256:{})",
+                "wrote {} ({} bytes, {} rules, digest sha256:{}, issued at {} ms, {})",
                 args.output.display(),
                 bytes.len(),
                 t.rules.len(),
-                ruleset::cert::hex_lower(&t.policy_digest)
+                ruleset::cert::hex_lower(&t.policy_digest),
+                t.issued_at_ms,
+                key.as_ref().map_or("unsigned".to_string(), |kp| format!(
+                    "signed by {}",
+                    ruleset::signature::key_id(&kp.pk)
+                )),
             );
         }
     }

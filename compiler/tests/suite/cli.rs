@@ -816,6 +816,12 @@ fn compile_signs_stamps_and_keeps_issue_times_monotonic() {
         &[("SOURCE_DATE_EPOCH", "1767225600")],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("issued at 1767225600000 ms, signed by {public})")),
+        "{}",
+        run.stderr
+    );
     let inspect = |p: &str| json(&certgate(&["inspect", "--format", "json", p]).stdout);
     let v = inspect(out_s);
     assert_eq!(v["issuedAtMs"], 1_767_225_600_000u64);
