@@ -312,8 +312,12 @@ function renderTable(res) {
     <span><b>${plural(t.rules.length, "rule")}</b></span>
     <span><b>${t.policies.length === 1 ? "1 policy" : `${t.policies.length} policies`}</b></span>
     <span class="digest" title="sha256 of the policy inputs">digest ${escapeHtml(t.digest.slice(0, 12))}…</span>`;
-  // The first line repeats size and digest, shown above.
-  text.textContent = res.tableText.split("\n").slice(2).join("\n").trimEnd();
+  // The size, digest and policies lines repeat what is shown above.
+  text.textContent = res.tableText
+    .split("\n")
+    .filter((l) => !/^(table|policies) /.test(l))
+    .join("\n")
+    .trimEnd();
   download.disabled = false;
 }
 

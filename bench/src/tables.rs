@@ -109,6 +109,9 @@ pub fn table(rules: Vec<Rule>, revoked: usize, extra: &[Vec<u8>]) -> anyhow::Res
     let mut t = Table {
         policy_names: vec!["bench".to_string()],
         policy_digest: [0x42; 32],
+        issued_at_ms: 0,
+        expires_at_ms: None,
+        signer: None,
         mode: Mode::Enforce,
         default_action: Action::Deny,
         audit_log: AuditLog::Deny,

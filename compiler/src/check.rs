@@ -38,6 +38,9 @@ pub struct Merged {
     pub forbid_signatures: Vec<SigHash>,
     /// `spec.revocation.onStale`, default `deny`.
     pub on_stale: OnStale,
+    /// The shortest `spec.revocation.maxAge`, in seconds: the strictest wins, so merging
+    /// never extends how long any one policy's revocation data counts as current.
+    pub max_age: Option<u64>,
 }
 
 /// Values as the policy language writes them, for conflict messages.
@@ -177,6 +180,10 @@ pub(crate) fn check(policies: &[Policy], sink: &mut Sink) -> Merged {
             }
             v
         },
+        max_age: policies
+            .iter()
+            .filter_map(|p| p.spec.max_age.as_ref().map(|m| m.value))
+            .min(),
         forbid_signatures: {
             let mut v: Vec<SigHash> = policies
                 .iter()

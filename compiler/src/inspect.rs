@@ -36,6 +36,11 @@ pub fn to_json(t: &Table, size: usize) -> Value {
         "version": VERSION,
         "size": size,
         "digest": ruleset::cert::hex_lower(&t.policy_digest),
+        "issuedAt": time_ms(t.issued_at_ms),
+        "issuedAtMs": t.issued_at_ms,
+        "expiresAt": t.expires_at_ms.map(time_ms),
+        "expiresAtMs": t.expires_at_ms,
+        "signer": t.signer.as_ref().map(ruleset::signature::key_id),
         "policies": t.policy_names,
         "mode": t.mode.as_str(),
         "defaultAction": t.default_action.as_str(),
@@ -61,6 +66,11 @@ pub fn to_json(t: &Table, size: usize) -> Value {
     })
 }
 
+/// Unix milliseconds as RFC 3339 (whole seconds; the milliseconds are in the `…Ms` field).
+fn time_ms(ms: u64) -> String {
+    crate::time::rfc3339(i64::try_from(ms / 1000).unwrap_or(i64::MAX))
+}
+
 fn list(items: &[String]) -> String {
     if items.is_empty() {
         "any".to_string()
@@ -77,6 +87,29 @@ pub fn to_text(t: &Table, size: usize) -> String {
         o,
         "table     {size} bytes, digest sha256:{}",
         ruleset::cert::hex_lower(&t.policy_digest)
+    );
+    let _ = writeln!(
+        o,
+        "issued    {} ({} ms)",
+        time_ms(t.issued_at_ms),
+        t.issued_at_ms
+    );
+    let _ = writeln!(
+        o,
+        "expires   {}",
+        t.expires_at_ms
+            .map_or("never".to_string(), |e| format!("{} ({e} ms)", time_ms(e)))
+    );
+    // The trailer's claim: `inspect` has no pinned keys, the filter checks them.
+    let _ = writeln!(
+        o,
+        "signer    {}",
+        t.signer
+            .as_ref()
+            .map_or("unsigned".to_string(), |k| format!(
+                "{} (not verified here)",
+                ruleset::signature::key_id(k)
+            ))
     );
     let _ = writeln!(o, "policies  {}", t.policy_names.join(", "));
     let _ = writeln!(o, "mode      {}", t.mode.as_str());

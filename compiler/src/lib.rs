@@ -107,6 +107,22 @@ impl Compilation {
         self.error_count() > 0 || (deny_warnings && self.warning_count() > 0)
     }
 
+    /// Sets the table's issue time (Unix milliseconds) and, from it and `maxAge`, its
+    /// expiry (the earlier of that and the CRLs' first `nextUpdate`), and re-encodes it.
+    pub fn stamp(&mut self, issued_at_ms: u64) -> Result<(), ruleset::EncodeError> {
+        let max_age = self.merged.as_ref().and_then(|m| m.max_age);
+        if let Some(t) = &mut self.table {
+            t.issued_at_ms = issued_at_ms;
+            let by_age = max_age.map(|s| issued_at_ms.saturating_add(s.saturating_mul(1000)));
+            t.expires_at_ms = match (t.expires_at_ms, by_age) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            self.bytes = Some(ruleset::encode(t)?);
+        }
+        Ok(())
+    }
+
     /// `file:line:column` of a span's start.
     pub fn locate(&self, span: Span) -> Option<(&str, LineCol, LineCol)> {
         let input = self.inputs.get(span.file)?;

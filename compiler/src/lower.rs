@@ -89,9 +89,20 @@ pub(crate) fn lower(
     for f in &fingerprints {
         revocation.add_fingerprint(f);
     }
+    // The data is current until the first CRL's nextUpdate (`Compilation::stamp` also
+    // applies `maxAge`, which counts from the issue time).
+    let expires_at_ms = policies
+        .iter()
+        .flat_map(|p| &p.spec.crls)
+        .filter_map(|c| c.crl.as_ref()?.next_update)
+        .min()
+        .map(|secs| u64::try_from(secs).unwrap_or(0).saturating_mul(1000).max(1));
     let mut table = Table {
         policy_names: policies.iter().map(|p| p.name.value.clone()).collect(),
         policy_digest: digest,
+        issued_at_ms: 0,
+        expires_at_ms,
+        signer: None,
         mode: merged.mode,
         default_action: merged.default_action,
         audit_log: merged.audit_log,

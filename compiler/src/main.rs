@@ -30,12 +30,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Compile(cli::compile::Args),
+    Keygen(cli::keygen::Args),
     Check(cli::check::Args),
     Inspect(cli::inspect::Args),
     Eval(cli::eval::Args),
     Cert(cli::cert::Args),
     Crl(cli::crl::Args),
-    Emit(cli::emit::Args),
+    // Boxed: its flags (the feed's trust options among them) make it the largest.
+    Emit(Box<cli::emit::Args>),
     Package(cli::package::Args),
     Serve(cli::serve::Args),
     Test(cli::test::Args),
@@ -48,12 +50,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile(a) => cli::compile::run(a),
+        Command::Keygen(a) => cli::keygen::run(a),
         Command::Check(a) => cli::check::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Cert(a) => cli::cert::run(a),
         Command::Crl(a) => cli::crl::run(a),
-        Command::Emit(a) => cli::emit::run(a),
+        Command::Emit(a) => cli::emit::run(*a),
         Command::Package(a) => cli::package::run(a),
         Command::Serve(a) => cli::serve::run(a),
         Command::Test(a) => cli::test::run(a),

@@ -46,6 +46,9 @@ pub struct Spec {
     pub crl_issuers: Vec<CaRef>,
     /// `spec.revocation.onStale`.
     pub on_stale: Option<Spanned<OnStale>>,
+    /// `spec.revocation.maxAge`, in seconds: how long after its issue a table's
+    /// revocation data counts as current.
+    pub max_age: Option<Spanned<u64>>,
     /// `spec.revocation.serials`.
     pub serials: Vec<Spanned<RevokedSerial>>,
     /// `spec.revocation.sha256Fingerprints`.

@@ -42,6 +42,7 @@ const REVOCATION_FIELDS: &[&str] = &[
     "serials",
     "sha256Fingerprints",
     "onStale",
+    "maxAge",
 ];
 const SERIAL_FIELDS: &[&str] = &["serial", "issuer"];
 const RULE_FIELDS: &[&str] = &[
@@ -611,6 +612,21 @@ impl<'a> Walker<'a> {
                 "`spec.revocation.onStale`",
                 &[("deny", OnStale::Deny), ("keep", OnStale::Keep)],
             );
+        }
+        if let Some(n) = f.get("maxAge") {
+            if let Some(s) = self.scalar_text(n, "`spec.revocation.maxAge`") {
+                match crate::duration::parse(&s.value) {
+                    Ok(secs) => spec.max_age = Some(Spanned::new(secs, s.span)),
+                    Err(e) => {
+                        self.error(
+                            Code::InvalidDuration,
+                            s.span,
+                            format!("invalid `maxAge` `{}`: {e}", s.value),
+                        )
+                        .help = Some("write how long a compiled table's revocation data stays current, as a number and a unit: `6h`, `1d`, `7d`".into());
+                    }
+                }
+            }
         }
         if let Some(n) = f.get("crlIssuers") {
             for item in self

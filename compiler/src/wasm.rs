@@ -99,7 +99,10 @@ fn run_compile(request: &str) -> Result<(crate::Compilation, bool), String> {
         .into_iter()
         .map(|p| Input::new(p.path, p.text))
         .collect();
-    let c = crate::compile(inputs, &MapLoader(&req.files), &Options { now: req.now });
+    let mut c = crate::compile(inputs, &MapLoader(&req.files), &Options { now: req.now });
+    // Issued now, as `certgate compile` would (the expiry then counts `maxAge` from it).
+    c.stamp(u64::try_from(req.now).unwrap_or(0).saturating_mul(1000))
+        .map_err(|e| format!("the table cannot be encoded: {e}"))?;
     Ok((c, req.deny_warnings))
 }
 

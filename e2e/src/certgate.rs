@@ -50,12 +50,26 @@ impl Certgate {
 
     /// `certgate compile INPUTS... -o OUT`.
     pub fn compile(&self, inputs: &[&Path], out: &Path) -> Result<()> {
+        self.compile_with(inputs, out, &[])
+    }
+
+    /// `certgate compile INPUTS... -o OUT EXTRA...` (`--sign-key K`, ...).
+    pub fn compile_with(&self, inputs: &[&Path], out: &Path, extra: &[&str]) -> Result<()> {
         let mut args: Vec<&std::ffi::OsStr> = vec!["compile".as_ref()];
         args.extend(inputs.iter().map(|p| p.as_os_str()));
         args.push("-o".as_ref());
         args.push(out.as_os_str());
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
         self.run(&args)?;
         Ok(())
+    }
+
+    /// `certgate keygen -o OUT`: the public key as `feed.publicKeys` takes it.
+    pub fn keygen(&self, out: &Path) -> Result<String> {
+        Ok(self
+            .run(&["keygen".as_ref(), "-o".as_ref(), out.as_os_str()])?
+            .trim()
+            .to_string())
     }
 
     /// `certgate emit envoy --table T --wasm W [...] --format json`: the filter entry.

@@ -1,14 +1,15 @@
 //! The live revocation feed for the `feed` scenario: `certgate serve` on a directory of
 //! tables (killed on drop, and exiting by itself when the test process dies because its
-//! stdin pipe closes), a stand-in feed that answers every request with fixed bytes (to
-//! deliver a corrupt table), and the Envoy cluster that reaches either.
+//! stdin pipe closes), a stand-in feed that answers every request with given bytes (to
+//! deliver corrupt, forged, old or foreign tables), the Envoy cluster that reaches
+//! either, and signing of tables built in memory.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -95,15 +96,20 @@ impl Drop for FeedServer {
 pub struct FixedFeed {
     stop: Arc<AtomicBool>,
     addr: SocketAddr,
+    body: Arc<Mutex<Vec<u8>>>,
 }
 
 impl FixedFeed {
-    /// Listens on `addr` (the port a [`FeedServer`] just left) and serves `body`.
+    /// Listens on `addr` (the port a [`FeedServer`] just left, or port 0) and serves
+    /// `body`.
     pub fn start(addr: SocketAddr, body: Vec<u8>) -> Result<FixedFeed> {
         let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let body = Arc::new(Mutex::new(body));
+        let served = Arc::clone(&body);
         std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 let Ok((mut s, _)) = listener.accept() else {
@@ -114,6 +120,7 @@ impl FixedFeed {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf);
+                let body = served.lock().map(|b| b.clone()).unwrap_or_default();
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\netag: \"fixed\"\r\nconnection: close\r\n\r\n",
                     body.len()
@@ -122,12 +129,24 @@ impl FixedFeed {
                 let _ = s.write_all(&body);
             }
         });
-        Ok(FixedFeed { stop, addr })
+        Ok(FixedFeed { stop, addr, body })
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Serves `body` from the next request on.
+    pub fn serve(&self, body: Vec<u8>) {
+        if let Ok(mut b) = self.body.lock() {
+            *b = body;
+        }
+    }
+
+    /// The Envoy cluster that reaches this server.
+    pub fn cluster(&self) -> Value {
+        cluster(FEED_CLUSTER, self.addr.port())
     }
 }
 
@@ -148,4 +167,15 @@ pub fn with_feed(mut filter: Value, feed: Value) -> Result<Value> {
     config["feed"] = feed;
     *value = json!(config.to_string());
     Ok(filter)
+}
+
+/// Signs table bytes (unsigned, as `ruleset::encode` writes them) with the private key
+/// `certgate keygen` wrote to `key`: the same trailer `certgate compile --sign-key` adds.
+pub fn sign(mut bytes: Vec<u8>, key: &Path) -> Result<Vec<u8>> {
+    let pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let kp = ed25519_compact::KeyPair::from_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: not an Ed25519 private key ({e:?})", key.display()))?;
+    let sig = kp.sk.sign(ruleset::signature::message(&bytes), None);
+    ruleset::signature::append_trailer(&mut bytes, &kp.pk, &sig);
+    Ok(bytes)
 }

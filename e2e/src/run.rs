@@ -78,10 +78,16 @@ impl Run {
 
     /// Writes `text` as policy `file` next to the PKI and compiles it to `<file>.cgt`.
     pub fn compile_text(&self, file: &str, text: &str) -> Result<PathBuf> {
+        self.compile_text_with(file, text, &[])
+    }
+
+    /// [`Run::compile_text`] with more `compile` arguments (`--sign-key K`, ...). The
+    /// output is `<file>.cgt`, so compiling one file again issues a newer table.
+    pub fn compile_text_with(&self, file: &str, text: &str, extra: &[&str]) -> Result<PathBuf> {
         let policy = self.pki.dir.join(file);
         std::fs::write(&policy, text)?;
         let table = self.dir.path().join(format!("{file}.cgt"));
-        self.certgate.compile(&[&policy], &table)?;
+        self.certgate.compile_with(&[&policy], &table, extra)?;
         Ok(table)
     }
 }

@@ -1,15 +1,18 @@
 //! The live revocation feed through a real Envoy, without a restart: `certgate serve`
-//! delivers a newer table, the filter swaps it in, closes an open connection the new
-//! table revokes and leaves the others alone; a corrupt table is refused; with the feed
-//! gone the last good table keeps deciding until `maxStale`, then `onStale: deny`
+//! delivers a newer signed table, the filter swaps it in, closes an open connection the
+//! new table revokes and leaves the others alone; a corrupt table is refused; with the
+//! feed gone the last good table keeps deciding until `maxStale`, then `onStale: deny`
 //! refuses new connections; a million-entry table delivered by the feed is enforced.
+//! And the adversary's tables: forged (another key), unsigned, older and of another
+//! lineage are each refused and counted with enforcement unchanged, and a table past its
+//! expiry refuses new connections although the feed keeps serving it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use certgate_e2e::client::{rustls_config, rustls_exchange};
-use certgate_e2e::feed::{with_feed, FeedServer, FixedFeed, FEED_CLUSTER};
+use certgate_e2e::feed::{sign, with_feed, FeedServer, FixedFeed, FEED_CLUSTER};
 use certgate_e2e::pki::INTERMEDIATE_DN;
 use certgate_e2e::{EmitEnvoy, Envoy, Listener, Run, Scenario, TlsPin, Want, Wire};
 use rustls::pki_types::ServerName;
@@ -25,6 +28,12 @@ use crate::common::{emit, run, runtime};
 const INTERVAL: Duration = Duration::from_secs(1);
 const MAX_STALE: Duration = Duration::from_secs(4);
 const PING: &[u8] = b"ping\n";
+/// How long a refused table may take to be fetched and counted: a few polls, generous
+/// for a loaded machine.
+const REFUSAL_LIMIT: Duration = Duration::from_secs(10);
+/// `maxAge` of the expiring table, and how long after it the refusal may take to show.
+const MAX_AGE_SECS: u64 = 8;
+const EXPIRY_SLACK: Duration = Duration::from_secs(5);
 
 fn policy(run: &Run, revoke_web: bool) -> String {
     let web = run.pki.leaf("web");
@@ -149,8 +158,11 @@ fn feed_revokes_open_and_new_connections_without_restart() {
     let started = Instant::now();
     let run = run();
     let feed_dir = run.subdir("feed-tables").expect("feed dir");
+    let key = run.dir.path().join("signing.key");
+    let public = run.certgate.keygen(&key).expect("keygen");
+    let signed = ["--sign-key", key.to_str().expect("key path")];
     let v1 = run
-        .compile_text("feed.yaml", &policy(&run, false))
+        .compile_text_with("feed.yaml", &policy(&run, false), &signed)
         .expect("compile v1");
     std::fs::copy(&v1, feed_dir.join("v1.cgt")).expect("copy v1");
     let server = FeedServer::start(
@@ -163,7 +175,7 @@ fn feed_revokes_open_and_new_connections_without_restart() {
     let filter = with_feed(
         emit(&run, &v1, EmitEnvoy::default()),
         json!({"cluster": FEED_CLUSTER, "path": "/table.cgt", "interval": "1s",
-               "maxStale": "4s", "timeout": "2s"}),
+               "maxStale": "4s", "timeout": "2s", "publicKeys": [public]}),
     )
     .expect("feed option");
     // The HTTP listener's entry comes straight from `certgate emit envoy --feed-*`.
@@ -176,6 +188,8 @@ fn feed_revokes_open_and_new_connections_without_restart() {
         "4s",
         "--feed-timeout",
         "2s",
+        "--feed-public-key",
+        &public,
     ];
     let http_filter = emit(
         &run,
@@ -216,7 +230,7 @@ fn feed_revokes_open_and_new_connections_without_restart() {
 
         // Revoke web's serial: compile v2 straight into the feed directory.
         let v2 = run
-            .compile_text("feed.yaml", &policy(&run, true))
+            .compile_text_with("feed.yaml", &policy(&run, true), &signed)
             .expect("compile v2");
         let placed = Instant::now();
         std::fs::copy(&v2, feed_dir.join("v2.cgt")).expect("place v2");
@@ -274,9 +288,10 @@ fn feed_revokes_open_and_new_connections_without_restart() {
         tokio::time::sleep(INTERVAL + Duration::from_millis(300)).await;
         assert!(!admitted(addr, &web).await && admitted(addr, &checkout).await);
 
-        // A feed that serves a corrupt table (v2 with one byte flipped): refused,
-        // counted, nothing changes.
+        // A feed that serves a corrupt table (v2 with one byte flipped): its signature
+        // no longer verifies; refused, counted, nothing changes.
         let errors = counter(envoy, "feed_errors");
+        let rejected = counter(envoy, "feed_rejected_signature");
         let updates = counter(envoy, "feed_updates");
         server.stop();
         let mut corrupt = std::fs::read(&v2).expect("v2 bytes");
@@ -285,7 +300,7 @@ fn feed_revokes_open_and_new_connections_without_restart() {
         let bad = FixedFeed::start(feed_addr, corrupt).expect("fixed feed");
         let last_good = Instant::now();
         let refused = within(INTERVAL * 3, async || {
-            counter(envoy, "feed_errors") > errors
+            counter(envoy, "feed_rejected_signature") > rejected
         })
         .await;
         assert!(
@@ -296,7 +311,7 @@ fn feed_revokes_open_and_new_connections_without_restart() {
         assert_eq!(counter(envoy, "feed_updates"), updates);
         assert!(!admitted(addr, &web).await && admitted(addr, &checkout).await);
         assert!(
-            envoy.log_tail(200).contains("checksum"),
+            envoy.log_tail(200).contains("does not verify"),
             "{}",
             envoy.log_tail(30)
         );
@@ -313,7 +328,7 @@ fn feed_revokes_open_and_new_connections_without_restart() {
             "checkout admitted past maxStale"
         );
         assert!(counter(envoy, "reason.stale_revocation") > stale_from);
-        assert!(counter(envoy, "feed_errors") > errors + 1);
+        assert!(counter(envoy, "feed_errors") > errors);
         println!("stale after {:?} without a good fetch", last_good.elapsed());
 
         // The feed comes back with a million revoked serials (web's among them).
@@ -324,7 +339,9 @@ fn feed_revokes_open_and_new_connections_without_restart() {
             table.revocation.add_serial(Some(0x5eed), &serial);
         }
         table.normalize();
-        let big = ruleset::encode(&table).expect("encode 1M");
+        // Issued after v2, and signed with the feed's key like every fed table.
+        table.issued_at_ms += 1;
+        let big = sign(ruleset::encode(&table).expect("encode 1M"), &key).expect("sign 1M");
         println!(
             "1M-entry table: {} bytes, built in {:?}",
             big.len(),
@@ -355,4 +372,176 @@ fn feed_revokes_open_and_new_connections_without_restart() {
         );
     });
     println!("feed scenario took {:?}", started.elapsed());
+}
+
+#[test]
+fn feed_refuses_forged_unsigned_older_and_foreign_tables_and_expires_tables() {
+    let started = Instant::now();
+    let run = run();
+    let key = run.dir.path().join("signing.key");
+    let public = run.certgate.keygen(&key).expect("keygen");
+    let forger = run.dir.path().join("forger.key");
+    run.certgate.keygen(&forger).expect("keygen forger");
+    let signed = ["--sign-key", key.to_str().expect("key path")];
+    let revoking = policy(&run, true);
+    // Compiled first, so issued before v1: web revoked.
+    let older = run
+        .compile_text_with("older.yaml", &revoking, &signed)
+        .expect("compile older");
+    let v1 = run
+        .compile_text_with("feed.yaml", &policy(&run, false), &signed)
+        .expect("compile v1");
+    // Issued after v1, each revoking web were it accepted.
+    let forged = run
+        .compile_text_with(
+            "forged.yaml",
+            &revoking,
+            &["--sign-key", forger.to_str().expect("forger path")],
+        )
+        .expect("compile forged");
+    let unsigned = run
+        .compile_text_with("unsigned.yaml", &revoking, &[])
+        .expect("compile unsigned");
+    let foreign = run
+        .compile_text_with(
+            "foreign.yaml",
+            &revoking.replace("name: e2e-feed", "name: other-service"),
+            &signed,
+        )
+        .expect("compile foreign");
+
+    let fixed = FixedFeed::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        std::fs::read(&v1).expect("v1 bytes"),
+    )
+    .expect("fixed feed");
+    let filter = emit(
+        &run,
+        &v1,
+        EmitEnvoy {
+            extra: [
+                "--feed-cluster",
+                FEED_CLUSTER,
+                "--feed-interval",
+                "1s",
+                "--feed-max-stale",
+                "1m",
+                "--feed-timeout",
+                "2s",
+                "--feed-public-key",
+                &public,
+            ]
+            .iter()
+            .map(|f| f.to_string())
+            .collect(),
+            ..EmitEnvoy::default()
+        },
+    );
+    let web = rustls_config(&run.pki, run.pki.leaf("web"), TlsPin::Any).expect("web");
+    let checkout =
+        rustls_config(&run.pki, run.pki.leaf("checkout"), TlsPin::Any).expect("checkout");
+
+    runtime().block_on(async {
+        let s = Scenario::start_with_clusters(
+            &run,
+            "feed-trust",
+            vec![Listener::new("tcp", filter, Wire::Echo)],
+            vec![fixed.cluster()],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let addr = s.envoy.addr("tcp");
+        let envoy = &s.envoy;
+        assert!(admitted(addr, &web).await && admitted(addr, &checkout).await);
+
+        for (what, table, rejected) in [
+            (
+                "a forged table (another key)",
+                &forged,
+                "feed_rejected_signature",
+            ),
+            ("an unsigned table", &unsigned, "feed_rejected_signature"),
+            ("an older table", &older, "feed_rejected_rollback"),
+            (
+                "a table of another lineage",
+                &foreign,
+                "feed_rejected_lineage",
+            ),
+        ] {
+            let before = counter(envoy, rejected);
+            fixed.serve(std::fs::read(table).expect("table bytes"));
+            let took = within(REFUSAL_LIMIT, async || counter(envoy, rejected) > before).await;
+            println!("{what}: refused after {took:?}");
+            assert!(
+                took.is_some(),
+                "{what} not counted in {rejected}:\n{}",
+                envoy.log_tail(30)
+            );
+            assert_eq!(counter(envoy, "feed_updates"), 0, "{what} was swapped in");
+            assert!(
+                admitted(addr, &web).await && admitted(addr, &checkout).await,
+                "enforcement changed after {what}"
+            );
+        }
+        let log = envoy.log_tail(300);
+        for want in ["not pinned", "not signed", "not newer", "another lineage"] {
+            assert!(
+                log.contains(want),
+                "no `{want}` in:\n{}",
+                envoy.log_tail(40)
+            );
+        }
+
+        // A table that expires MAX_AGE_SECS after its issue: accepted while current,
+        // then stale although the feed keeps serving it (onStale deny).
+        let expiring = run
+            .compile_text_with(
+                "feed.yaml",
+                &policy(&run, false).replace(
+                    "onStale: deny\n",
+                    &format!("onStale: deny\n    maxAge: {MAX_AGE_SECS}s\n"),
+                ),
+                &signed,
+            )
+            .expect("compile expiring");
+        let issued = Instant::now();
+        fixed.serve(std::fs::read(&expiring).expect("expiring bytes"));
+        let took = within(REFUSAL_LIMIT, async || counter(envoy, "feed_updates") >= 1).await;
+        assert!(
+            took.is_some(),
+            "expiring table not taken:\n{}",
+            envoy.log_tail(30)
+        );
+        assert!(
+            issued.elapsed() < Duration::from_secs(MAX_AGE_SECS),
+            "the machine is too slow to see the table before it expires"
+        );
+        assert!(
+            admitted(addr, &checkout).await,
+            "checkout refused before expiry"
+        );
+        let stale_from = counter(envoy, "reason.stale_revocation");
+        let remaining = Duration::from_secs(MAX_AGE_SECS).saturating_sub(issued.elapsed());
+        let refused = within(remaining + EXPIRY_SLACK, async || {
+            !admitted(addr, &checkout).await
+        })
+        .await;
+        println!(
+            "expired table refused new connections after {:?}",
+            issued.elapsed()
+        );
+        assert!(
+            refused.is_some(),
+            "checkout still admitted past the expiry:\n{}",
+            envoy.log_tail(30)
+        );
+        assert!(counter(envoy, "reason.stale_revocation") > stale_from);
+        // The warning comes from the root context's next tick (once a second).
+        let logged = within(INTERVAL * 3, async || {
+            envoy.log_tail(200).contains("past its expiry")
+        })
+        .await;
+        assert!(logged.is_some(), "{}", envoy.log_tail(30));
+    });
+    println!("feed trust scenario took {:?}", started.elapsed());
 }

@@ -64,6 +64,15 @@ pub struct FeedConfig {
     pub max_stale_millis: u64,
     /// Timeout of one poll, in milliseconds.
     pub timeout_millis: u64,
+    /// Ed25519 keys a fed table must be signed with (any one; several for rotation).
+    pub public_keys: Vec<[u8; 32]>,
+    /// The policy names a fed table must carry, in order (`None`: those of the inline
+    /// table, which must then be present).
+    pub lineage: Option<Vec<String>>,
+    /// Accept fed tables without a signature (`publicKeys` may then be empty).
+    pub allow_unsigned: bool,
+    /// Accept a fed table that loosens `mode`, `defaultAction`, `onStale` or `audit.log`.
+    pub allow_loosening: bool,
 }
 
 /// Shortest accepted `feed.interval`: a feed is not a busy loop.
@@ -233,6 +242,13 @@ impl Config {
         // With a feed, an inline table is only the one enforced until the first fetch.
         match table {
             Some(t) => config.table = t,
+            // Without an inline table nothing else says which tables the feed may deliver.
+            None if config.feed.as_ref().is_some_and(|f| f.lineage.is_none()) => {
+                return Err(ConfigError::BadValue {
+                    key: "feed.lineage",
+                    value: "missing (required without `table`)".into(),
+                })
+            }
             None if config.feed.is_some() => {}
             None => return Err(ConfigError::MissingTable),
         }
@@ -254,6 +270,10 @@ fn parse_feed(value: &Value) -> Result<FeedConfig, ConfigError> {
     let mut interval = None;
     let mut max_stale = None;
     let mut timeout = None;
+    let mut public_keys = Vec::new();
+    let mut lineage = None;
+    let mut allow_unsigned = false;
+    let mut allow_loosening = false;
     for (key, value) in members {
         let bad = |key: &'static str, v: &str| ConfigError::BadValue {
             key,
@@ -284,6 +304,26 @@ fn parse_feed(value: &Value) -> Result<FeedConfig, ConfigError> {
             "interval" => interval = Some(duration(value, "feed.interval")?),
             "maxStale" => max_stale = Some(duration(value, "feed.maxStale")?),
             "timeout" => timeout = Some(duration(value, "feed.timeout")?),
+            "publicKeys" => {
+                for k in strings(value, "feed.publicKeys", "a list of `ed25519:BASE64` keys")? {
+                    public_keys.push(
+                        ruleset::signature::parse_key(k)
+                            .ok_or_else(|| bad("feed.publicKeys", k))?,
+                    );
+                }
+            }
+            "lineage" => {
+                let names: Vec<String> = strings(value, "feed.lineage", "a list of policy names")?
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                if names.is_empty() {
+                    return Err(bad("feed.lineage", "[]"));
+                }
+                lineage = Some(names);
+            }
+            "allowUnsigned" => allow_unsigned = boolean(value, "feed.allowUnsigned")?,
+            "allowLoosening" => allow_loosening = boolean(value, "feed.allowLoosening")?,
             _ => return Err(ConfigError::UnknownKey(format!("feed.{key}"))),
         }
     }
@@ -306,7 +346,14 @@ fn parse_feed(value: &Value) -> Result<FeedConfig, ConfigError> {
             value: format!("{max_stale_millis}ms (at least `feed.interval`)"),
         });
     }
+    if public_keys.is_empty() && !allow_unsigned {
+        return Err(missing("feed.publicKeys"));
+    }
     Ok(FeedConfig {
+        public_keys,
+        lineage,
+        allow_unsigned,
+        allow_loosening,
         authority: authority.unwrap_or_else(|| cluster.clone()),
         cluster,
         path: path.ok_or_else(|| missing("feed.path"))?,
@@ -373,6 +420,29 @@ fn string<'v>(
             expected,
             found: other.type_name(),
         }),
+    }
+}
+
+/// A JSON array of strings.
+fn strings<'v>(
+    value: &'v Value,
+    key: &'static str,
+    expected: &'static str,
+) -> Result<Vec<&'v str>, ConfigError> {
+    let wrong = |found| ConfigError::WrongType {
+        key,
+        expected,
+        found,
+    };
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.as_str()),
+                other => Err(wrong(other.type_name())),
+            })
+            .collect(),
+        other => Err(wrong(other.type_name())),
     }
 }
 
@@ -462,7 +532,7 @@ mod tests {
     #[test]
     fn feed_without_table() {
         let c = Config::parse(
-            br#"{"feed":{"cluster":"certgate-feed","path":"/table.cgt","interval":"500ms","maxStale":"2m","timeout":"1s"}}"#,
+            br#"{"feed":{"cluster":"certgate-feed","path":"/table.cgt","interval":"500ms","maxStale":"2m","timeout":"1s","publicKeys":["ed25519:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="],"lineage":["a","b"]}}"#,
         )
         .unwrap();
         assert!(c.table.is_empty());
@@ -472,6 +542,41 @@ mod tests {
             (f.interval_millis, f.max_stale_millis, f.timeout_millis),
             (500, 120_000, 1_000)
         );
+        assert_eq!(f.public_keys, vec![[1u8; 32], [2u8; 32]]);
+        assert_eq!(f.lineage, Some(vec!["a".to_string(), "b".to_string()]));
+        assert!(!f.allow_unsigned && !f.allow_loosening);
+    }
+
+    #[test]
+    fn feed_trust_settings_are_validated() {
+        let base = r#""cluster":"c","path":"/t","interval":"1s","maxStale":"1m""#;
+        for (extra, want) in [
+            ("", "invalid value `missing` for `feed.publicKeys`"),
+            (
+                r#","publicKeys":["ed25519:AAAA"]"#,
+                "invalid value `ed25519:AAAA` for `feed.publicKeys`",
+            ),
+            (r#","publicKeys":"x""#, "`feed.publicKeys` must be"),
+            (r#","publicKeys":[1]"#, "`feed.publicKeys` must be"),
+            (
+                r#","allowUnsigned":true,"lineage":[]"#,
+                "invalid value `[]` for `feed.lineage`",
+            ),
+            (
+                r#","allowUnsigned":"yes""#,
+                "`feed.allowUnsigned` must be true or false",
+            ),
+            (r#","allowUnsigned":true"#, "`feed.lineage`"),
+        ] {
+            let json = format!(r#"{{"feed":{{{base}{extra}}}}}"#);
+            let e = Config::parse(json.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        let ok = format!(
+            r#"{{"feed":{{{base},"allowUnsigned":true,"allowLoosening":true,"lineage":["p"]}}}}"#
+        );
+        let f = Config::parse(ok.as_bytes()).unwrap().feed.unwrap();
+        assert!(f.allow_unsigned && f.allow_loosening && f.public_keys.is_empty());
     }
 
     #[test]

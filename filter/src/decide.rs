@@ -29,7 +29,7 @@ const HTTP_VERDICTS: usize = 1024;
 pub struct Pending {
     /// The stream context's view of its own state; the tick writes the outcome here.
     pub phase: Rc<Cell<Phase>>,
-    /// When the connection was paused (host nanoseconds).
+    /// When the connection was paused (monotonic nanoseconds).
     pub since_nanos: u64,
 }
 
@@ -56,6 +56,161 @@ pub struct Verdict {
     pub record: Option<String>,
     /// HTTP: a newer table denies a connection an older one admitted; close it.
     pub close: bool,
+    /// Refused because the revocation data is stale: true of this moment, not of the
+    /// connection, so the HTTP front end must not remember it (a recovered feed, which
+    /// a `304` confirms without a new table generation, must let the next request in).
+    pub stale: bool,
+}
+
+/// The two clocks, read together for one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clocks {
+    /// Wall clock, Unix nanoseconds (what a table's expiry is written in).
+    pub wall: u64,
+    /// Monotonic nanoseconds (intervals: polls, `maxStale`, time since install).
+    pub mono: u64,
+}
+
+impl Clocks {
+    pub fn read(host: &dyn Host) -> Clocks {
+        Clocks {
+            wall: host.now_nanos(),
+            mono: host.monotonic_nanos(),
+        }
+    }
+}
+
+const NANOS_PER_MILLI: u64 = 1_000_000;
+
+/// A table's expiry, with the clocks at install so a wall clock stepped back cannot
+/// hide it: past it when the wall clock says so, or when more monotonic time has gone
+/// by since install than the wall clock then said was left.
+#[derive(Debug, Clone, Copy)]
+struct Expiry {
+    at_ms: u64,
+    installed: Clocks,
+}
+
+impl Expiry {
+    fn passed(&self, now: Clocks) -> bool {
+        let left_at_install_ms = self
+            .at_ms
+            .saturating_sub(self.installed.wall / NANOS_PER_MILLI);
+        now.wall / NANOS_PER_MILLI >= self.at_ms
+            || now.mono.saturating_sub(self.installed.mono)
+                >= left_at_install_ms.saturating_mul(NANOS_PER_MILLI)
+    }
+}
+
+/// The settings a fed table may not loosen, as the table has them (before the
+/// configuration's overrides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strictness {
+    pub mode: Mode,
+    pub default_action: Action,
+    pub on_stale: OnStale,
+    pub audit_log: AuditLog,
+}
+
+impl Strictness {
+    fn of(t: &Table) -> Strictness {
+        Strictness {
+            mode: t.mode,
+            default_action: t.default_action,
+            on_stale: t.revocation.on_stale(),
+            audit_log: t.audit_log,
+        }
+    }
+
+    /// What `new` loosens compared with `self`, by setting name.
+    fn loosened_by(&self, new: &Strictness) -> Vec<&'static str> {
+        let records = |l: AuditLog| match l {
+            AuditLog::All => 2u8,
+            AuditLog::Deny => 1,
+            AuditLog::None => 0,
+        };
+        let mut out = Vec::new();
+        if self.mode == Mode::Enforce && new.mode == Mode::Audit {
+            out.push("mode enforce -> audit");
+        }
+        if self.default_action == Action::Deny && new.default_action == Action::Allow {
+            out.push("defaultAction deny -> allow");
+        }
+        if self.on_stale == OnStale::Deny && new.on_stale == OnStale::Keep {
+            out.push("onStale deny -> keep");
+        }
+        if records(new.audit_log) < records(self.audit_log) {
+            out.push("audit.log records fewer decisions");
+        }
+        out
+    }
+}
+
+/// Why a fed table was refused; each kind has its own counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Signature(String),
+    Invalid(String),
+    Lineage(String),
+    Expired(String),
+    Rollback(String),
+    Loosening(String),
+}
+
+impl Refusal {
+    /// A short stable name, for "log once per distinct reason".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Signature(_) => "signature",
+            Refusal::Invalid(_) => "invalid",
+            Refusal::Lineage(_) => "lineage",
+            Refusal::Expired(_) => "expired",
+            Refusal::Rollback(_) => "rollback",
+            Refusal::Loosening(_) => "loosening",
+        }
+    }
+
+    pub fn counter(&self, m: &Metrics) -> Option<u32> {
+        match self {
+            Refusal::Signature(_) => m.feed_rejected_signature,
+            Refusal::Invalid(_) => m.feed_rejected_invalid,
+            Refusal::Lineage(_) => m.feed_rejected_lineage,
+            Refusal::Expired(_) => m.feed_rejected_expired,
+            Refusal::Rollback(_) => m.feed_rejected_rollback,
+            Refusal::Loosening(_) => m.feed_rejected_loosening,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Signature(m)
+            | Refusal::Invalid(m)
+            | Refusal::Lineage(m)
+            | Refusal::Expired(m)
+            | Refusal::Rollback(m)
+            | Refusal::Loosening(m) => f.write_str(m),
+        }
+    }
+}
+
+/// What a good fed table did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// A newer table is in force.
+    New,
+    /// The table in force itself (same issue time and digest): a confirmation.
+    Unchanged,
+}
+
+/// How fed tables are judged: the feed's trust settings.
+#[derive(Debug, Clone)]
+struct Trust {
+    public_keys: Vec<[u8; 32]>,
+    lineage: Option<Vec<String>>,
+    allow_unsigned: bool,
+    allow_loosening: bool,
 }
 
 /// The table being enforced, swapped as a whole when the feed delivers a newer one.
@@ -65,6 +220,9 @@ pub struct Active {
     pub policy_digest: String,
     /// The connection attributes this table decides with.
     pub needs: peer::Needs,
+    /// The table's own settings, before overrides (what a fed table may not loosen).
+    pub strictness: Strictness,
+    expiry: Option<Expiry>,
 }
 
 /// The decision for one certificate under one table generation, kept in the
@@ -149,11 +307,16 @@ pub struct Shared {
     decisions: Cell<u64>,
     /// Bumped at every swap.
     generation: Cell<u64>,
-    /// With a feed: when a good table was last confirmed, and how long that holds.
-    last_good_nanos: Cell<u64>,
+    /// With a feed: when (monotonic) a good table was last confirmed, and how long
+    /// that holds.
+    last_good_mono: Cell<u64>,
     max_stale_nanos: Option<u64>,
     /// Whether the proxy's lack of `connection.peer_certificate` was logged (once per VM).
     told_no_pem: Cell<bool>,
+    /// With a feed: what a fed table must satisfy.
+    trust: Option<Trust>,
+    /// Whether the stale state was already logged (once per episode).
+    stale_logged: Cell<bool>,
 }
 
 /// The first Envoy release with `connection.peer_certificate`, which full checks need.
@@ -176,23 +339,49 @@ impl Shared {
             http_verdicts: RefCell::new(VecDeque::new()),
             decisions: Cell::new(0),
             generation: Cell::new(0),
-            last_good_nanos: Cell::new(host.now_nanos()),
+            last_good_mono: Cell::new(host.monotonic_nanos()),
             max_stale_nanos: config
                 .feed
                 .as_ref()
-                .map(|f| f.max_stale_millis.saturating_mul(1_000_000)),
+                .map(|f| f.max_stale_millis.saturating_mul(NANOS_PER_MILLI)),
+            trust: config.feed.as_ref().map(|f| Trust {
+                public_keys: f.public_keys.clone(),
+                lineage: f.lineage.clone(),
+                allow_unsigned: f.allow_unsigned,
+                allow_loosening: f.allow_loosening,
+            }),
+            stale_logged: Cell::new(false),
             told_no_pem: Cell::new(false),
         };
         if config.feed.is_none() || !config.table.is_empty() {
             // The table keeps the configuration's decoded bytes: no second copy.
             let table = ruleset::decode_owned(std::mem::take(&mut config.table))
                 .map_err(|e| ConfigError::BadTable(e.to_string()))?;
-            shared.active = RefCell::new(Some(Rc::new(shared.activate(table))));
+            if let Some(lineage) = shared.trust.as_ref().and_then(|t| t.lineage.as_ref()) {
+                if *lineage != table.policy_names {
+                    return Err(ConfigError::BadValue {
+                        key: "feed.lineage",
+                        value: format!(
+                            "[{}] (the inline table is for [{}])",
+                            lineage.join(", "),
+                            table.policy_names.join(", ")
+                        ),
+                    });
+                }
+            }
+            // An inline table is trusted as configuration is, and it may be expired
+            // already: then it is stale from the start (onStale decides).
+            shared.active = RefCell::new(Some(Rc::new(shared.activate(table, Clocks::read(host)))));
         }
         Ok(shared)
     }
 
-    fn activate(&self, mut table: Table) -> Active {
+    fn activate(&self, mut table: Table, now: Clocks) -> Active {
+        let strictness = Strictness::of(&table);
+        let expiry = table.expires_at_ms.map(|at_ms| Expiry {
+            at_ms,
+            installed: now,
+        });
         if let Some(mode) = self.mode_override {
             table.mode = mode;
         }
@@ -200,6 +389,8 @@ impl Shared {
             table.audit_log = log;
         }
         Active {
+            strictness,
+            expiry,
             policy_digest: ruleset::cert::hex_lower(&table.policy_digest),
             needs: peer::Needs::of(&table),
             engine: Engine::new(table),
@@ -216,49 +407,146 @@ impl Shared {
         self.debug_log.set(host.log_enabled(Level::Debug));
     }
 
-    /// Whether the feed has gone without a good fetch for longer than `maxStale`.
-    pub fn is_stale(&self, now: u64) -> bool {
-        self.max_stale_nanos
-            .is_some_and(|max| now.saturating_sub(self.last_good_nanos.get()) > max)
+    /// Whether the clocks must be read at each decision: only when something can make
+    /// the table stale (a feed's `maxStale`, a table's expiry).
+    fn can_go_stale(&self, active: Option<&Active>) -> bool {
+        self.max_stale_nanos.is_some() || active.is_some_and(|a| a.expiry.is_some())
     }
 
-    /// The feed confirmed the table in force (`304 Not Modified`).
-    pub fn confirm(&self, now: u64) {
-        self.last_good_nanos.set(now);
+    /// Whether the revocation data is stale: the table in force is past its expiry, or
+    /// the feed has gone without a confirmed fetch for longer than `maxStale`.
+    pub fn is_stale(&self, now: Clocks) -> bool {
+        let unconfirmed = self
+            .max_stale_nanos
+            .is_some_and(|max| now.mono.saturating_sub(self.last_good_mono.get()) > max);
+        unconfirmed
+            || self
+                .active()
+                .and_then(|a| a.expiry)
+                .is_some_and(|e| e.passed(now))
     }
 
-    /// Validates a table the feed delivered (magic, version, checksum, same policy
-    /// lineage) and swaps it in for every new decision, then closes open connections
-    /// the new table denies. On error nothing changes.
-    pub fn install(&self, host: &dyn Host, bytes: Vec<u8>) -> Result<(), String> {
-        let table = ruleset::decode_owned(bytes).map_err(|e| e.to_string())?;
-        if let Some(current) = self.active() {
-            let names = &current.engine.table().policy_names;
+    /// From the tick: logs once when the revocation data goes stale (and again after
+    /// it was fresh in between).
+    pub fn log_staleness(&self, host: &dyn Host) {
+        let active = self.active();
+        if !self.can_go_stale(active.as_deref()) {
+            return;
+        }
+        let stale = self.is_stale(Clocks::read(host));
+        if stale && !self.stale_logged.get() {
+            let keep = active
+                .as_deref()
+                .is_some_and(|a| a.engine.table().revocation.on_stale() == OnStale::Keep);
+            host.log(
+                Level::Warn,
+                if keep {
+                    "revocation data is stale (the table is past its expiry, or the feed confirmed no table within maxStale); onStale keep: enforcing the last good table"
+                } else {
+                    "revocation data is stale (the table is past its expiry, or the feed confirmed no table within maxStale); onStale deny: refusing new connections (stale_revocation)"
+                },
+            );
+        }
+        self.stale_logged.set(stale);
+    }
+
+    /// The feed confirmed the table in force (a `304` to a poll that sent its ETag, or
+    /// the same table again), at monotonic time `mono`.
+    pub fn confirm(&self, mono: u64) {
+        self.last_good_mono.set(mono);
+    }
+
+    /// Judges a table the feed delivered and, if it passes, swaps it in for every new
+    /// decision, then closes open connections the new table denies. In order: its
+    /// signature under a pinned key (before anything else of it is parsed), that it
+    /// decodes, its lineage, its expiry, that it is strictly newer than the table in
+    /// force, and that it loosens nothing. On refusal nothing changes.
+    pub fn install(&self, host: &dyn Host, bytes: Vec<u8>) -> Result<Installed, Refusal> {
+        use ruleset::signature::{self, SignatureError};
+        let now = Clocks::read(host);
+        let trust = self.trust.clone().unwrap_or(Trust {
+            public_keys: Vec::new(),
+            lineage: None,
+            allow_unsigned: false,
+            allow_loosening: false,
+        });
+        // No pinned keys is only configurable with `allowUnsigned`.
+        if !trust.public_keys.is_empty() {
+            match signature::verify(&bytes, &trust.public_keys) {
+                Ok(_) => {}
+                Err(SignatureError::Unsigned) if trust.allow_unsigned => {}
+                Err(SignatureError::Malformed(e)) => return Err(Refusal::Invalid(e.to_string())),
+                Err(e) => return Err(Refusal::Signature(e.to_string())),
+            }
+        }
+        let table = ruleset::decode_owned(bytes).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let current = self.active();
+        let lineage = trust
+            .lineage
+            .as_ref()
+            .or(current.as_ref().map(|c| &c.engine.table().policy_names));
+        if let Some(names) = lineage {
             // Lineage: the same policies, so a feed for another service's table (or a
             // misrouted one) can never replace this one.
             if *names != table.policy_names {
-                return Err(format!(
+                return Err(Refusal::Lineage(format!(
                     "table is for policies [{}], not [{}] (another lineage)",
                     table.policy_names.join(", "),
                     names.join(", ")
-                ));
+                )));
             }
         }
-        let active = Rc::new(self.activate(table));
+        if let Some(at_ms) = table.expires_at_ms {
+            if (Expiry {
+                at_ms,
+                installed: now,
+            })
+            .passed(now)
+            {
+                return Err(Refusal::Expired(format!(
+                    "table expired at {at_ms} ms (Unix), now is {} ms",
+                    now.wall / NANOS_PER_MILLI
+                )));
+            }
+        }
+        if let Some(c) = &current {
+            let t = c.engine.table();
+            // The table in force again (the inline table as the feed serves it, signed;
+            // or a fetch without ETag): a confirmation. Its signature was verified, and
+            // the compiler never issues two tables of one lineage at the same time.
+            if table.issued_at_ms == t.issued_at_ms && table.policy_digest == t.policy_digest {
+                return Ok(Installed::Unchanged);
+            }
+            if table.issued_at_ms <= t.issued_at_ms {
+                return Err(Refusal::Rollback(format!(
+                    "table issued at {} ms is not newer than the table in force (issued at {} ms)",
+                    table.issued_at_ms, t.issued_at_ms
+                )));
+            }
+            let loosened = c.strictness.loosened_by(&Strictness::of(&table));
+            if !loosened.is_empty() && !trust.allow_loosening {
+                return Err(Refusal::Loosening(format!(
+                    "table loosens {} (set `feed.allowLoosening` to accept that)",
+                    loosened.join(", ")
+                )));
+            }
+        }
+        let active = Rc::new(self.activate(table, now));
         host.log(
             Level::Info,
             &format!(
-                "feed: new table in force (policy {}, {} revoked serials)",
+                "feed: new table in force (policy {}, issued at {} ms, {} revoked serials)",
                 active.policy_digest,
+                active.engine.table().issued_at_ms,
                 active.engine.table().revocation.serial_count()
             ),
         );
         *self.active.borrow_mut() = Some(Rc::clone(&active));
         self.generation.set(self.generation.get().wrapping_add(1));
-        self.confirm(host.now_nanos());
+        self.confirm(now.mono);
         Metrics::bump(host, self.metrics.feed_updates);
         self.close_denied(host, &active);
-        Ok(())
+        Ok(Installed::New)
     }
 
     /// Re-evaluates every admitted network connection against `active` and closes
@@ -333,10 +621,12 @@ impl Shared {
         if matches!(peer.cert, PeerCert::Vouched(_)) && !self.told_no_pem.replace(true) {
             self.tell_no_pem(host, active.as_deref());
         }
-        // The clock is a host call too: read it when the feed's staleness needs it.
-        let stale_now = self.max_stale_nanos.map(|_| host.now_nanos());
+        // The clocks are host calls too: read them when staleness needs them.
+        let clocks = self
+            .can_go_stale(active.as_deref())
+            .then(|| Clocks::read(host));
         let in_force = active.as_deref().filter(|a| {
-            !stale_now.is_some_and(|now| self.is_stale(now))
+            !clocks.is_some_and(|now| self.is_stale(now))
                 || a.engine.table().revocation.on_stale() == OnStale::Keep
         });
         let memo = match (in_force, &known) {
@@ -392,7 +682,7 @@ impl Shared {
             let seq = self.decisions.get().wrapping_add(1);
             self.decisions.set(seq);
             let connection = peer::int_property(host, peer::CONNECTION_ID).unwrap_or(0);
-            let now = stale_now.unwrap_or_else(|| host.now_nanos());
+            let now = clocks.map_or_else(|| host.now_nanos(), |c| c.wall);
             // Time first so ids sort by time across workers; the connection id and a
             // per-VM sequence keep them unique within one Envoy process.
             decision_id(now, connection, seq)
@@ -429,6 +719,7 @@ impl Shared {
             decision_id,
             record: text.filter(|_| wanted),
             close: false,
+            stale: decision.reason == Reason::StaleRevocation,
         };
         (verdict, peer)
     }
@@ -452,8 +743,12 @@ impl Shared {
         if let Some(id) = connection {
             let mut verdicts = self.http_verdicts.borrow_mut();
             verdicts.retain(|(c, _, _)| *c != id);
-            verdicts.truncate(HTTP_VERDICTS.saturating_sub(1));
-            verdicts.push_front((id, generation, Rc::clone(&verdict)));
+            // A stale verdict holds for this request only: the next one is decided
+            // again (a recovered feed confirms without a new generation).
+            if !verdict.stale {
+                verdicts.truncate(HTTP_VERDICTS.saturating_sub(1));
+                verdicts.push_front((id, generation, Rc::clone(&verdict)));
+            }
         }
         if was_admitted && !verdict.admit {
             // A newer table denies a connection an older one let in: this request

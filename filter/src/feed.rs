@@ -1,6 +1,7 @@
 //! The live table feed: the root context polls `certgate serve` through an Envoy
 //! cluster (`dispatch_http_call` with `If-None-Match`), and hands every new table to
-//! [`Shared::install`], which validates it and swaps it in.
+//! [`Shared::install`], which judges it (signature, lineage, expiry, rollback,
+//! loosening) and swaps it in. Polls and their deadlines run on the monotonic clock.
 //!
 //! Revocation sets of millions of entries cannot ride in a WasmPlugin's `pluginConfig`
 //! (etcd caps a Kubernetes object near 1.5 MB), so this is how they reach Istio proxies.
@@ -9,7 +10,7 @@
 use std::cell::{Cell, RefCell};
 
 use crate::config::FeedConfig;
-use crate::decide::Shared;
+use crate::decide::{Installed, Shared};
 use crate::host::{Host, Level};
 use crate::metrics::Metrics;
 
@@ -32,11 +33,13 @@ pub struct Feed {
     config: FeedConfig,
     /// The ETag of the table in force, sent as `If-None-Match`.
     etag: RefCell<Option<String>>,
-    /// The call in flight and when it was sent.
-    in_flight: Cell<Option<(u32, u64)>>,
-    next_poll_nanos: Cell<u64>,
-    /// Whether the stale state was already logged (once per episode).
-    stale_logged: Cell<bool>,
+    /// The call in flight: its token, when it was sent (monotonic) and whether it
+    /// carried an ETag (only then does a `304` confirm anything).
+    in_flight: Cell<Option<(u32, u64, bool)>>,
+    next_poll_nanos: Cell<Option<u64>>,
+    /// Why the last fed table was refused: each distinct reason is logged once per
+    /// episode (until a good fetch), not at every poll that brings the table back.
+    refused: RefCell<Option<String>>,
 }
 
 impl Feed {
@@ -45,8 +48,8 @@ impl Feed {
             config,
             etag: RefCell::new(None),
             in_flight: Cell::new(None),
-            next_poll_nanos: Cell::new(0),
-            stale_logged: Cell::new(false),
+            next_poll_nanos: Cell::new(None),
+            refused: RefCell::new(None),
         }
     }
 
@@ -61,9 +64,8 @@ impl Feed {
 
     /// From the tick: polls when the interval has passed and no call is in flight.
     pub fn tick(&self, host: &dyn Host, shared: &Shared) {
-        let now = host.now_nanos();
-        self.log_staleness(host, shared, now);
-        if let Some((_, sent)) = self.in_flight.get() {
+        let now = host.monotonic_nanos();
+        if let Some((_, sent, _)) = self.in_flight.get() {
             // Envoy always answers (at worst with its timeout); this only guards
             // against a lost callback wedging the feed forever.
             let limit = Self::millis(self.config.timeout_millis.saturating_add(1_000));
@@ -73,11 +75,12 @@ impl Feed {
             self.in_flight.set(None);
             self.fail(host, shared, "no answer");
         }
-        if now < self.next_poll_nanos.get() {
+        if self.next_poll_nanos.get().is_some_and(|next| now < next) {
             return;
         }
-        self.next_poll_nanos
-            .set(now.saturating_add(Self::millis(self.config.interval_millis)));
+        self.next_poll_nanos.set(Some(
+            now.saturating_add(Self::millis(self.config.interval_millis)),
+        ));
         let etag = self.etag.borrow().clone();
         let mut headers = vec![
             (":method", "GET"),
@@ -88,31 +91,13 @@ impl Feed {
             headers.push(("if-none-match", etag));
         }
         match host.dispatch_http_call(&self.config.cluster, &headers, self.config.timeout_millis) {
-            Some(token) => self.in_flight.set(Some((token, now))),
+            Some(token) => self.in_flight.set(Some((token, now, etag.is_some()))),
             None => self.fail(
                 host,
                 shared,
                 "the host refused the call (is the cluster defined?)",
             ),
         }
-    }
-
-    fn log_staleness(&self, host: &dyn Host, shared: &Shared, now: u64) {
-        let stale = shared.is_stale(now);
-        if stale && !self.stale_logged.get() {
-            let keep = shared
-                .active()
-                .is_some_and(|a| a.engine.table().revocation.on_stale() == ruleset::OnStale::Keep);
-            host.log(
-                Level::Warn,
-                if keep {
-                    "feed: no good table within maxStale; onStale keep: enforcing the last good table"
-                } else {
-                    "feed: no good table within maxStale; onStale deny: refusing new connections (stale_revocation)"
-                },
-            );
-        }
-        self.stale_logged.set(stale);
     }
 
     fn fail(&self, host: &dyn Host, shared: &Shared, why: &str) {
@@ -135,44 +120,83 @@ impl Feed {
         num_headers: usize,
         body_size: usize,
     ) {
-        match self.in_flight.get() {
-            Some((t, _)) if t == token => self.in_flight.set(None),
+        let sent_etag = match self.in_flight.get() {
+            Some((t, _, sent_etag)) if t == token => {
+                self.in_flight.set(None);
+                sent_etag
+            }
             // A call already given up on: ignore it.
             _ => return,
-        }
+        };
         // A failed call (reset) arrives without headers, and Envoy then answers a header
         // read with BadArgument, which proxy-wasm turns into a panic: do not read.
         let outcome = if num_headers == 0 {
             Err("no response (reset or timeout)".to_owned())
         } else {
-            self.accept(host, shared, body_size)
+            self.accept(host, shared, body_size, sent_etag)
         };
         if let Err(why) = outcome {
             self.fail(host, shared, &why);
         }
     }
 
-    fn accept(&self, host: &dyn Host, shared: &Shared, body_size: usize) -> Result<(), String> {
+    fn accept(
+        &self,
+        host: &dyn Host,
+        shared: &Shared,
+        body_size: usize,
+        sent_etag: bool,
+    ) -> Result<(), String> {
         let status = host
             .http_call_response_header(":status")
             .ok_or("no response (timeout or connection failure)")?;
         match status.as_slice() {
-            b"304" => {
-                shared.confirm(host.now_nanos());
+            // A `304` says "what you named is current"; to a poll that named nothing it
+            // confirms nothing (a broken or hostile server must not keep a table fresh).
+            b"304" if sent_etag => {
+                shared.confirm(host.monotonic_nanos());
+                *self.refused.borrow_mut() = None;
                 Ok(())
+            }
+            b"304" => {
+                Err("304 Not Modified to a poll that sent no ETag (not a confirmation)".into())
             }
             b"200" => {
                 if body_size > MAX_FEED_BYTES {
                     return Err(format!("table of {body_size} bytes is too large"));
                 }
                 let body = host.http_call_response_body(body_size).unwrap_or_default();
-                shared
-                    .install(host, body)
-                    .map_err(|e| format!("table refused: {e}"))?;
-                *self.etag.borrow_mut() = host
-                    .http_call_response_header("etag")
-                    .and_then(|e| String::from_utf8(e).ok())
-                    .filter(|e| !e.is_empty());
+                match shared.install(host, body) {
+                    Ok(outcome) => {
+                        if outcome == Installed::Unchanged {
+                            shared.confirm(host.monotonic_nanos());
+                        }
+                        *self.refused.borrow_mut() = None;
+                        *self.etag.borrow_mut() = host
+                            .http_call_response_header("etag")
+                            .and_then(|e| String::from_utf8(e).ok())
+                            .filter(|e| !e.is_empty());
+                    }
+                    Err(refusal) => {
+                        // Not a transport failure: counted by why, logged once per
+                        // reason until a good fetch; the ETag stays that of the table
+                        // in force, so the refused table keeps coming back (and counted).
+                        Metrics::bump(host, refusal.counter(&shared.metrics));
+                        let why = refusal.to_string();
+                        if self.refused.borrow().as_deref() != Some(why.as_str()) {
+                            host.log(
+                                Level::Warn,
+                                &format!(
+                                    "feed: table from {}{} refused ({}): {refusal}; keeping the table in force",
+                                    self.config.cluster,
+                                    self.config.path,
+                                    refusal.kind()
+                                ),
+                            );
+                            *self.refused.borrow_mut() = Some(why);
+                        }
+                    }
+                }
                 Ok(())
             }
             other => Err(format!("status {}", String::from_utf8_lossy(other))),

@@ -46,8 +46,12 @@ pub trait Host {
     /// Up to `max` bytes of the plugin configuration from byte `start` (`None` when
     /// there is none).
     fn plugin_configuration(&self, start: usize, max: usize) -> Option<Vec<u8>>;
-    /// Wall-clock time in nanoseconds since the Unix epoch (0 if unknown).
+    /// Wall-clock time in nanoseconds since the Unix epoch (0 if unknown). Only for
+    /// what names a moment (decision ids, a table's expiry); intervals use
+    /// [`Host::monotonic_nanos`], which an operator stepping the clock cannot move.
     fn now_nanos(&self) -> u64;
+    /// Monotonic time in nanoseconds from an arbitrary origin fixed per VM.
+    fn monotonic_nanos(&self) -> u64;
     /// Asks for `on_tick` every `millis` milliseconds.
     fn set_tick_period_millis(&self, millis: u64);
     /// Starts an HTTP call to `cluster` (from the root context); the token, or `None`
@@ -138,6 +142,16 @@ impl Host for ProxyHost {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .and_then(|d| u64::try_from(d.as_nanos()).ok())
             .unwrap_or(0)
+    }
+
+    fn monotonic_nanos(&self) -> u64 {
+        // std's `Instant` is WASI `clock_time_get(MONOTONIC)`, which proxy-wasm-cpp-host
+        // answers from the host's monotonic clock (Envoy's dispatcher time source); the
+        // hostcall API has no monotonic call of its own. The origin is the first call.
+        thread_local! {
+            static ORIGIN: std::time::Instant = std::time::Instant::now();
+        }
+        ORIGIN.with(|o| u64::try_from(o.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
     fn set_tick_period_millis(&self, millis: u64) {
@@ -235,7 +249,10 @@ pub mod fake {
         pub reads: RefCell<Vec<(u32, String)>>,
         pub current: Cell<u32>,
         pub tick_millis: Cell<Option<u64>>,
+        /// Wall clock (Unix nanoseconds); tests step it back and forth.
         pub now: Cell<u64>,
+        /// Monotonic clock; only ever moves forward.
+        pub mono: Cell<u64>,
         /// Lowest level logged; `None` means info.
         pub log_level: Cell<Option<Level>>,
         /// HTTP calls dispatched: (cluster, headers, timeout ms).
@@ -370,6 +387,9 @@ pub mod fake {
         }
         fn now_nanos(&self) -> u64 {
             self.now.get()
+        }
+        fn monotonic_nanos(&self) -> u64 {
+            self.mono.get()
         }
         fn set_tick_period_millis(&self, millis: u64) {
             self.tick_millis.set(Some(millis));

@@ -12,8 +12,21 @@ pub const DENIED: &str = "certgate.denied";
 pub const AUDIT_WOULD_DENY: &str = "certgate.audit_would_deny";
 /// Tables the live feed delivered and the filter swapped in.
 pub const FEED_UPDATES: &str = "certgate.feed_updates";
-/// Feed polls that failed (no answer, bad status, invalid table, other lineage).
+/// Feed polls that failed in transport (no answer, bad status, refused call).
 pub const FEED_ERRORS: &str = "certgate.feed_errors";
+/// Fed tables refused for their signature: unsigned without `allowUnsigned`, signed by
+/// a key that is not pinned, or a signature that does not verify.
+pub const FEED_REJECTED_SIGNATURE: &str = "certgate.feed_rejected_signature";
+/// Fed tables not issued strictly after the table in force (rollback or replay).
+pub const FEED_REJECTED_ROLLBACK: &str = "certgate.feed_rejected_rollback";
+/// Fed tables of other policies than the configured lineage.
+pub const FEED_REJECTED_LINEAGE: &str = "certgate.feed_rejected_lineage";
+/// Fed tables that loosen mode, defaultAction, onStale or audit.log.
+pub const FEED_REJECTED_LOOSENING: &str = "certgate.feed_rejected_loosening";
+/// Fed tables already past their expiry.
+pub const FEED_REJECTED_EXPIRED: &str = "certgate.feed_rejected_expired";
+/// Fed tables that do not decode.
+pub const FEED_REJECTED_INVALID: &str = "certgate.feed_rejected_invalid";
 /// Open connections closed because a newer table denies them.
 pub const CLOSED_ON_UPDATE: &str = "certgate.closed_on_update";
 /// Prefix of the per-reason counters: `certgate.reason.<code>`.
@@ -27,6 +40,12 @@ pub struct Metrics {
     audit_would_deny: Option<u32>,
     pub feed_updates: Option<u32>,
     pub feed_errors: Option<u32>,
+    pub feed_rejected_signature: Option<u32>,
+    pub feed_rejected_rollback: Option<u32>,
+    pub feed_rejected_lineage: Option<u32>,
+    pub feed_rejected_loosening: Option<u32>,
+    pub feed_rejected_expired: Option<u32>,
+    pub feed_rejected_invalid: Option<u32>,
     pub closed_on_update: Option<u32>,
     reasons: Vec<(Reason, Option<u32>)>,
 }
@@ -41,6 +60,12 @@ impl Metrics {
             audit_would_deny: host.define_counter(AUDIT_WOULD_DENY),
             feed_updates: host.define_counter(FEED_UPDATES),
             feed_errors: host.define_counter(FEED_ERRORS),
+            feed_rejected_signature: host.define_counter(FEED_REJECTED_SIGNATURE),
+            feed_rejected_rollback: host.define_counter(FEED_REJECTED_ROLLBACK),
+            feed_rejected_lineage: host.define_counter(FEED_REJECTED_LINEAGE),
+            feed_rejected_loosening: host.define_counter(FEED_REJECTED_LOOSENING),
+            feed_rejected_expired: host.define_counter(FEED_REJECTED_EXPIRED),
+            feed_rejected_invalid: host.define_counter(FEED_REJECTED_INVALID),
             closed_on_update: host.define_counter(CLOSED_ON_UPDATE),
             reasons: Reason::ALL
                 .iter()

@@ -55,7 +55,7 @@ impl NetworkFilter {
                     self.context_id,
                     Pending {
                         phase: Rc::clone(&self.phase),
-                        since_nanos: self.host.now_nanos(),
+                        since_nanos: self.host.monotonic_nanos(),
                     },
                 );
                 Action::Pause

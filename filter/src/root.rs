@@ -134,7 +134,8 @@ impl Root {
         if let Some(feed) = &self.feed {
             feed.tick(host, shared);
         }
-        let now = host.now_nanos();
+        shared.log_staleness(host);
+        let now = host.monotonic_nanos();
         let pending: Vec<_> = shared
             .pending
             .borrow()

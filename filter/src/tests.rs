@@ -19,6 +19,9 @@ fn table(mode: Mode, audit_log: AuditLog) -> Table {
     let mut t = Table {
         policy_names: vec!["frontend".into()],
         policy_digest: [0xab; 32],
+        issued_at_ms: ISSUED_MS,
+        expires_at_ms: None,
+        signer: None,
         mode,
         default_action: Act::Deny,
         audit_log,
@@ -68,7 +71,8 @@ fn env_with(config: &str, root_id: &str) -> (Env, bool) {
     let host = Rc::new(FakeHost::default());
     *host.config.borrow_mut() = Some(config.as_bytes().to_vec());
     host.set(0, "plugin_root_id", root_id);
-    host.now.set(1_000_000_000);
+    host.now.set(WALL_START);
+    host.mono.set(1_000_000_000);
     let mut root = Root::new(host.clone());
     let ok = root.configure(config.len());
     (Env { host, root }, ok)
@@ -410,26 +414,6 @@ fn a_certificate_seen_again_gets_the_decision_and_record_evaluation_gives() {
 }
 
 #[test]
-fn a_newer_table_is_not_answered_from_memory() {
-    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), FEED));
-    let pem = cert_pem(WEB);
-    e.connection(2, Some(&pem), "SAME-DIGEST");
-    assert_eq!(first_data(&e, 2), Action::Continue);
-    e.tick_at(2 * SECOND);
-    e.answer(
-        "200",
-        Some("\"v2\""),
-        &ruleset::encode(&deny_all()).unwrap(),
-    );
-    assert_eq!(e.host.counter("certgate.feed_updates"), 1);
-    // The same certificate again, known to the cache: the new table decides.
-    e.connection(3, Some(&pem), "SAME-DIGEST");
-    assert_eq!(first_data(&e, 3), Action::Pause);
-    assert_eq!(e.host.reads_of("connection.peer_certificate"), 1);
-    assert_eq!(e.host.counter("certgate.reason.default_deny"), 1);
-}
-
-#[test]
 fn a_table_that_decides_on_the_connection_decides_every_connection() {
     // A port condition and a minimum TLS version: one certificate, three connections,
     // three decisions.
@@ -532,7 +516,20 @@ fn every_counter_is_defined_at_configure() {
             Some(&0)
         );
     }
-    assert_eq!(counters.len(), 6 + ruleset::Reason::ALL.len());
+    for name in [
+        "certgate.feed_updates",
+        "certgate.feed_errors",
+        "certgate.feed_rejected_signature",
+        "certgate.feed_rejected_rollback",
+        "certgate.feed_rejected_lineage",
+        "certgate.feed_rejected_loosening",
+        "certgate.feed_rejected_expired",
+        "certgate.feed_rejected_invalid",
+        "certgate.closed_on_update",
+    ] {
+        assert_eq!(counters.get(name), Some(&0), "{name}");
+    }
+    assert_eq!(counters.len(), 12 + ruleset::Reason::ALL.len());
 }
 
 #[test]
@@ -735,8 +732,13 @@ fn server_first_gives_up_waiting_and_fails_closed() {
     let mut f = e.root.network_filter(2);
     e.enter(2);
     f.new_connection();
+    // The deadline runs on the monotonic clock: stepping the wall clock changes nothing.
+    e.host.now.set(0);
+    e.enter(0);
+    e.root.tick();
+    assert!(e.host.closed.borrow().is_empty());
     e.host
-        .now
+        .mono
         .set(1_000_000_000 + crate::root::SERVER_FIRST_TIMEOUT_NANOS + 1);
     e.enter(0);
     e.root.tick();
@@ -851,22 +853,58 @@ fn log_all_decisions_logs_allows_at_info() {
 
 // ---- live feed ----
 
-const FEED: &str =
-    r#","feed":{"cluster":"certgate-feed","path":"/table.cgt","interval":"1s","maxStale":"10s"}"#;
 const SECOND: u64 = 1_000_000_000;
+/// The wall clock at configure: 2026-01-01T00:00:00Z.
+const WALL_START: u64 = 1_767_225_600 * SECOND;
+/// Issue time of [`table`] (a day before [`WALL_START`]).
+const ISSUED_MS: u64 = 1_767_139_200_000;
 
-/// The same lineage as [`table`] but without the allow rule: every peer is denied.
+/// The feed's signing key, and a forger's.
+fn key(seed: u8) -> ed25519_compact::KeyPair {
+    ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([seed; 32]))
+}
+const SIGNER: u8 = 1;
+const FORGER: u8 = 2;
+
+fn feed_json(extra: &str) -> String {
+    format!(
+        r#","feed":{{"cluster":"certgate-feed","path":"/table.cgt","interval":"1s","maxStale":"20s","publicKeys":["{}"]{extra}}}"#,
+        ruleset::signature::key_id(&key(SIGNER).pk)
+    )
+}
+
+fn feed() -> String {
+    feed_json("")
+}
+
+/// `t` encoded and signed with key `seed`.
+fn signed_by(t: &Table, seed: u8) -> Vec<u8> {
+    let kp = key(seed);
+    let mut bytes = ruleset::encode(t).unwrap();
+    let sig = kp.sk.sign(ruleset::signature::message(&bytes), None);
+    ruleset::signature::append_trailer(&mut bytes, &kp.pk, &sig);
+    bytes
+}
+
+fn signed(t: &Table) -> Vec<u8> {
+    signed_by(t, SIGNER)
+}
+
+/// The same lineage as [`table`], issued a second later, without the allow rule: every
+/// peer is denied.
 fn deny_all() -> Table {
     let mut t = table(Mode::Enforce, AuditLog::Deny);
     t.rules.clear();
     t.policy_digest = [0xcd; 32];
+    t.issued_at_ms = ISSUED_MS + 1000;
     t
 }
 
 impl Env {
-    /// Advances the clock and runs the root tick from the root context.
+    /// Advances both clocks to `nanos` after configure and runs the root tick.
     fn tick_at(&self, nanos: u64) {
-        self.host.now.set(nanos);
+        self.host.now.set(WALL_START + nanos);
+        self.host.mono.set(nanos);
         self.enter(0);
         self.root.tick();
     }
@@ -894,11 +932,16 @@ impl Env {
         let a = f.downstream_data();
         (f, a)
     }
+
+    /// The headers of the `n`th feed call (from 0).
+    fn call_headers(&self, n: usize) -> Vec<(String, String)> {
+        self.host.calls.borrow()[n].1.clone()
+    }
 }
 
 #[test]
 fn feed_swaps_in_a_new_table_and_closes_open_connections_it_denies() {
-    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), FEED));
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), &feed()));
     assert_eq!(e.host.tick_millis.get(), Some(1000));
     let (mut open, a) = e.admit_network(2, WEB);
     assert_eq!(a, Action::Continue);
@@ -914,11 +957,7 @@ fn feed_swaps_in_a_new_table_and_closes_open_connections_it_denies() {
         assert!(headers.contains(&(":authority".into(), "certgate-feed".into())));
         assert!(!headers.iter().any(|(k, _)| k == "if-none-match"));
     }
-    e.answer(
-        "200",
-        Some("\"v2\""),
-        &ruleset::encode(&deny_all()).unwrap(),
-    );
+    e.answer("200", Some("\"v2\""), &signed(&deny_all()));
     assert_eq!(e.host.counter("certgate.feed_updates"), 1);
     assert_eq!(e.host.counter("certgate.closed_on_update"), 1);
     assert_eq!(*e.host.closed.borrow(), vec![2]);
@@ -934,8 +973,8 @@ fn feed_swaps_in_a_new_table_and_closes_open_connections_it_denies() {
 
     // the next poll carries the ETag; a 304 changes nothing
     e.tick_at(3 * SECOND + 1);
-    assert!(e.host.calls.borrow()[1]
-        .1
+    assert!(e
+        .call_headers(1)
         .contains(&("if-none-match".into(), "\"v2\"".into())));
     e.answer("304", None, b"");
     assert_eq!(e.host.counter("certgate.feed_updates"), 1);
@@ -943,52 +982,238 @@ fn feed_swaps_in_a_new_table_and_closes_open_connections_it_denies() {
 }
 
 #[test]
-fn feed_refuses_corrupt_tables_other_lineages_and_errors() {
-    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), FEED));
+fn a_newer_table_is_not_answered_from_memory() {
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), &feed()));
+    let pem = cert_pem(WEB);
+    e.connection(2, Some(&pem), "SAME-DIGEST");
+    assert_eq!(first_data(&e, 2), Action::Continue);
+    e.tick_at(2 * SECOND);
+    e.answer("200", Some("\"v2\""), &signed(&deny_all()));
+    assert_eq!(e.host.counter("certgate.feed_updates"), 1);
+    // The same certificate again, known to the cache: the new table decides.
+    e.connection(3, Some(&pem), "SAME-DIGEST");
+    assert_eq!(first_data(&e, 3), Action::Pause);
+    assert_eq!(e.host.reads_of("connection.peer_certificate"), 1);
+    assert_eq!(e.host.counter("certgate.reason.default_deny"), 1);
+}
+
+/// Every way an adversary (or a mistake) can offer a table: each refused, counted by
+/// its reason, logged once per reason, and the table in force keeps deciding.
+#[test]
+fn fed_tables_are_refused_unless_signed_newer_same_lineage_fresh_and_no_looser() {
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), &feed()));
     let (_open, _) = e.admit_network(2, WEB);
-    let mut corrupt = ruleset::encode(&deny_all()).unwrap();
+
+    let newer = |f: &dyn Fn(&mut Table)| {
+        let mut t = table(Mode::Enforce, AuditLog::Deny);
+        t.issued_at_ms = ISSUED_MS + 5000;
+        t.rules.clear(); // were it accepted, WEB would be denied
+        f(&mut t);
+        t
+    };
+    let mut corrupt = signed(&newer(&|_| {}));
     let mid = corrupt.len() / 2;
     corrupt[mid] ^= 0xff;
-    let mut other = deny_all();
-    other.policy_names = vec!["other".into()];
-    let other = ruleset::encode(&other).unwrap();
-    let answers: [(&str, &[u8]); 4] = [
-        ("200", &corrupt),
-        ("200", &other),
-        ("503", b""),
-        ("200", b""),
+    let older = newer(&|t| t.issued_at_ms = ISSUED_MS - 1);
+    // Another policy version issued at the same time as the table in force.
+    let same_time = newer(&|t| {
+        t.issued_at_ms = ISSUED_MS;
+        t.policy_digest = [0xee; 32];
+    });
+    let other_lineage = newer(&|t| t.policy_names = vec!["other".into()]);
+    let expired = newer(&|t| t.expires_at_ms = Some(1_767_225_600_000));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // a forger's key, on the loosest table there is
+        (
+            "signature",
+            signed_by(
+                &newer(&|t| {
+                    t.mode = Mode::Audit;
+                    t.default_action = Act::Allow;
+                    t.audit_log = AuditLog::None;
+                    t.revocation.set_on_stale(ruleset::OnStale::Keep);
+                }),
+                FORGER,
+            ),
+        ),
+        ("signature", ruleset::encode(&newer(&|_| {})).unwrap()),
+        ("signature", corrupt),
+        ("signature", Vec::new()),
+        ("rollback", signed(&older)),
+        ("rollback", signed(&same_time)),
+        ("lineage", signed(&other_lineage)),
+        ("expired", signed(&expired)),
+        ("loosening", signed(&newer(&|t| t.mode = Mode::Audit))),
+        (
+            "loosening",
+            signed(&newer(&|t| t.default_action = Act::Allow)),
+        ),
+        (
+            "loosening",
+            signed(&newer(&|t| {
+                t.revocation.set_on_stale(ruleset::OnStale::Keep)
+            })),
+        ),
+        (
+            "loosening",
+            signed(&newer(&|t| t.audit_log = AuditLog::None)),
+        ),
     ];
-    for (i, (status, body)) in answers.iter().enumerate() {
+    let mut want = std::collections::BTreeMap::<&str, u64>::new();
+    for (i, (kind, body)) in cases.iter().enumerate() {
         e.tick_at((i as u64 + 2) * SECOND);
-        e.answer(status, None, body);
+        e.answer("200", Some("\"x\""), body);
+        *want.entry(kind).or_default() += 1;
+        for k in [
+            "signature",
+            "rollback",
+            "lineage",
+            "expired",
+            "loosening",
+            "invalid",
+        ] {
+            assert_eq!(
+                e.host.counter(&format!("certgate.feed_rejected_{k}")),
+                want.get(k).copied().unwrap_or(0),
+                "after case {i} ({kind}): {k}"
+            );
+        }
     }
-    // a failed call (reset) arrives without headers, which must not be read
-    e.tick_at(6 * SECOND);
-    e.host.response_headers.borrow_mut().clear();
-    e.enter(0);
-    e.root.http_call_response(5, 0, 0);
-    // a call the host refuses
-    e.host.refuse_calls.set(true);
-    e.tick_at(7 * SECOND);
-    assert_eq!(e.host.counter("certgate.feed_errors"), 6);
     assert_eq!(e.host.counter("certgate.feed_updates"), 0);
+    assert_eq!(e.host.counter("certgate.feed_errors"), 0);
+    // No refused table's ETag was kept: the polls still name nothing.
+    assert!(!e
+        .call_headers(cases.len() - 1)
+        .iter()
+        .any(|(k, _)| k == "if-none-match"));
     assert!(e.host.closed.borrow().is_empty());
-    let warns = e.host.logged(Level::Warn).join("\n");
-    assert!(warns.contains("checksum"), "{warns}");
-    assert!(warns.contains("another lineage"), "{warns}");
-    assert!(warns.contains("status 503"), "{warns}");
+    // The last table again, twice: counted each time, logged once.
+    for i in 0..2 {
+        e.tick_at((cases.len() as u64 + 2 + i) * SECOND);
+        e.answer("200", Some("\"x\""), &cases[cases.len() - 1].1);
+    }
+    assert_eq!(e.host.counter("certgate.feed_rejected_loosening"), 6);
+    let warns = e.host.logged(Level::Warn);
+    let refusals: Vec<_> = warns.iter().filter(|l| l.contains("refused (")).collect();
+    // One line per distinct reason (each case's differs from the one before it).
+    assert_eq!(refusals.len(), cases.len(), "{refusals:#?}");
+    for (line, want) in [
+        (0, "not pinned"),
+        (1, "not signed"),
+        (2, "does not verify"),
+        (4, "not newer"),
+        (6, "another lineage"),
+        (7, "expired at"),
+        (8, "mode enforce -> audit"),
+        (9, "defaultAction deny -> allow"),
+        (10, "onStale deny -> keep"),
+        (11, "audit.log records fewer"),
+    ] {
+        assert!(refusals[line].contains(want), "{line}: {}", refusals[line]);
+    }
     // still the first table: web is allowed
     let (_, a) = e.admit_network(3, WEB);
     assert_eq!(a, Action::Continue);
+
+    // A key pinned for rotation signs too; loosening is accepted when configured.
+    let config = format!(
+        r#"{{"table":"{}","feed":{{"cluster":"c","path":"/t","interval":"1s","maxStale":"10s","allowLoosening":true,"publicKeys":["{}","{}"]}}}}"#,
+        b64(&ruleset::encode(&table(Mode::Enforce, AuditLog::Deny)).unwrap()),
+        ruleset::signature::key_id(&key(SIGNER).pk),
+        ruleset::signature::key_id(&key(3).pk),
+    );
+    let mut e = env(&config);
+    e.tick_at(2 * SECOND);
+    e.answer(
+        "200",
+        Some("\"r\""),
+        &signed_by(&newer(&|t| t.mode = Mode::Audit), 3),
+    );
+    assert_eq!(e.host.counter("certgate.feed_updates"), 1);
+    assert!(e.root.shared().unwrap().audit_mode());
+}
+
+#[test]
+fn unsigned_tables_only_with_allow_unsigned() {
+    let config = format!(
+        r#"{{"table":"{}","feed":{{"cluster":"c","path":"/t","interval":"1s","maxStale":"10s","allowUnsigned":true}}}}"#,
+        b64(&ruleset::encode(&table(Mode::Enforce, AuditLog::Deny)).unwrap()),
+    );
+    let mut e = env(&config);
+    e.tick_at(2 * SECOND);
+    e.answer("200", Some("\"u\""), &ruleset::encode(&deny_all()).unwrap());
+    assert_eq!(e.host.counter("certgate.feed_updates"), 1);
+    // Still older tables are refused.
+    e.tick_at(3 * SECOND);
+    e.answer(
+        "200",
+        Some("\"o\""),
+        &ruleset::encode(&table(Mode::Enforce, AuditLog::Deny)).unwrap(),
+    );
+    assert_eq!(e.host.counter("certgate.feed_rejected_rollback"), 1);
+}
+
+#[test]
+fn feed_lineage_is_required_without_an_inline_table_and_must_match_one() {
+    let feed_only = format!("{{{}}}", &feed()[1..]);
+    let (e, ok) = env_with(&feed_only, "certgate");
+    assert!(!ok);
+    assert!(e.host.logged(Level::Error)[0].contains("feed.lineage"));
+    let (e, ok) = env_with(
+        &config_json(
+            &table(Mode::Enforce, AuditLog::Deny),
+            &feed_json(r#","lineage":["other"]"#),
+        ),
+        "certgate",
+    );
+    assert!(!ok);
+    assert!(e.host.logged(Level::Error)[0].contains("feed.lineage"));
+    // A feed without keys needs allowUnsigned.
+    let (e, ok) = env_with(
+        &config_json(
+            &table(Mode::Enforce, AuditLog::Deny),
+            r#","feed":{"cluster":"c","path":"/t","interval":"1s","maxStale":"10s"}"#,
+        ),
+        "certgate",
+    );
+    assert!(!ok);
+    assert!(e.host.logged(Level::Error)[0].contains("feed.publicKeys"));
+}
+
+#[test]
+fn feed_errors_are_transport_failures() {
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), &feed()));
+    e.tick_at(2 * SECOND);
+    e.answer("503", None, b"");
+    // a failed call (reset) arrives without headers, which must not be read
+    e.tick_at(3 * SECOND);
+    e.host.response_headers.borrow_mut().clear();
+    e.enter(0);
+    e.root.http_call_response(2, 0, 0);
+    // a call the host refuses
+    e.host.refuse_calls.set(true);
+    e.tick_at(4 * SECOND);
+    assert_eq!(e.host.counter("certgate.feed_errors"), 3);
+    let warns = e.host.logged(Level::Warn).join("\n");
+    assert!(warns.contains("status 503"), "{warns}");
 }
 
 #[test]
 fn past_max_stale_the_tables_on_stale_decides() {
     // onStale deny (the default): new connections are refused, open ones stay
-    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), FEED));
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), &feed()));
     let (_, a) = e.admit_network(2, WEB);
     assert_eq!(a, Action::Continue);
-    e.tick_at(12 * SECOND);
+    // The same table from the feed: a confirmation, and its ETag is kept.
+    e.tick_at(2 * SECOND);
+    e.answer(
+        "200",
+        Some("\"v1\""),
+        &signed(&table(Mode::Enforce, AuditLog::Deny)),
+    );
+    assert_eq!(e.host.counter("certgate.feed_updates"), 0);
+    assert_eq!(e.host.counter("certgate.feed_rejected_rollback"), 0);
+    e.tick_at(23 * SECOND);
     assert!(e
         .host
         .logged(Level::Warn)
@@ -998,7 +1223,10 @@ fn past_max_stale_the_tables_on_stale_decides() {
     assert_eq!(a, Action::Pause);
     assert_eq!(e.host.counter("certgate.reason.stale_revocation"), 1);
     assert_eq!(*e.host.closed.borrow(), vec![3]);
-    // a 304 makes the table fresh again
+    // a 304 to the poll that named the table makes it fresh again
+    assert!(e
+        .call_headers(1)
+        .contains(&("if-none-match".into(), "\"v1\"".into())));
     e.answer("304", None, b"");
     let (_, a) = e.admit_network(4, WEB);
     assert_eq!(a, Action::Continue);
@@ -1006,34 +1234,139 @@ fn past_max_stale_the_tables_on_stale_decides() {
     // onStale keep: the last good table goes on deciding
     let mut keep = table(Mode::Enforce, AuditLog::Deny);
     keep.revocation.set_on_stale(ruleset::OnStale::Keep);
-    let e = env(&config_json(&keep, FEED));
+    let e = env(&config_json(&keep, &feed()));
     e.tick_at(60 * SECOND);
     let (_, a) = e.admit_network(2, WEB);
     assert_eq!(a, Action::Continue);
     assert_eq!(e.host.counter("certgate.reason.stale_revocation"), 0);
 }
 
+/// Regression: a `304` confirmed the table even for a poll that sent no ETag, so a
+/// server answering 304 to everything kept any table fresh forever.
+#[test]
+fn a_304_to_a_poll_without_etag_confirms_nothing() {
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), &feed()));
+    for i in 2..=23 {
+        e.tick_at(i * SECOND);
+        assert!(!e
+            .call_headers(e.host.calls.borrow().len() - 1)
+            .iter()
+            .any(|(k, _)| k == "if-none-match"));
+        e.answer("304", None, b"");
+    }
+    assert_eq!(e.host.counter("certgate.feed_errors"), 22);
+    let (_, a) = e.admit_network(2, WEB);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(e.host.counter("certgate.reason.stale_revocation"), 1);
+}
+
+/// Regression: polls and staleness ran on the wall clock, so stepping it back stopped
+/// polling and hid staleness.
+#[test]
+fn stepping_the_wall_clock_neither_stops_polls_nor_hides_or_fakes_staleness() {
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), &feed()));
+    // Back by a day, while monotonic time goes on: polls continue every second.
+    for i in 2..=5u64 {
+        e.host.now.set(WALL_START - 86_400 * SECOND);
+        e.host.mono.set(i * SECOND);
+        e.enter(0);
+        e.root.tick();
+        assert_eq!(e.host.calls.borrow().len() as u64, i - 1, "poll at {i}s");
+        e.answer("503", None, b"");
+    }
+    // 21 s without a confirmation: stale, whatever the wall clock says.
+    e.host.mono.set(22 * SECOND);
+    let (_, a) = e.admit_network(2, WEB);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(e.host.counter("certgate.reason.stale_revocation"), 1);
+
+    // Forward by a year, monotonic time within maxStale: not stale.
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), &feed()));
+    e.host.now.set(WALL_START + 365 * 86_400 * SECOND);
+    e.host.mono.set(5 * SECOND);
+    let (_, a) = e.admit_network(2, WEB);
+    assert_eq!(a, Action::Continue);
+}
+
+/// A table past its expiry is stale, inline or fed, and stepping the wall clock back
+/// does not hide it.
+#[test]
+fn past_its_expiry_a_table_is_stale_whatever_the_wall_clock_says() {
+    // Expires an hour after configure; no feed at all.
+    let mut t = table(Mode::Enforce, AuditLog::Deny);
+    t.expires_at_ms = Some(WALL_START / 1_000_000 + 3_600_000);
+    let e = env(&config_json(&t, ""));
+    let (_, a) = e.admit_network(2, WEB);
+    assert_eq!(a, Action::Continue);
+    // Wall clock past the expiry.
+    e.host.now.set(WALL_START + 3_601 * SECOND);
+    let (_, a) = e.admit_network(3, WEB);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(e.host.counter("certgate.reason.stale_revocation"), 1);
+    e.enter(0);
+    e.root.tick();
+    assert!(e
+        .host
+        .logged(Level::Warn)
+        .iter()
+        .any(|l| l.contains("past its expiry")));
+    // Stepped back an hour: the monotonic time since configure still says expired.
+    e.host.now.set(WALL_START);
+    e.host.mono.set(1_000_000_000 + 3_601 * SECOND);
+    let (_, a) = e.admit_network(4, WEB);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(e.host.counter("certgate.reason.stale_revocation"), 2);
+
+    // An inline table expired before configure, onStale keep: it decides on.
+    let mut keep = t.clone();
+    keep.expires_at_ms = Some(WALL_START / 1_000_000 - 1);
+    keep.revocation.set_on_stale(ruleset::OnStale::Keep);
+    let e = env(&config_json(&keep, ""));
+    let (_, a) = e.admit_network(2, WEB);
+    assert_eq!(a, Action::Continue);
+    // ... and with onStale deny it refuses at once.
+    keep.revocation.set_on_stale(ruleset::OnStale::Deny);
+    let e = env(&config_json(&keep, ""));
+    let (_, a) = e.admit_network(2, WEB);
+    assert_eq!(a, Action::Pause);
+}
+
 #[test]
 fn feed_without_an_initial_table_denies_until_the_first_fetch() {
-    let feed_only = format!("{{{}}}", &FEED[1..]);
+    let feed_only = format!("{{{}}}", &feed_json(r#","lineage":["frontend"]"#)[1..]);
     let mut e = env(&feed_only);
     let (_, a) = e.admit_network(2, WEB);
     assert_eq!(a, Action::Pause);
     assert_eq!(e.host.counter("certgate.reason.stale_revocation"), 1);
+    // The first fetch is held to the configured lineage and key too.
     e.tick_at(2 * SECOND);
+    let mut other = table(Mode::Enforce, AuditLog::Deny);
+    other.policy_names = vec!["other".into()];
+    e.answer("200", Some("\"o\""), &signed(&other));
+    assert_eq!(e.host.counter("certgate.feed_rejected_lineage"), 1);
+    e.tick_at(3 * SECOND);
+    e.answer(
+        "200",
+        Some("\"f\""),
+        &signed_by(&table(Mode::Enforce, AuditLog::Deny), FORGER),
+    );
+    assert_eq!(e.host.counter("certgate.feed_rejected_signature"), 1);
+    let (_, a) = e.admit_network(3, WEB);
+    assert_eq!(a, Action::Pause);
+    e.tick_at(4 * SECOND);
     e.answer(
         "200",
         Some("\"v1\""),
-        &ruleset::encode(&table(Mode::Enforce, AuditLog::Deny)).unwrap(),
+        &signed(&table(Mode::Enforce, AuditLog::Deny)),
     );
-    let (_, a) = e.admit_network(3, WEB);
+    let (_, a) = e.admit_network(4, WEB);
     assert_eq!(a, Action::Continue);
 }
 
 #[test]
 fn http_connection_denied_by_a_new_table_is_reset() {
     let (mut e, ok) = env_with(
-        &config_json(&table(Mode::Enforce, AuditLog::Deny), FEED),
+        &config_json(&table(Mode::Enforce, AuditLog::Deny), &feed()),
         HTTP_ROOT_ID,
     );
     assert!(ok);
@@ -1042,7 +1375,7 @@ fn http_connection_denied_by_a_new_table_is_reset() {
     e.enter(7);
     assert_eq!(f.request_headers(), Action::Continue);
     e.tick_at(2 * SECOND);
-    e.answer("200", None, &ruleset::encode(&deny_all()).unwrap());
+    e.answer("200", None, &signed(&deny_all()));
     e.enter(7);
     assert_eq!(f.request_headers(), Action::Pause);
     assert!(e.host.responses.borrow().is_empty());
@@ -1052,7 +1385,37 @@ fn http_connection_denied_by_a_new_table_is_reset() {
     assert_eq!(f.request_headers(), Action::Pause);
     assert_eq!(e.host.responses.borrow()[0].status, 403);
     assert_eq!(e.host.counter("certgate.closed_on_update"), 1);
-    assert_eq!(e.host.counter("certgate.closed_on_update"), 1);
+}
+
+/// Regression: a keep-alive connection refused as `stale_revocation` stayed refused
+/// after the feed recovered, because the verdict was remembered per table generation
+/// and a `304` does not change the generation.
+#[test]
+fn http_stale_verdicts_are_not_remembered() {
+    let (mut e, ok) = env_with(
+        &config_json(&table(Mode::Enforce, AuditLog::Deny), &feed()),
+        HTTP_ROOT_ID,
+    );
+    assert!(ok);
+    e.tick_at(2 * SECOND);
+    e.answer(
+        "200",
+        Some("\"v1\""),
+        &signed(&table(Mode::Enforce, AuditLog::Deny)),
+    );
+    e.tick_at(23 * SECOND);
+    e.connection(7, Some(&cert_pem(WEB)), "A1");
+    let mut f = e.root.http_filter();
+    e.enter(7);
+    assert_eq!(f.request_headers(), Action::Pause);
+    assert_eq!(e.host.responses.borrow()[0].status, 403);
+    assert_eq!(e.host.counter("certgate.reason.stale_revocation"), 1);
+    // The feed recovers: a 304 to the poll that named the table in force.
+    e.answer("304", None, b"");
+    e.enter(7);
+    assert_eq!(f.request_headers(), Action::Continue);
+    assert_eq!(e.host.responses.borrow().len(), 1);
+    assert_eq!(e.host.counter("certgate.allowed"), 1);
 }
 
 /// Envoy 1.36/1.37: a verified certificate's digest, first URI SAN and subject, but no

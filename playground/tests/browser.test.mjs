@@ -264,11 +264,14 @@ test("the page's tables and decisions equal certgate compile and eval for every 
     await loadExample(name);
     assert.equal(await page.getAttribute("#counts", "data-errors"), "0", `${name} compiles in the page`);
     const table = path.join(tmp, name.replace(/\.yaml$/, ".cgt"));
-    cli("compile", path.join(repo, "policies", name), "-o", table);
 
-    // The table the page builds is byte for byte the one the CLI writes.
+    // The table the page builds is byte for byte the one the CLI writes, given the same
+    // issue time (the header's u64 at offset 48, Unix milliseconds).
     const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download")]);
     const fromPage = readFileSync(await download.path());
+    const issued = fromPage.readBigUInt64LE(48);
+    assert.ok(issued > 0n, `${name}: the page's table has no issue time`);
+    cli("compile", path.join(repo, "policies", name), "-o", table, "--issued-at-ms", issued.toString());
     assert.ok(fromPage.equals(readFileSync(table)), `${name}: the page's table differs from certgate compile's`);
 
     for (const peer of peers) {

@@ -178,6 +178,9 @@ mod tests {
         let mut t = Table {
             policy_names: vec!["a".into(), "policy-b".into()],
             policy_digest: [1; 32],
+            issued_at_ms: 1,
+            expires_at_ms: Some(2),
+            signer: None,
             mode: crate::Mode::Enforce,
             default_action: Action::Deny,
             audit_log: crate::AuditLog::Deny,

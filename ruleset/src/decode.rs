@@ -83,6 +83,8 @@ pub enum DecodeError {
         /// The list.
         what: &'static str,
     },
+    /// Bytes after the table that are not exactly one signature trailer.
+    BadTrailer,
 }
 
 impl fmt::Display for DecodeError {
@@ -117,6 +119,10 @@ impl fmt::Display for DecodeError {
             DecodeError::BadUtf8 { what } => write!(f, "{what} is not valid UTF-8"),
             DecodeError::BadPattern(e) => write!(f, "invalid principal pattern: {e}"),
             DecodeError::Unsorted { what } => write!(f, "{what} are not strictly ascending"),
+            DecodeError::BadTrailer => write!(
+                f,
+                "unexpected bytes after the table (not one well-formed signature trailer)"
+            ),
         }
     }
 }
@@ -309,13 +315,23 @@ fn bits<T: Copy>(mask: u8, known: &[(T, u8)], what: &'static str) -> Result<Vec<
         .collect())
 }
 
-/// Checks the header and returns the policy digest and a reader over the body.
-fn header(table: &Arc<Vec<u8>>) -> Result<([u8; 32], Reader<'_>), DecodeError> {
+/// The header's fields after the checksum.
+struct Header {
+    digest: [u8; 32],
+    issued_at_ms: u64,
+    expires_at_ms: Option<u64>,
+    signer: Option<[u8; 32]>,
+}
+
+/// Checks the header and the signature trailer's shape, and returns the header and a
+/// reader over the body.
+fn header(table: &Arc<Vec<u8>>) -> Result<(Header, Reader<'_>), DecodeError> {
     if table.len() > MAX_TABLE_LEN {
         return Err(DecodeError::TooLarge);
     }
+    let (unsigned, trailer) = crate::signature::split(table)?;
     let mut r = Reader {
-        buf: table,
+        buf: unsigned,
         pos: 0,
         table,
     };
@@ -332,9 +348,11 @@ fn header(table: &Arc<Vec<u8>>) -> Result<([u8; 32], Reader<'_>), DecodeError> {
     }
     let body_len = r.u32("body length")?;
     let crc = r.u32("checksum")?;
-    // The checksum covers the policy digest and the body.
+    // The checksum covers the policy digest, the times and the body.
     let covered = r.buf;
     let digest = r.array::<32>("policy digest")?;
+    let issued_at_ms = r.u64("issue time")?;
+    let expires_at_ms = Some(r.u64("expiry")?).filter(|&e| e != 0);
     if u64::from(body_len) != r.buf.len() as u64 {
         return Err(DecodeError::LengthMismatch {
             declared: u64::from(body_len),
@@ -348,7 +366,15 @@ fn header(table: &Arc<Vec<u8>>) -> Result<([u8; 32], Reader<'_>), DecodeError> {
             actual,
         });
     }
-    Ok((digest, r))
+    Ok((
+        Header {
+            digest,
+            issued_at_ms,
+            expires_at_ms,
+            signer: trailer.map(|t| t.public_key),
+        },
+        r,
+    ))
 }
 
 /// Decodes a table from untrusted bytes (copying them; see [`decode_owned`]).
@@ -365,7 +391,7 @@ pub fn decode_owned(bytes: Vec<u8>) -> Result<Table, DecodeError> {
 /// [`decode_owned`], with what the decoded form was charged in its memory budget.
 pub(crate) fn decode_counted(bytes: Vec<u8>) -> Result<(Table, usize), DecodeError> {
     let bytes = Arc::new(bytes);
-    let (policy_digest, mut r) = header(&bytes)?;
+    let (head, mut r) = header(&bytes)?;
 
     let mut s = r.section(SECTION_META)?;
     let mode = mode(s.u8("mode")?)?;
@@ -509,7 +535,10 @@ pub(crate) fn decode_counted(bytes: Vec<u8>) -> Result<(Table, usize), DecodeErr
     Ok((
         Table {
             policy_names,
-            policy_digest,
+            policy_digest: head.digest,
+            issued_at_ms: head.issued_at_ms,
+            expires_at_ms: head.expires_at_ms,
+            signer: head.signer,
             mode,
             default_action,
             audit_log,

@@ -289,8 +289,11 @@ pub fn encode(table: &Table) -> Result<Vec<u8>, EncodeError> {
     let crc_at = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&table.policy_digest);
+    out.extend_from_slice(&table.issued_at_ms.to_le_bytes());
+    // 0 means "no expiry"; a table cannot expire at the epoch itself.
+    out.extend_from_slice(&table.expires_at_ms.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&body);
-    // The checksum covers the policy digest and the body.
+    // The checksum covers the policy digest, the times and the body.
     let crc = crc32(out.get(crc_at.saturating_add(4)..).unwrap_or_default());
     if let Some(slot) = out.get_mut(crc_at..crc_at.saturating_add(4)) {
         slot.copy_from_slice(&crc.to_le_bytes());

@@ -4,9 +4,10 @@
 /// First four bytes of every table.
 pub const MAGIC: [u8; 4] = *b"CGT\x01";
 /// The only format version this build reads and writes.
-pub const VERSION: u16 = 1;
-/// Header size: magic, version, flags, body length, CRC-32, policy digest.
-pub const HEADER_LEN: usize = 4 + 2 + 2 + 4 + 4 + 32;
+pub const VERSION: u16 = 2;
+/// Header size: magic, version, flags, body length, CRC-32, policy digest, issue time,
+/// expiry.
+pub const HEADER_LEN: usize = 4 + 2 + 2 + 4 + 4 + 32 + 8 + 8;
 
 /// Section tags, in the order they must appear.
 pub const SECTION_META: u8 = 1;

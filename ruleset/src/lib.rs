@@ -32,6 +32,7 @@ mod model;
 mod pattern;
 mod peer;
 pub mod revocation;
+pub mod signature;
 mod siphash;
 pub mod sni;
 pub mod spiffe;

@@ -148,6 +148,16 @@ pub struct Table {
     pub policy_names: Vec<String>,
     /// SHA-256 over the policy sources the compiler read; identifies this policy version.
     pub policy_digest: [u8; 32],
+    /// When the compiler issued the table, in Unix milliseconds; strictly increasing
+    /// within one lineage, so a feed can refuse an older table (rollback).
+    pub issued_at_ms: u64,
+    /// When the table's data stops being current (the earliest CRL `nextUpdate`, or the
+    /// policy's `revocation.maxAge`), in Unix milliseconds; `None`: no expiry.
+    pub expires_at_ms: Option<u64>,
+    /// The Ed25519 public key the table's signature trailer names, as decoded: a claim,
+    /// not trusted until [`crate::signature::verify`] checked it against pinned keys.
+    /// The encoder ignores it (it writes unsigned tables; the compiler signs them).
+    pub signer: Option<[u8; 32]>,
     /// Enforce or audit.
     pub mode: Mode,
     /// Decision when no rule matches.

@@ -71,6 +71,9 @@ impl Host for ProbeHost {
     fn now_nanos(&self) -> u64 {
         1_780_000_000_000_000_000
     }
+    fn monotonic_nanos(&self) -> u64 {
+        1_000_000_000
+    }
     fn set_tick_period_millis(&self, _: u64) {}
     fn dispatch_http_call(&self, _: &str, _: &[(&str, &str)], _: u64) -> Option<u32> {
         None
@@ -165,6 +168,9 @@ fn warm_shared(pem: &[u8], host: &ProbeHost, audit_log: AuditLog) -> Result<Shar
     let mut table = Table {
         policy_names: vec!["probe".into()],
         policy_digest: [7; 32],
+        issued_at_ms: 0,
+        expires_at_ms: None,
+        signer: None,
         mode: Mode::Enforce,
         default_action: Action::Deny,
         audit_log,

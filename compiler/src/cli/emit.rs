@@ -35,7 +35,7 @@ enum Target {
 `http_filters` before the router with --http). The certgate module must be at --wasm on the Envoy host.\n\n\
 Exit codes: 0 printed, 2 usage or I/O error (unreadable or corrupt table).\n\n\
 Examples:\n  certgate emit envoy --table table.cgt\n  certgate emit envoy --table table.cgt --server-first --mode audit\n  \
-certgate emit envoy --feed-cluster certgate-feed --feed-interval 5s --feed-max-stale 10m"
+certgate emit envoy --table table.cgt --feed-cluster certgate-feed --feed-public-key signing.key.pub --feed-max-stale 10m"
     )]
     Envoy(Box<EnvoyArgs>),
     /// An Istio `WasmPlugin` (type NETWORK, phase AUTHN, failStrategy FAIL_CLOSE, inbound only)
@@ -62,7 +62,8 @@ certgate emit istio --table t.cgt --name certgate --namespace payments --ports 8
 certgate emit istio --table t.cgt --name certgate --namespace istio-system --mesh-wide \\\n    \
 --url https://modules.example/certgate_filter.wasm --sha256 <sha256sum of the file>\n  \
 certgate emit istio --name certgate --namespace payments --url oci://registry.example/cg:0.1 \\\n    \
---feed-cluster 'outbound|8080||certgate-feed.certgate.svc.cluster.local'"
+--feed-cluster 'outbound|8080||certgate-feed.certgate.svc.cluster.local' \\\n    \
+--feed-public-key signing.key.pub --feed-lineage payments"
     )]
     Istio(Box<IstioArgs>),
 }
@@ -102,6 +103,18 @@ struct Config {
     /// Timeout of one feed poll (default 5s)
     #[arg(long, value_name = "DURATION")]
     feed_timeout: Option<String>,
+    /// Pin a feed signing key: `ed25519:BASE64`, or a key file (SPKI PEM from `certgate keygen`); repeat to rotate
+    #[arg(long, value_name = "KEY")]
+    feed_public_key: Vec<String>,
+    /// Policy names a fed table must carry, in order (repeatable; default: those of --table)
+    #[arg(long, value_name = "NAME")]
+    feed_lineage: Vec<String>,
+    /// Accept unsigned fed tables (no --feed-public-key needed; for tests and trusted networks only)
+    #[arg(long)]
+    feed_allow_unsigned: bool,
+    /// Accept a fed table that loosens mode, defaultAction, onStale or audit.log
+    #[arg(long)]
+    feed_allow_loosening: bool,
     /// Override the table's mode in the filter
     #[arg(long, value_parser = ["enforce", "audit"])]
     mode: Option<String>,
@@ -244,8 +257,15 @@ fn feed_millis(flag: &str, text: &str) -> anyhow::Result<u64> {
 }
 
 /// The `feed` object, when `--feed-cluster` is given.
-fn feed_config(c: &Config) -> anyhow::Result<Option<Y>> {
+fn feed_config(c: &Config, inline: Option<&ruleset::Table>) -> anyhow::Result<Option<Y>> {
     let Some(cluster) = &c.feed_cluster else {
+        if !c.feed_public_key.is_empty()
+            || !c.feed_lineage.is_empty()
+            || c.feed_allow_unsigned
+            || c.feed_allow_loosening
+        {
+            bail!("the `--feed-*` options need `--feed-cluster`");
+        }
         return Ok(None);
     };
     if cluster.is_empty() || !c.feed_path.starts_with('/') {
@@ -269,20 +289,52 @@ fn feed_config(c: &Config) -> anyhow::Result<Option<Y>> {
         feed_millis("--feed-timeout", t)?;
         feed.push(("timeout", s(t.clone())));
     }
+    let keys = c
+        .feed_public_key
+        .iter()
+        .map(|k| super::keygen::read_public(k).map(|k| s(ruleset::signature::key_id(&k))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if keys.is_empty() && !c.feed_allow_unsigned {
+        bail!("a feed needs `--feed-public-key` (the key its tables are signed with, from `certgate keygen`), or `--feed-allow-unsigned`");
+    }
+    if !keys.is_empty() {
+        feed.push(("publicKeys", Y::List(keys)));
+    }
+    let lineage = match (c.feed_lineage.is_empty(), inline) {
+        (false, Some(t)) if t.policy_names != c.feed_lineage => bail!(
+            "`--feed-lineage` [{}] differs from the policies of `--table` [{}]",
+            c.feed_lineage.join(", "),
+            t.policy_names.join(", ")
+        ),
+        (false, _) => c.feed_lineage.clone(),
+        (true, Some(t)) => t.policy_names.clone(),
+        (true, None) => bail!(
+            "a feed without `--table` needs `--feed-lineage` (the policy names its tables carry)"
+        ),
+    };
+    feed.push(("lineage", Y::List(lineage.into_iter().map(s).collect())));
+    if c.feed_allow_unsigned {
+        feed.push(("allowUnsigned", Y::Bool(true)));
+    }
+    if c.feed_allow_loosening {
+        feed.push(("allowLoosening", Y::Bool(true)));
+    }
     Ok(Some(map(feed)))
 }
 
 /// The filter configuration object.
 fn filter_config(c: &Config, server_first: bool) -> anyhow::Result<Y> {
     let mut entries = Vec::new();
+    let mut inline = None;
     if let Some(table) = &c.table {
-        let (bytes, _) = super::read_table(table)?;
+        let (bytes, t) = super::read_table(table)?;
         entries.push((
             "table",
             s(base64::engine::general_purpose::STANDARD.encode(&bytes)),
         ));
+        inline = Some(t);
     }
-    if let Some(feed) = feed_config(c)? {
+    if let Some(feed) = feed_config(c, inline.as_ref())? {
         entries.push(("feed", feed));
     }
     if let Some(m) = &c.mode {

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod emit;
 pub mod eval;
 pub mod inspect;
+pub mod keygen;
 pub mod package;
 pub mod report;
 pub mod serve;

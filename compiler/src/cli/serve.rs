@@ -26,10 +26,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, clap::Args)]
 #[command(
     about = "Serve the newest compiled table in DIR over HTTP (the filter's live feed)",
-    after_help = "Serves the newest `*.cgt` file in DIR (by modification time) at PATH with a strong \
-ETag (the quoted SHA-256 of the bytes); `If-None-Match` gets 304. DIR is re-scanned every \
---poll; a table that does not decode is skipped with a logged reason and the last good one \
-keeps being served. GET /healthz answers 200 once a table is served, else 503.\n\n\
+    after_help = "Serves the `*.cgt` file in DIR with the newest issue time (the time `certgate compile` \
+stamps into the table, not the file's modification time) at PATH with a strong ETag (the quoted \
+SHA-256 of the bytes); `If-None-Match` gets 304. DIR is re-scanned every --poll; a table that \
+does not decode is skipped with a logged reason, and a table is served only if it is strictly \
+newer than the one served before, so copying an old table into DIR never rolls the feed back. \
+Tables are served as they are; the filter verifies their signature. GET /healthz answers 200 once a table is served, else 503.\n\n\
 Examples:\n  certgate serve tables/ --listen 127.0.0.1:8080\n  \
 certgate compile policies/ -o tables/payments.cgt   # picked up within --poll"
 )]
@@ -57,12 +59,19 @@ struct Served {
     etag: String,
 }
 
-/// What was last looked at, so an unchanged or already refused file is not re-read.
+/// What a file looked like when it was last read, so an unchanged file is not re-read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    path: PathBuf,
+struct Stamp {
     modified: SystemTime,
     len: u64,
+}
+
+/// What the directory held at the last scan: per file, its stamp and either its issue
+/// time or why it is skipped; and the issue time of the table being served.
+#[derive(Debug, Default)]
+struct Seen {
+    files: std::collections::BTreeMap<PathBuf, (Stamp, Result<u64, String>)>,
+    served_issued_ms: Option<u64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
@@ -76,7 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     let served: Arc<RwLock<Option<Served>>> = Arc::new(RwLock::new(None));
-    let mut seen = None;
+    let mut seen = Seen::default();
     reload(&args.dir, &served, &mut seen);
     // The address line is what scripts and tests wait for (port 0 resolves here).
     eprintln!(
@@ -117,48 +126,15 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// The newest `*.cgt` in `dir`; served if it decodes, else skipped with a log line.
-fn reload(dir: &Path, served: &RwLock<Option<Served>>, seen: &mut Option<Seen>) {
-    let Some(newest) = newest_table(dir) else {
+/// Re-scans `dir` and serves the table with the newest issue time, if it is strictly
+/// newer than the one served: copying an old table into the directory (or touching it)
+/// never rolls the feed back. Every file skipped is logged once per change, with why.
+fn reload(dir: &Path, served: &RwLock<Option<Served>>, seen: &mut Seen) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    if seen.as_ref() == Some(&newest) {
-        return;
-    }
-    let name = newest.path.display().to_string();
-    match std::fs::read(&newest.path) {
-        Err(e) => eprintln!("skipping `{name}`: cannot read it: {e}"),
-        Ok(bytes) => match ruleset::decode(&bytes) {
-            Err(e) => eprintln!(
-                "skipping `{name}`: not a valid table ({e}); still serving the last good one"
-            ),
-            Ok(table) => {
-                let etag = format!(
-                    "\"{}\"",
-                    ruleset::cert::hex_lower(Sha256::digest(&bytes).as_slice())
-                );
-                eprintln!(
-                    "serving `{name}`: {} bytes, {} rules, {} revoked serials, etag {etag}",
-                    bytes.len(),
-                    table.rules.len(),
-                    table.revocation.serial_count()
-                );
-                if let Ok(mut s) = served.write() {
-                    *s = Some(Served {
-                        bytes: Arc::new(bytes),
-                        etag,
-                    });
-                }
-            }
-        },
-    }
-    // A refused file is remembered too: it is looked at again only when it changes.
-    *seen = Some(newest);
-}
-
-fn newest_table(dir: &Path) -> Option<Seen> {
-    let mut best: Option<Seen> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+    let mut present = std::collections::BTreeSet::new();
+    for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -172,20 +148,97 @@ fn newest_table(dir: &Path) -> Option<Seen> {
         if !meta.is_file() {
             continue;
         }
-        let candidate = Seen {
-            path,
+        let stamp = Stamp {
             modified,
             len: meta.len(),
         };
-        // Newest by mtime; ties by name, so the choice does not depend on directory order.
-        if best
+        present.insert(path.clone());
+        if seen.files.get(&path).is_some_and(|(s, _)| *s == stamp) {
+            continue;
+        }
+        let verdict = match std::fs::read(&path) {
+            Err(e) => Err(format!("cannot read it: {e}")),
+            Ok(bytes) => ruleset::decode(&bytes)
+                .map(|t| t.issued_at_ms)
+                .map_err(|e| format!("not a valid table ({e})")),
+        };
+        match (&verdict, seen.served_issued_ms) {
+            (Err(why), _) => eprintln!("skipping `{}`: {why}", path.display()),
+            (Ok(i), Some(served)) if *i < served => eprintln!(
+                "skipping `{}`: issued {i} ms, older than the table served (issued {served} ms)",
+                path.display()
+            ),
+            _ => {}
+        }
+        seen.files.insert(path, (stamp, verdict));
+    }
+    seen.files.retain(|p, _| present.contains(p));
+    // Newest by issue time; ties by name, so the choice does not depend on directory order.
+    let Some((path, issued)) = seen
+        .files
+        .iter()
+        .filter_map(|(p, (_, v))| v.as_ref().ok().map(|i| (p.clone(), *i)))
+        .max_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)))
+    else {
+        return;
+    };
+    if seen.served_issued_ms.is_some_and(|s| issued <= s) {
+        return;
+    }
+    let name = path.display().to_string();
+    // Read again: the bytes served are the ones decoded now, not an earlier version.
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("skipping `{name}`: cannot read it: {e}");
+            return;
+        }
+    };
+    let table = match ruleset::decode(&bytes) {
+        Ok(t) if t.issued_at_ms == issued => t,
+        Ok(_) | Err(_) => {
+            // Changed between the scan and now: the next scan sees the new version.
+            seen.files.remove(&path);
+            return;
+        }
+    };
+    let etag = format!(
+        "\"{}\"",
+        ruleset::cert::hex_lower(Sha256::digest(&bytes).as_slice())
+    );
+    eprintln!(
+        "serving `{name}`: {} bytes, issued {} ms, {} rules, {} revoked serials, {}, etag {etag}",
+        bytes.len(),
+        table.issued_at_ms,
+        table.rules.len(),
+        table.revocation.serial_count(),
+        table
+            .signer
             .as_ref()
-            .is_none_or(|b| (candidate.modified, &candidate.path) > (b.modified, &b.path))
-        {
-            best = Some(candidate);
+            .map_or("unsigned".to_string(), |k| format!(
+                "signed by {}",
+                ruleset::signature::key_id(k)
+            )),
+    );
+    if let Some(old) = seen.served_issued_ms {
+        for (p, (_, v)) in &seen.files {
+            if let Ok(i) = v {
+                if *i <= old && p != &path {
+                    eprintln!(
+                        "skipping `{}`: issued {i} ms, not newer than the table served before",
+                        p.display()
+                    );
+                }
+            }
         }
     }
-    best
+    if let Ok(mut s) = served.write() {
+        *s = Some(Served {
+            bytes: Arc::new(bytes),
+            etag,
+        });
+        seen.served_issued_ms = Some(issued);
+    }
 }
 
 /// Serves requests on one connection until the client closes it or asks to.

@@ -17,6 +17,8 @@ pub enum Y {
     Seq(Vec<Y>),
     /// A mapping, in this order.
     Map(Vec<(String, Y)>),
+    /// A sequence, written in flow style (JSON, which YAML reads too).
+    List(Vec<Y>),
 }
 
 /// Shorthand for a string value.
@@ -72,6 +74,7 @@ fn scalar(v: &Y) -> Option<String> {
         Y::Map(m) if m.is_empty() => Some("{}".to_string()),
         Y::Seq(items) if items.is_empty() => Some("[]".to_string()),
         Y::Map(_) | Y::Seq(_) => None,
+        Y::List(_) => Some(to_json_compact(v)),
     }
 }
 
@@ -168,6 +171,7 @@ fn write_json(out: &mut String, v: &Y, indent: usize) {
             out.push_str(&" ".repeat(indent));
             out.push(']');
         }
+        Y::List(_) => out.push_str(&to_json_compact(v)),
         Y::Map(m) => {
             out.push_str("{\n");
             for (i, (k, v)) in m.iter().enumerate() {
@@ -203,6 +207,10 @@ pub fn to_json_compact(v: &Y) -> String {
                 .map(|(k, v)| format!("{}:{}", quote(k), to_json_compact(v)))
                 .collect();
             format!("{{{}}}", parts.join(","))
+        }
+        Y::List(items) => {
+            let parts: Vec<String> = items.iter().map(to_json_compact).collect();
+            format!("[{}]", parts.join(","))
         }
     }
 }

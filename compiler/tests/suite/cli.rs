@@ -156,12 +156,22 @@ fn the_digest_depends_on_sources_not_on_the_working_directory() {
             "policies/zero-trust.yaml",
             "-o",
             a.to_str().unwrap(),
+            "--issued-at-ms",
+            "1767225600000",
         ],
     );
     assert_eq!(run.code, 0);
+    // The same issue time: only the sources may make the bytes differ.
     let run = certgate_in(
         &repo_dir().join("policies"),
-        &["compile", "zero-trust.yaml", "-o", b.to_str().unwrap()],
+        &[
+            "compile",
+            "zero-trust.yaml",
+            "-o",
+            b.to_str().unwrap(),
+            "--issued-at-ms",
+            "1767225600000",
+        ],
     );
     assert_eq!(run.code, 0);
     assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
@@ -1160,7 +1170,7 @@ fn emit_istio_refuses_tables_too_large_for_kubernetes() {
 #[test]
 fn every_subcommand_has_help_with_examples() {
     for sub in [
-        "compile", "check", "inspect", "eval", "cert", "crl", "emit", "package",
+        "compile", "keygen", "check", "inspect", "eval", "cert", "crl", "emit", "package",
     ] {
         let run = certgate(&[sub, "--help"]);
         assert_eq!(run.code, 0, "{sub}");
@@ -1356,4 +1366,215 @@ fn issuer_names_in_wide_string_types_revoke_through_crls_and_policy_serials() {
             "allow_rule"
         );
     }
+}
+
+/// Runs `certgate` with extra environment variables.
+fn certgate_env(args: &[&str], env: &[(&str, &str)]) -> crate::common::Run {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .args(args)
+        .current_dir(crate_dir())
+        .env("NO_COLOR", "1")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    crate::common::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_key_once_and_prints_the_pinnable_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signing.key");
+    let run = certgate(&["keygen", "-o", key.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let public = run.stdout.trim().to_string();
+    assert!(public.starts_with("ed25519:"), "{public}");
+    let private = std::fs::read_to_string(&key).unwrap();
+    assert!(
+        private.starts_with("-----BEGIN PRIVATE KEY-----"),
+        "{private}"
+    );
+    let pub_pem = std::fs::read_to_string(dir.path().join("signing.key.pub")).unwrap();
+    assert!(
+        pub_pem.starts_with("-----BEGIN PUBLIC KEY-----"),
+        "{pub_pem}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Never overwritten.
+    let again = certgate(&["keygen", "-o", key.to_str().unwrap()]);
+    assert_eq!(again.code, 2);
+    assert!(
+        again.stderr.contains("never overwritten") || again.stderr.contains("already exists"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), private);
+}
+
+#[test]
+fn compile_signs_stamps_and_keeps_issue_times_monotonic() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let public = certgate(&["keygen", "-o", key.to_str().unwrap()]).stdout;
+    let public = public.trim();
+    let policy = write(
+        dir.path(),
+        "p.yaml",
+        "apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {name: payments}\nspec:\n  revocation:\n    maxAge: 1h\n  rules:\n    - name: a\n      action: allow\n      principals: [\"spiffe://example.org/ns/a/sa/b\"]\n",
+    );
+    let out = dir.path().join("t.cgt");
+    let out_s = out.to_str().unwrap();
+    let run = certgate_env(
+        &[
+            "compile",
+            &policy,
+            "-o",
+            out_s,
+            "--sign-key",
+            key.to_str().unwrap(),
+        ],
+        &[("SOURCE_DATE_EPOCH", "1767225600")],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("issued at 1767225600000 ms, signed by {public})")),
+        "{}",
+        run.stderr
+    );
+    let inspect = |p: &str| json(&certgate(&["inspect", "--format", "json", p]).stdout);
+    let v = inspect(out_s);
+    assert_eq!(v["issuedAtMs"], 1_767_225_600_000u64);
+    assert_eq!(v["issuedAt"], "2026-01-01T00:00:00Z");
+    assert_eq!(v["expiresAtMs"], 1_767_225_600_000u64 + 3_600_000);
+    assert_eq!(v["signer"], public);
+    let human = certgate(&["inspect", out_s]).stdout;
+    assert!(human.contains(&format!("signer    {public}")), "{human}");
+    assert!(human.contains("expires   2026-01-01T01:00:00Z"), "{human}");
+
+    // Compiling again at the same (or an earlier) time: one millisecond later, so a feed
+    // never sees two tables of one lineage issued at the same time.
+    for _ in 0..2 {
+        let run = certgate_env(
+            &["compile", &policy, "-o", out_s],
+            &[("SOURCE_DATE_EPOCH", "1767225500")],
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let v = inspect(out_s);
+    assert_eq!(v["issuedAtMs"], 1_767_225_600_002u64);
+    assert_eq!(v["signer"], serde_json::Value::Null);
+    // A later time is taken as is.
+    let run = certgate(&[
+        "compile",
+        &policy,
+        "-o",
+        out_s,
+        "--issued-at-ms",
+        "1800000000000",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(inspect(out_s)["issuedAtMs"], 1_800_000_000_000u64);
+
+    // A SOURCE_DATE_EPOCH that is not a number of seconds is a usage error.
+    let bad = certgate_env(
+        &["compile", &policy, "-o", out_s],
+        &[("SOURCE_DATE_EPOCH", "yesterday")],
+    );
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("SOURCE_DATE_EPOCH"), "{}", bad.stderr);
+    // A key that is not a private key costs nothing: exit 2 before compiling.
+    let pub_file = format!("{}.pub", key.to_str().unwrap());
+    let bad = certgate(&["compile", &policy, "-o", out_s, "--sign-key", &pub_file]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("not an Ed25519 private key"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn emit_pins_feed_keys_and_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = compile_example("zero-trust", dir.path());
+    let t = t.to_str().unwrap();
+    let key = dir.path().join("k");
+    let public = certgate(&["keygen", "-o", key.to_str().unwrap()]).stdout;
+    let pub_file = format!("{}.pub", key.to_str().unwrap());
+    let feed = |extra: &[&str]| {
+        let mut args = vec!["emit", "envoy", "--format", "json", "--feed-cluster", "f"];
+        args.extend_from_slice(extra);
+        certgate(&args)
+    };
+    let run = feed(&[
+        "--table",
+        t,
+        "--feed-public-key",
+        &pub_file,
+        "--feed-public-key",
+        public.trim(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = json(&run.stdout);
+    let fc = filter_config(
+        v["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(
+        fc["feed"]["publicKeys"],
+        serde_json::json!([public.trim(), public.trim()])
+    );
+    assert_eq!(
+        fc["feed"]["lineage"],
+        serde_json::json!(["payments-inbound"])
+    );
+    assert_eq!(fc["feed"].get("allowUnsigned"), None);
+
+    // No key and no --feed-allow-unsigned; no table and no lineage; a lineage that
+    // differs from the table's: each a usage error.
+    for (args, want) in [
+        (vec!["--table", t], "--feed-public-key"),
+        (vec!["--feed-public-key", public.trim()], "--feed-lineage"),
+        (
+            vec!["--table", t, "--feed-allow-unsigned", "--feed-lineage", "x"],
+            "differs",
+        ),
+        (
+            vec!["--table", t, "--feed-public-key", "ed25519:AAAA"],
+            "ed25519:AAAA",
+        ),
+    ] {
+        let run = feed(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stdout);
+        assert!(run.stderr.contains(want), "{args:?}: {}", run.stderr);
+    }
+    let run = feed(&[
+        "--feed-allow-unsigned",
+        "--feed-allow-loosening",
+        "--feed-lineage",
+        "a",
+        "--feed-lineage",
+        "b",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = json(&run.stdout);
+    let fc = filter_config(
+        v["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(fc["feed"]["lineage"], serde_json::json!(["a", "b"]));
+    assert_eq!(fc["feed"]["allowUnsigned"], true);
+    assert_eq!(fc["feed"]["allowLoosening"], true);
 }

@@ -18,6 +18,9 @@ pub fn compile_example(name: &str, dir: &std::path::Path) -> std::path::PathBuf 
         &[
             "compile",
             "--deny-warnings",
+            // A fixed issue time (2026-01-01T00:00:00Z): snapshots stay stable.
+            "--issued-at-ms",
+            "1767225600000",
             &format!("policies/{name}.yaml"),
             "-o",
             out.to_str().unwrap(),

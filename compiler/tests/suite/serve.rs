@@ -1,6 +1,7 @@
-//! `certgate serve` as a process: the newest valid table with a strong ETag, `304` for a
-//! matching `If-None-Match`, a corrupt newest file skipped, a new table picked up, and an
-//! exit when its standard input closes.
+//! `certgate serve` as a process: the newest valid table (by issue time) with a strong
+//! ETag, `304` for a matching `If-None-Match`, a corrupt newest file skipped, a new table
+//! picked up, an old table copied in never served, and an exit when its standard input
+//! closes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -106,6 +107,17 @@ fn serves_the_newest_valid_table_with_etags() {
     assert_ne!(new_etag, etag);
     assert_eq!(new_body, std::fs::read(&audit).unwrap());
 
+    // Regression: the newest file by mtime was served, so copying an old table into the
+    // directory (here under a name that also sorts last) rolled the feed back. The
+    // issue time decides, and an older table is never served again.
+    std::fs::write(dir.path().join("z.cgt"), &bytes).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(addr, "/table.cgt", Some(&new_etag)).0, 304);
+    // Even when the newer table disappears.
+    std::fs::remove_file(&audit).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(addr, "/table.cgt", Some(&new_etag)).0, 304);
+
     // Closing stdin ends it.
     drop(stdin);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -120,6 +132,11 @@ fn serves_the_newest_valid_table_with_etags() {
     assert!(
         log.iter()
             .any(|l| l.contains("b.cgt") && l.contains("not a valid table")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("z.cgt") && l.contains("older than the table served")),
         "{log:?}"
     );
 }

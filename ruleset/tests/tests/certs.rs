@@ -94,6 +94,9 @@ fn ed25519_and_every_uri_san() {
     let t = Table {
         policy_names: vec![],
         policy_digest: [0; 32],
+        issued_at_ms: 0,
+        expires_at_ms: None,
+        signer: None,
         mode: Mode::Enforce,
         default_action: Action::Allow,
         audit_log: AuditLog::All,

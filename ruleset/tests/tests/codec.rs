@@ -33,6 +33,9 @@ fn fixture_table() -> Table {
     Table {
         policy_names: vec!["demo".into()],
         policy_digest: core::array::from_fn(|i| i as u8),
+        issued_at_ms: 1_767_225_600_000,
+        expires_at_ms: Some(1_767_830_400_000),
+        signer: None,
         mode: Mode::Enforce,
         default_action: Action::Deny,
         audit_log: AuditLog::Deny,
@@ -122,17 +125,20 @@ fn header_errors_are_specific() {
     b[0] = b'X';
     assert_eq!(decode(&b), Err(DecodeError::BadMagic));
     let mut b = bytes.clone();
-    b[4] = 2;
-    assert_eq!(decode(&b), Err(DecodeError::UnsupportedVersion(2)));
+    b[4] = 1;
+    assert_eq!(decode(&b), Err(DecodeError::UnsupportedVersion(1)));
     let mut b = bytes.clone();
     b[6] = 1;
     assert_eq!(decode(&b), Err(DecodeError::UnknownFlags(1)));
     let mut b = bytes.clone();
-    b.push(0);
+    b.pop();
     assert!(matches!(
         decode(&b),
         Err(DecodeError::LengthMismatch { .. })
     ));
+    let mut b = bytes.clone();
+    b.push(0);
+    assert_eq!(decode(&b), Err(DecodeError::BadTrailer));
     let mut b = bytes.clone();
     let last = b.len() - 1;
     b[last] ^= 0xff;
@@ -180,7 +186,7 @@ fn semantic_damage_under_a_valid_checksum_is_still_rejected() {
 
     // An unknown enum value: the mode byte is the first byte of the meta payload.
     let mut b = inner.to_vec();
-    b[32 + 5] = 9;
+    b[48 + 5] = 9;
     assert_eq!(
         decode(&seal(&b)),
         Err(DecodeError::BadValue { what: "mode" })
@@ -237,11 +243,11 @@ fn huge_counts_fail_before_allocating() {
     t.rules.clear();
     let bytes = encode(&t).unwrap();
     let inner = &bytes[16..];
-    let rules_at = 32
-        + inner[32..]
+    let rules_at = 48
+        + inner[48..]
             .iter()
             .enumerate()
-            .position(|(i, _)| inner[32 + i] == 3 && inner[32 + i + 1..32 + i + 5] == [4, 0, 0, 0])
+            .position(|(i, _)| inner[48 + i] == 3 && inner[48 + i + 1..48 + i + 5] == [4, 0, 0, 0])
             .unwrap();
     let mut b = inner.to_vec();
     b[rules_at + 5..rules_at + 9].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -260,10 +266,10 @@ fn engine_from_bytes_decides() {
     assert_eq!(e.evaluate(&peer(f)).reason, Reason::DenyRule);
 }
 
-/// The sections of an encoded table's body (after the 32-byte digest), as
+/// The sections of an encoded table's body (after the 64-byte header), as
 /// `(tag, payload)`.
 fn sections(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut body = &bytes[16 + 32..];
+    let mut body = &bytes[64..];
     let mut out = Vec::new();
     while !body.is_empty() {
         let len = u32::from_le_bytes(body[1..5].try_into().unwrap()) as usize;
@@ -276,7 +282,7 @@ fn sections(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
 /// A sealed table: the sections of `base` with the rules section replaced by `rules`.
 fn with_rules_section(base: &Table, rules: &[u8]) -> Vec<u8> {
     let bytes = encode(base).unwrap();
-    let mut inner = bytes[16..16 + 32].to_vec();
+    let mut inner = bytes[16..64].to_vec();
     for (tag, payload) in sections(&bytes) {
         let payload = if tag == 3 { rules.to_vec() } else { payload };
         inner.push(tag);
@@ -470,4 +476,141 @@ fn the_estimate_bounds_the_measured_memory() {
             "{name}: measured {growth} > estimated {estimate}"
         );
     }
+}
+
+fn signed(table: &Table, kp: &ed25519_compact::KeyPair) -> Vec<u8> {
+    let mut bytes = encode(table).unwrap();
+    let sig = kp.sk.sign(signature::message(&bytes), None);
+    signature::append_trailer(&mut bytes, &kp.pk, &sig);
+    bytes
+}
+
+#[test]
+fn a_signed_table_decodes_with_its_claimed_signer_and_verifies_only_under_its_key() {
+    let kp = ed25519_compact::KeyPair::generate();
+    let other = ed25519_compact::KeyPair::generate();
+    let bytes = signed(&fixture_table(), &kp);
+    assert_eq!(bytes.len(), encode(&fixture_table()).unwrap().len() + 100);
+    let t = decode(&bytes).unwrap();
+    assert_eq!(t.signer, Some(*kp.pk));
+    assert_eq!(Table { signer: None, ..t }, fixture_table());
+
+    assert_eq!(signature::verify(&bytes, &[*other.pk, *kp.pk]), Ok(*kp.pk));
+    assert_eq!(
+        signature::verify(&bytes, &[*other.pk]),
+        Err(signature::SignatureError::UnknownKey(*kp.pk))
+    );
+    assert_eq!(
+        signature::verify(&encode(&fixture_table()).unwrap(), &[*kp.pk]),
+        Err(signature::SignatureError::Unsigned)
+    );
+}
+
+#[test]
+fn forged_and_damaged_signatures_are_refused() {
+    let kp = ed25519_compact::KeyPair::generate();
+    let bytes = signed(&fixture_table(), &kp);
+    let pinned = [*kp.pk];
+    // Any flipped bit in the signed part, or in the signature, fails verification (a flip
+    // in the key names another key, which is not pinned).
+    for i in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 0x01;
+        assert!(signature::verify(&b, &pinned).is_err(), "byte {i} flipped");
+    }
+    // The attacker's own key in the trailer of a loosened table.
+    let forger = ed25519_compact::KeyPair::generate();
+    let mut loose = fixture_table();
+    loose.mode = Mode::Audit;
+    let forged = signed(&loose, &forger);
+    assert_eq!(
+        signature::verify(&forged, &pinned),
+        Err(signature::SignatureError::UnknownKey(*forger.pk))
+    );
+    // The pinned key in the trailer, the forger's signature.
+    let mut b = forged.clone();
+    let n = b.len();
+    b[n - 96..n - 64].copy_from_slice(&*kp.pk);
+    assert_eq!(
+        signature::verify(&b, &pinned),
+        Err(signature::SignatureError::BadSignature(*kp.pk))
+    );
+    // A signature over the same bytes without the domain separation prefix.
+    let mut b = encode(&fixture_table()).unwrap();
+    let sig = kp.sk.sign(&b, None);
+    signature::append_trailer(&mut b, &kp.pk, &sig);
+    assert_eq!(
+        signature::verify(&b, &pinned),
+        Err(signature::SignatureError::BadSignature(*kp.pk))
+    );
+}
+
+#[test]
+fn only_no_trailer_or_exactly_one_well_formed_trailer_decodes() {
+    let kp = ed25519_compact::KeyPair::generate();
+    let bytes = signed(&fixture_table(), &kp);
+    // Two trailers, a truncated trailer, a wrong trailer magic, one stray byte.
+    let mut two = bytes.clone();
+    two.extend_from_slice(&bytes[bytes.len() - 100..]);
+    let mut magic = bytes.clone();
+    let at = bytes.len() - 100;
+    magic[at + 3] = b'2';
+    let unsigned = encode(&fixture_table()).unwrap();
+    let mut stray = unsigned.clone();
+    stray.push(0);
+    for (what, b) in [
+        ("two trailers", two),
+        ("truncated", bytes[..bytes.len() - 1].to_vec()),
+        ("bad magic", magic),
+        ("stray byte", stray),
+    ] {
+        assert_eq!(decode(&b), Err(DecodeError::BadTrailer), "{what}");
+        assert!(signature::verify(&b, &[*kp.pk]).is_err(), "{what}");
+    }
+}
+
+#[test]
+fn issue_time_and_expiry_round_trip_and_zero_means_no_expiry() {
+    let mut t = fixture_table();
+    t.expires_at_ms = None;
+    let bytes = encode(&t).unwrap();
+    assert_eq!(&bytes[56..64], &[0; 8]);
+    assert_eq!(decode(&bytes).unwrap().expires_at_ms, None);
+    assert_eq!(
+        u64::from_le_bytes(bytes[48..56].try_into().unwrap()),
+        1_767_225_600_000
+    );
+}
+
+/// The group order of Ed25519, little-endian.
+const ED25519_L: [u8; 32] = [
+    237, 211, 245, 92, 26, 99, 18, 88, 214, 156, 247, 162, 222, 249, 222, 20, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 16,
+];
+
+#[test]
+fn a_signature_cannot_be_mauled_into_a_second_valid_one() {
+    // S + L verifies in a lax verifier (the same point); it must be refused, so a
+    // re-encoded copy of a signed table is not a second valid table.
+    let kp = ed25519_compact::KeyPair::generate();
+    let mut bytes = signed(&fixture_table(), &kp);
+    let n = bytes.len();
+    let s = &mut bytes[n - 32..];
+    let mut carry = 0u16;
+    for (b, l) in s.iter_mut().zip(ED25519_L) {
+        let sum = u16::from(*b) + u16::from(l) + carry;
+        *b = sum as u8;
+        carry = sum >> 8;
+    }
+    assert_eq!(carry, 0, "S + L fits in 256 bits");
+    assert_eq!(
+        signature::verify(&bytes, &[*kp.pk]),
+        Err(signature::SignatureError::BadSignature(*kp.pk))
+    );
+    // A small-order public key (the identity) pinned by mistake accepts nothing.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut b = encode(&fixture_table()).unwrap();
+    signature::append_trailer(&mut b, &identity, &[0; 64]);
+    assert!(signature::verify(&b, &[identity]).is_err());
 }

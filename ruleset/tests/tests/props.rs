@@ -75,6 +75,9 @@ fn table_strategy() -> impl Strategy<Value = Table> {
             Table {
                 policy_names: vec!["p".into()],
                 policy_digest: [0; 32],
+                issued_at_ms: 0,
+                expires_at_ms: None,
+                signer: None,
                 mode: Mode::Enforce,
                 default_action: if default_allow {
                     Action::Allow

@@ -23,6 +23,9 @@ pub fn table(rules: Vec<Rule>) -> Table {
     Table {
         policy_names: vec!["test-policy".into()],
         policy_digest: [7; 32],
+        issued_at_ms: 0,
+        expires_at_ms: None,
+        signer: None,
         mode: Mode::Enforce,
         default_action: Action::Deny,
         audit_log: AuditLog::Deny,
@@ -67,11 +70,12 @@ pub fn who(id: &str) -> Peer {
     peer(facts(&[id]))
 }
 
-/// A version-1 header (magic, version, flags) with the right length and CRC-32 in front
-/// of `digest_and_body`, so that only the semantic checks can reject what follows.
+/// A version-2 header (magic, version, flags) with the right length and CRC-32 in front
+/// of `digest_and_body` (the policy digest, issue time, expiry and body), so that only
+/// the semantic checks can reject what follows.
 pub fn seal(digest_and_body: &[u8]) -> Vec<u8> {
-    let body_len = (digest_and_body.len() - 32) as u32;
-    let mut out = b"CGT\x01\x01\x00\x00\x00".to_vec();
+    let body_len = (digest_and_body.len() - 48) as u32;
+    let mut out = b"CGT\x01\x02\x00\x00\x00".to_vec();
     out.extend_from_slice(&body_len.to_le_bytes());
     out.extend_from_slice(&crc32(digest_and_body).to_le_bytes());
     out.extend_from_slice(digest_and_body);
