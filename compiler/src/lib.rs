@@ -31,6 +31,7 @@ pub mod policytest;
 #[cfg(feature = "fancy")]
 pub mod render;
 pub mod report;
+pub mod revfiles;
 pub mod source;
 mod suggest;
 pub mod time;
@@ -223,6 +224,62 @@ fn load_crls(
                 ),
             }
         }
+        // The certificate files of `certificates`, `issuers` and `caCertificates`.
+        let lists = [
+            (&mut p.spec.certificates, "certificates"),
+            (&mut p.spec.issuers, "issuers"),
+            (&mut p.spec.ca_certificates, "caCertificates"),
+        ];
+        for (list, field) in lists {
+            for f in list.iter_mut() {
+                let path = &f.path.value;
+                match loader
+                    .load(input, path)
+                    .and_then(|b| revfiles::read_certs(&b).map(|certs| (b, certs)))
+                {
+                    Ok((bytes, certs)) => {
+                        f.certs = certs;
+                        out.push(CrlBytes {
+                            name: format!("{}#{}", input.relative, path),
+                            bytes,
+                        });
+                    }
+                    Err(e) => sink.push(
+                        Diagnostic::new(
+                            Code::RevocationFileUnreadable,
+                            Some(f.path.span),
+                            format!("cannot read certificate `{path}` of `revocation.{field}`: {e}"),
+                        )
+                        .label("not a certificate")
+                        .help("give a PEM bundle or a DER X.509 certificate; paths are relative to the policy file"),
+                    ),
+                }
+            }
+        }
+        for k in p.spec.public_keys.iter_mut().filter(|k| !k.is_digest) {
+            let path = &k.value.value;
+            match loader
+                .load(input, path)
+                .and_then(|b| revfiles::read_public_keys(&b).map(|keys| (b, keys)))
+            {
+                Ok((bytes, keys)) => {
+                    k.keys = keys;
+                    out.push(CrlBytes {
+                        name: format!("{}#{}", input.relative, path),
+                        bytes,
+                    });
+                }
+                Err(e) => sink.push(
+                    Diagnostic::new(
+                        Code::RevocationFileUnreadable,
+                        Some(k.value.span),
+                        format!("cannot read public key `{path}` of `revocation.publicKeys`: {e}"),
+                    )
+                    .label("neither a key file nor an SPKI SHA-256")
+                    .help("give a PEM or DER certificate or public key (paths are relative to the policy file), or the key's SPKI SHA-256 as 64 hex digits; `certgate cert FILE` prints it"),
+                ),
+            }
+        }
         let verify = !p.spec.crl_issuers.is_empty();
         let issuer_spans: Vec<Span> = p
             .spec
@@ -284,6 +341,19 @@ fn load_crls(
                     }
                     c.crl = Some(info);
                 }
+                Err(e @ (crl::CrlError::UnknownCritical(_)
+                | crl::CrlError::UnknownCriticalEntry { .. }
+                | crl::CrlError::Delta(_)
+                | crl::CrlError::NotIndirect(_)
+                | crl::CrlError::BadCertificateIssuer(_))) => sink.push(
+                    Diagnostic::new(Code::CrlUnsupported, Some(c.path.span), format!("CRL `{path}` is refused: {e}"))
+                        .label("not enforceable as written")
+                        .help(match e {
+                            crl::CrlError::Delta(_) => "give the complete (base) CRL instead: certgate enforces whole CRLs only",
+                            crl::CrlError::NotIndirect(_) | crl::CrlError::BadCertificateIssuer(_) => "an indirect CRL must carry an issuingDistributionPoint with `indirectCRL` set and name each certificate issuer as a directory name; ask its issuer for a conforming CRL",
+                            _ => "RFC 5280 requires refusing a CRL with a critical extension the reader does not understand; ask its issuer for a CRL without it",
+                        }),
+                ),
                 Err(e) => sink.push(
                     Diagnostic::new(Code::CrlMalformed, Some(c.path.span), format!("CRL `{path}` is malformed: {e}"))
                         .label("not a CRL")

@@ -18,8 +18,13 @@ pub enum Reason {
     InvalidSpiffeId,
     /// Issuer and serial are in the revocation set.
     RevokedSerial,
-    /// The SHA-256 fingerprint is in the revocation set.
-    RevokedFingerprint,
+    /// What its CA signed (the tbsCertificate) is in the revocation set, however the
+    /// certificate is encoded.
+    RevokedCertificate,
+    /// The certificate's public key is in the revocation set.
+    RevokedKey,
+    /// The CA that issued the certificate is revoked.
+    RevokedIssuer,
     /// The SPIFFE ID's trust domain is not one of the policy's.
     UntrustedDomain,
     /// The key type is not allowed.
@@ -51,14 +56,16 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order (for metrics defined up front).
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 22] = [
         Reason::NoPeerCert,
         Reason::BadPeerCert,
         Reason::NoSpiffeId,
         Reason::MultipleSpiffeIds,
         Reason::InvalidSpiffeId,
         Reason::RevokedSerial,
-        Reason::RevokedFingerprint,
+        Reason::RevokedCertificate,
+        Reason::RevokedKey,
+        Reason::RevokedIssuer,
         Reason::UntrustedDomain,
         Reason::KeyTypeNotAllowed,
         Reason::WeakRsaKey,
@@ -83,7 +90,9 @@ impl Reason {
             Reason::MultipleSpiffeIds => "multiple_spiffe_ids",
             Reason::InvalidSpiffeId => "invalid_spiffe_id",
             Reason::RevokedSerial => "revoked_serial",
-            Reason::RevokedFingerprint => "revoked_fingerprint",
+            Reason::RevokedCertificate => "revoked_certificate",
+            Reason::RevokedKey => "revoked_key",
+            Reason::RevokedIssuer => "revoked_issuer",
             Reason::UntrustedDomain => "untrusted_domain",
             Reason::KeyTypeNotAllowed => "key_type_not_allowed",
             Reason::WeakRsaKey => "weak_rsa_key",

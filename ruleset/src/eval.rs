@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    spiffe, Action, CertFacts, Decision, KeyInfo, Peer, PeerCert, Reason, Rule, Segment, Table,
+    spiffe, Action, CertFacts, Decision, KeyInfo, Peer, PeerCert, Reason, Revoked, Rule, Segment,
+    Table,
 };
 
 /// A node of the wildcard-pattern trie. The root's children are trust domains.
@@ -121,13 +122,14 @@ impl Engine {
                 let single = facts.spiffe_id();
                 // Revocation comes first: a revoked certificate is denied as such,
                 // whatever else is wrong with it.
-                if t.revocation.is_fingerprint_revoked(&facts.sha256) {
-                    return deny(Reason::RevokedFingerprint, single);
-                }
-                if t.revocation
-                    .is_serial_revoked(facts.issuer_id, &facts.serial)
-                {
-                    return deny(Reason::RevokedSerial, single);
+                if let Some(why) = t.revocation.check(facts) {
+                    let reason = match why {
+                        Revoked::Certificate => Reason::RevokedCertificate,
+                        Revoked::Key => Reason::RevokedKey,
+                        Revoked::Serial => Reason::RevokedSerial,
+                        Revoked::Issuer => Reason::RevokedIssuer,
+                    };
+                    return deny(reason, single);
                 }
                 match single {
                     Some(id) => (id, Some(&**facts)),

@@ -46,4 +46,4 @@ pub use model::{
 };
 pub use pattern::{Pattern, Segment};
 pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, SigInfo};
-pub use revocation::{OnStale, Revocation, RevokedSerial};
+pub use revocation::{OnStale, Revocation, Revoked, RevokedSerial};

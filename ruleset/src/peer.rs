@@ -59,8 +59,22 @@ pub struct CertFacts {
     pub uri_sans: Vec<String>,
     /// Every DNS subject alternative name, in certificate order.
     pub dns_sans: Vec<String>,
-    /// SHA-256 over the DER encoding.
+    /// SHA-256 over the DER encoding. Not a revocation key: whoever holds the
+    /// certificate can re-encode it (an ECDSA `s` becomes `n - s`) and change it.
     pub sha256: [u8; 32],
+    /// SHA-256 over the tbsCertificate DER: what the CA signed, the same for every
+    /// encoding of the certificate (the revoked-certificate key).
+    pub tbs_sha256: [u8; 32],
+    /// SHA-256 over the SubjectPublicKeyInfo DER (`openssl pkey -pubin -outform der |
+    /// sha256sum`).
+    pub spki_sha256: [u8; 32],
+    /// SHA-256 over the canonical form of the public key
+    /// ([`crate::cert::public_key_sha256`]): the same for every encoding of one key.
+    pub public_key_sha256: [u8; 32],
+    /// The subject key identifier extension, if present.
+    pub subject_key_id: Option<Vec<u8>>,
+    /// The key identifier of the authority key identifier extension, if present.
+    pub authority_key_id: Option<Vec<u8>>,
 }
 
 impl CertFacts {
