@@ -9,5 +9,6 @@ mod feed;
 mod http;
 mod istio;
 mod network;
+mod revocation;
 mod server_first;
 mod validate;
