@@ -91,7 +91,7 @@ pub(crate) fn lower(
         serials.extend(p.spec.serials.iter().map(|s| s.value.clone()));
         for der in p.spec.certificates.iter().flat_map(|c| c.certs.iter()) {
             if let Ok(facts) = ruleset::cert::parse_der(der) {
-                revocation.add_certificate(&facts.tbs_sha256);
+                revocation.add_certificate(&facts.tbs_sha256());
             }
         }
         for key in p.spec.public_keys.iter().flat_map(|k| k.keys.iter()) {

@@ -502,9 +502,11 @@ impl Walker<'_> {
             uri_sans,
             dns_sans,
             sha256,
-            tbs_sha256: derived(b"tbs"),
-            spki_sha256,
-            public_key_sha256: derived(b"key"),
+            revocation_keys: ruleset::RevocationKeys::from_digests(
+                derived(b"tbs"),
+                spki_sha256,
+                derived(b"key"),
+            ),
             subject_key_id: None,
             authority_key_id: None,
         })

@@ -105,6 +105,9 @@ mod tests {
         assert_eq!(from_cert, from_key);
         assert_eq!(from_cert, from_der);
         let facts = ruleset::cert::parse_der(cert.der()).unwrap();
-        assert_eq!(from_cert, vec![facts.public_key_sha256, facts.spki_sha256]);
+        assert_eq!(
+            from_cert,
+            vec![facts.public_key_sha256(), facts.spki_sha256()]
+        );
     }
 }

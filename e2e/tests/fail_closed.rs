@@ -166,7 +166,7 @@ fn a_large_inline_table_is_read_whole_and_enforced() {
         .unwrap_or_else(|e| panic!("checkout chain: {e}"));
     let checkout = ruleset::cert::parse_pem_or_der(&checkout_pem)
         .unwrap_or_else(|e| panic!("checkout chain: {e}"));
-    config["table"] = json!(b64.encode(large_table(&bytes, &[checkout[0].tbs_sha256])));
+    config["table"] = json!(b64.encode(large_table(&bytes, &[checkout[0].tbs_sha256()])));
     let text = config.to_string();
     assert!(text.len() > 1_000_000, "{} bytes", text.len());
     runtime().block_on(async {

@@ -22,7 +22,7 @@ use x509_parser::public_key::PublicKey;
 use x509_parser::signature_algorithm::SignatureAlgorithm;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
 
-use crate::{CertFacts, Curve, KeyInfo, PeerCert, SigHash, SigInfo};
+use crate::{CertFacts, Curve, KeyInfo, PeerCert, RevocationKeys, SigHash, SigInfo};
 
 /// Longest accepted serial number, in bytes (RFC 5280 allows 20; some CAs exceed it).
 pub const MAX_SERIAL_LEN: usize = 64;
@@ -405,7 +405,13 @@ fn sha256_of(bytes: &[u8]) -> [u8; 32] {
 /// - anything else, or a key that does not parse: `"certgate-pk-spki\0"` and the
 ///   SubjectPublicKeyInfo DER.
 pub fn public_key_sha256(spki: &SubjectPublicKeyInfo<'_>) -> [u8; 32] {
-    let mut h = Sha256::new();
+    sha256_of(&canonical_public_key(spki))
+}
+
+/// The canonical form [`public_key_sha256`] hashes: built when a certificate is read,
+/// hashed only when a table revokes keys.
+fn canonical_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Vec<u8> {
+    let mut h = Vec::with_capacity(spki.raw.len().saturating_add(24));
     let key = spki.subject_public_key.data.as_ref();
     match find_oid(&spki.algorithm.algorithm, KEY_ALGORITHMS) {
         Some(KeyAlg::Ecdsa) => {
@@ -416,11 +422,11 @@ pub fn public_key_sha256(spki: &SubjectPublicKeyInfo<'_>) -> [u8; 32] {
                 .and_then(|p| p.as_oid().ok());
             if let (Some(curve), Some(x)) = (curve, ec_x(key)) {
                 let oid = curve.as_bytes();
-                h.update(b"certgate-pk-ec\0");
-                h.update([u8::try_from(oid.len()).unwrap_or(u8::MAX)]);
-                h.update(oid);
-                h.update(strip_leading_zeros(x));
-                return h.finalize().into();
+                h.extend_from_slice(b"certgate-pk-ec\0");
+                h.push(u8::try_from(oid.len()).unwrap_or(u8::MAX));
+                h.extend_from_slice(oid);
+                h.extend_from_slice(strip_leading_zeros(x));
+                return h;
             }
         }
         Some(KeyAlg::Rsa) => {
@@ -428,23 +434,23 @@ pub fn public_key_sha256(spki: &SubjectPublicKeyInfo<'_>) -> [u8; 32] {
             // RSASSA-PSS SPKI holds the same RSAPublicKey.
             if let Ok((_, rsa)) = x509_parser::public_key::RSAPublicKey::from_der(key) {
                 let n = strip_leading_zeros(rsa.modulus);
-                h.update(b"certgate-pk-rsa\0");
-                h.update(u32::try_from(n.len()).unwrap_or(u32::MAX).to_be_bytes());
-                h.update(n);
-                h.update(strip_leading_zeros(rsa.exponent));
-                return h.finalize().into();
+                h.extend_from_slice(b"certgate-pk-rsa\0");
+                h.extend_from_slice(&u32::try_from(n.len()).unwrap_or(u32::MAX).to_be_bytes());
+                h.extend_from_slice(n);
+                h.extend_from_slice(strip_leading_zeros(rsa.exponent));
+                return h;
             }
         }
         Some(KeyAlg::Ed25519) if key.len() == 32 => {
-            h.update(b"certgate-pk-ed25519\0");
-            h.update(key);
-            return h.finalize().into();
+            h.extend_from_slice(b"certgate-pk-ed25519\0");
+            h.extend_from_slice(key);
+            return h;
         }
         _ => {}
     }
-    h.update(b"certgate-pk-spki\0");
-    h.update(spki.raw);
-    h.finalize().into()
+    h.extend_from_slice(b"certgate-pk-spki\0");
+    h.extend_from_slice(spki.raw);
+    h
 }
 
 /// The x coordinate of a SEC 1 point: `02|03 x`, `04 x y` or the hybrid `06|07 x y`.
@@ -542,9 +548,11 @@ pub fn parse_der_with_sha256(der: &[u8], sha256: [u8; 32]) -> Result<CertFacts, 
         uri_sans,
         dns_sans,
         sha256,
-        tbs_sha256: sha256_of(cert.tbs_certificate.as_ref()),
-        spki_sha256: sha256_of(spki.raw),
-        public_key_sha256: public_key_sha256(spki),
+        revocation_keys: RevocationKeys::new(
+            cert.tbs_certificate.as_ref(),
+            spki.raw,
+            canonical_public_key(spki),
+        ),
         subject_key_id,
         authority_key_id,
     })
@@ -996,17 +1004,17 @@ mod tests {
         assert!(!verifies(&damaged));
         let (a, b) = (parse_der(&der).unwrap(), parse_der(&flipped).unwrap());
         assert_ne!(a.sha256, b.sha256, "a new whole-certificate digest");
-        assert_eq!(a.tbs_sha256, b.tbs_sha256);
-        assert_eq!(a.spki_sha256, b.spki_sha256);
-        assert_eq!(a.public_key_sha256, b.public_key_sha256);
+        assert_eq!(a.tbs_sha256(), b.tbs_sha256());
+        assert_eq!(a.spki_sha256(), b.spki_sha256());
+        assert_eq!(a.public_key_sha256(), b.public_key_sha256());
         assert_eq!(a.serial, b.serial);
         // Flipping twice gives the original bytes back.
         assert_eq!(flip_s(&flipped), der);
         // Another certificate has another certificate key and public key.
         let (other, _) = ec_leaf();
         let c = parse_der(&other).unwrap();
-        assert_ne!(a.tbs_sha256, c.tbs_sha256);
-        assert_ne!(a.public_key_sha256, c.public_key_sha256);
+        assert_ne!(a.tbs_sha256(), c.tbs_sha256());
+        assert_ne!(a.public_key_sha256(), c.public_key_sha256());
     }
 
     fn spki(alg: &[u8], key: &[u8]) -> Vec<u8> {
@@ -1035,7 +1043,7 @@ mod tests {
         let uncompressed = spki(&alg, &point);
         assert_eq!(uncompressed, cert.public_key().raw);
         let want = key_of(&uncompressed);
-        assert_eq!(want, facts.public_key_sha256);
+        assert_eq!(want, facts.public_key_sha256());
         let odd = y[31] & 1;
         let compressed = [&[0x02 | odd][..], x].concat();
         assert_eq!(key_of(&spki(&alg, &compressed)), want);
@@ -1046,7 +1054,7 @@ mod tests {
         let neg_compressed = [&[0x02 | (odd ^ 1)][..], x].concat();
         assert_eq!(key_of(&spki(&alg, &neg_compressed)), want);
         // The SPKI digests differ, so both kinds of key are needed.
-        assert_ne!(sha256_of(&spki(&alg, &compressed)), facts.spki_sha256);
+        assert_ne!(sha256_of(&spki(&alg, &compressed)), facts.spki_sha256());
         // Another x, or the same x on another curve, is another key.
         let mut other = point.clone();
         other[5] ^= 1;

@@ -45,5 +45,5 @@ pub use model::{
     SigHash, Table, TlsVersion,
 };
 pub use pattern::{Pattern, Segment};
-pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, SigInfo};
+pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, RevocationKeys, SigInfo};
 pub use revocation::{OnStale, Revocation, Revoked, RevokedSerial};

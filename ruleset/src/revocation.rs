@@ -567,13 +567,13 @@ impl Revocation {
     /// order certificate, key, serial, issuer. An empty list costs nothing.
     pub fn check(&self, facts: &crate::CertFacts) -> Option<Revoked> {
         if !self.certificates.is_empty()
-            && self.certificates.contains(sha256_key(&facts.tbs_sha256))
+            && self.certificates.contains(sha256_key(&facts.tbs_sha256()))
         {
             return Some(Revoked::Certificate);
         }
         if !self.keys.is_empty()
-            && (self.keys.contains(sha256_key(&facts.public_key_sha256))
-                || self.keys.contains(sha256_key(&facts.spki_sha256)))
+            && (self.keys.contains(sha256_key(&facts.public_key_sha256()))
+                || self.keys.contains(sha256_key(&facts.spki_sha256())))
         {
             return Some(Revoked::Key);
         }

@@ -81,17 +81,17 @@ fn to_text(c: &CertFacts) -> String {
     let _ = writeln!(
         o,
         "  certificate  {}  (tbsCertificate SHA-256; revocation.certificates)",
-        hex(&c.tbs_sha256)
+        hex(&c.tbs_sha256())
     );
     let _ = writeln!(
         o,
         "  spki sha256  {}  (revocation.publicKeys)",
-        hex(&c.spki_sha256)
+        hex(&c.spki_sha256())
     );
     let _ = writeln!(
         o,
         "  public key   {}  (canonical key digest)",
-        hex(&c.public_key_sha256)
+        hex(&c.public_key_sha256())
     );
     let id = |k: &Option<Vec<u8>>| k.as_deref().map_or_else(|| "(none)".to_string(), hex);
     let _ = writeln!(o, "  subject key id    {}", id(&c.subject_key_id));

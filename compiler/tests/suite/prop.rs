@@ -316,9 +316,11 @@ fn facts(p: &GenPeer) -> CertFacts {
         uri_sans: vec![IDENTITIES[p.identity].to_string()],
         dns_sans: vec![],
         sha256: [0x11; 32],
-        tbs_sha256: [0x22; 32],
-        spki_sha256: if p.revoked_fp { REVOKED_FP } else { [0x33; 32] },
-        public_key_sha256: [0x44; 32],
+        revocation_keys: ruleset::RevocationKeys::from_digests(
+            [0x22; 32],
+            if p.revoked_fp { REVOKED_FP } else { [0x33; 32] },
+            [0x44; 32],
+        ),
         subject_key_id: None,
         authority_key_id: None,
     }
@@ -351,7 +353,7 @@ fn interpret(c: &certgate_compiler::Compilation, peer: &Peer) -> (Action, Reason
     if spec
         .public_keys
         .iter()
-        .any(|k| k.keys.contains(&f.spki_sha256))
+        .any(|k| k.keys.contains(&f.spki_sha256()))
     {
         return deny(Reason::RevokedKey);
     }

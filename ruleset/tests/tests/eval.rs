@@ -132,11 +132,11 @@ fn revocation_by_serial_issuer_certificate_key_and_ca() {
     // Whole-certificate SHA-256 is no key: revoking it revokes nothing.
     let e = only(&|r| r.add_certificate(&f.sha256));
     assert_eq!(decide(&e, &who(WEB)).1, "allow_rule");
-    let e = only(&|r| r.add_certificate(&f.tbs_sha256));
+    let e = only(&|r| r.add_certificate(&f.tbs_sha256()));
     assert_eq!(decide(&e, &who(WEB)).1, "revoked_certificate");
-    let e = only(&|r| r.add_key(&f.public_key_sha256));
+    let e = only(&|r| r.add_key(&f.public_key_sha256()));
     assert_eq!(decide(&e, &who(WEB)).1, "revoked_key");
-    let e = only(&|r| r.add_key(&f.spki_sha256));
+    let e = only(&|r| r.add_key(&f.spki_sha256()));
     assert_eq!(decide(&e, &who(WEB)).1, "revoked_key");
     let e = only(&|r| r.add_issuer(f.issuer_id, Some(b"ca key")));
     let mut with_aki = f.clone();
@@ -148,14 +148,14 @@ fn revocation_by_serial_issuer_certificate_key_and_ca() {
     assert_eq!(decide(&e, &peer(with_aki)).1, "allow_rule");
     // Certificate before key before serial before issuer.
     let e = only(&|r| {
-        r.add_certificate(&f.tbs_sha256);
-        r.add_key(&f.spki_sha256);
+        r.add_certificate(&f.tbs_sha256());
+        r.add_key(&f.spki_sha256());
         r.add_serial(None, &f.serial);
         r.add_issuer(f.issuer_id, None);
     });
     assert_eq!(decide(&e, &who(WEB)).1, "revoked_certificate");
     let e = only(&|r| {
-        r.add_key(&f.spki_sha256);
+        r.add_key(&f.spki_sha256());
         r.add_serial(None, &f.serial);
         r.add_issuer(f.issuer_id, None);
     });
