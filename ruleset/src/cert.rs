@@ -1093,6 +1093,70 @@ mod tests {
         );
     }
 
+    fn ec_alg(curve: usize) -> Vec<u8> {
+        let mut alg = tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]);
+        alg.extend(tlv(0x06, CURVES[curve].0));
+        alg
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Every encoding of an EC point its holder controls (compressed, uncompressed,
+        /// hybrid, and `-P`) gives one key; another x or another curve gives another.
+        #[test]
+        fn ec_encodings_of_one_point_share_a_key(
+            x in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+            y in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+            bit in 0usize..256,
+        ) {
+            let alg = ec_alg(0);
+            let odd = y[31] & 1;
+            let want = key_of(&spki(&alg, &[&[0x04][..], &x, &y].concat()));
+            let neg_y = sub(&P256_P, &y);
+            for point in [
+                [&[0x02 | odd][..], &x].concat(),
+                [&[0x03 ^ odd][..], &x].concat(),
+                [&[0x06 | odd][..], &x, &y].concat(),
+                [&[0x04][..], &x, &neg_y].concat(),
+            ] {
+                proptest::prop_assert_eq!(key_of(&spki(&alg, &point)), want);
+            }
+            let mut other = x;
+            other[bit / 8] ^= 1 << (bit % 8);
+            proptest::prop_assert_ne!(key_of(&spki(&alg, &[&[0x04][..], &other, &y].concat())), want);
+            proptest::prop_assert_ne!(key_of(&spki(&ec_alg(1), &[&[0x04][..], &x, &y].concat())), want);
+        }
+
+        /// An RSA key is its modulus and exponent, under either OID; changing either
+        /// changes the key.
+        #[test]
+        fn rsa_keys_are_their_modulus_and_exponent(
+            n in proptest::collection::vec(proptest::prelude::any::<u8>(), 2..300),
+            e in proptest::collection::vec(1u8..=255, 1..4),
+            bit in 0usize..16,
+        ) {
+            let rsa_key = |n: &[u8], e: &[u8]| {
+                let mut body = der_uint(n);
+                body.extend(der_uint(e));
+                tlv(0x30, &body)
+            };
+            let mut rsa = tlv(0x06, KEY_ALGORITHMS[0].0);
+            rsa.extend([0x05, 0x00]);
+            let pss = tlv(0x06, KEY_ALGORITHMS[1].0);
+            let want = key_of(&spki(&rsa, &rsa_key(&n, &e)));
+            proptest::prop_assert_eq!(key_of(&spki(&pss, &rsa_key(&n, &e))), want);
+            let mut n2 = n.clone();
+            let last = n2.len() - 1;
+            n2[last - (bit / 8) % n.len().min(2)] ^= 1 << (bit % 8);
+            proptest::prop_assume!(strip_leading_zeros(&n2) != strip_leading_zeros(&n));
+            proptest::prop_assert_ne!(key_of(&spki(&rsa, &rsa_key(&n2, &e))), want);
+            let mut e2 = e.clone();
+            e2.push(1);
+            proptest::prop_assert_ne!(key_of(&spki(&rsa, &rsa_key(&n, &e2))), want);
+        }
+    }
+
     #[test]
     fn key_identifiers_are_read() {
         let ca_key = rcgen::KeyPair::generate().unwrap();
