@@ -1174,6 +1174,31 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_or_malformed_key_identifier_makes_the_certificate_unparsable() {
+        // A certificate with two authority key identifiers could choose which one a
+        // revoked-issuer lookup sees; one that does not parse hides it.
+        let aki = [2, 5, 29, 35];
+        let good = vec![0x30, 0x04, 0x80, 0x02, 0x01, 0x02];
+        let key = rcgen::KeyPair::generate().unwrap();
+        for exts in [vec![good.clone(), good.clone()], vec![vec![0x04, 0x00]]] {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.custom_extensions = exts
+                .iter()
+                .map(|c| rcgen::CustomExtension::from_oid_content(&aki, c.clone()))
+                .collect();
+            let der = p.self_signed(&key).unwrap().der().to_vec();
+            assert!(
+                matches!(parse_der(&der), Err(CertError::BadKeyId(_))),
+                "{exts:?}"
+            );
+        }
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(&aki, good)];
+        let der = p.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(parse_der(&der).unwrap().authority_key_id, Some(vec![1, 2]));
+    }
+
+    #[test]
     fn bit_len_counts_the_magnitude() {
         assert_eq!(bit_len(&[0x00, 0x80, 0x00]), 16);
         assert_eq!(bit_len(&[0x01]), 1);
