@@ -225,17 +225,26 @@ fn load_crls(
             }
         }
         // The certificate files of `certificates`, `issuers` and `caCertificates`.
-        let lists = [
-            (&mut p.spec.certificates, "certificates"),
-            (&mut p.spec.issuers, "issuers"),
-            (&mut p.spec.ca_certificates, "caCertificates"),
+        type Reader = fn(&[u8]) -> Result<Vec<Vec<u8>>, String>;
+        let lists: [(_, _, Reader); 3] = [
+            (
+                &mut p.spec.certificates,
+                "certificates",
+                revfiles::read_certs,
+            ),
+            (&mut p.spec.issuers, "issuers", revfiles::read_ca_certs),
+            (
+                &mut p.spec.ca_certificates,
+                "caCertificates",
+                revfiles::read_ca_certs,
+            ),
         ];
-        for (list, field) in lists {
+        for (list, field, read) in lists {
             for f in list.iter_mut() {
                 let path = &f.path.value;
                 match loader
                     .load(input, path)
-                    .and_then(|b| revfiles::read_certs(&b).map(|certs| (b, certs)))
+                    .and_then(|b| read(&b).map(|certs| (b, certs)))
                 {
                     Ok((bytes, certs)) => {
                         f.certs = certs;
@@ -250,8 +259,12 @@ fn load_crls(
                             Some(f.path.span),
                             format!("cannot read certificate `{path}` of `revocation.{field}`: {e}"),
                         )
-                        .label("not a certificate")
-                        .help("give a PEM bundle or a DER X.509 certificate; paths are relative to the policy file"),
+                        .label(if field == "certificates" { "not a certificate" } else { "not a CA certificate" })
+                        .help(if field == "certificates" {
+                            "give a PEM bundle or a DER X.509 certificate; paths are relative to the policy file"
+                        } else {
+                            "give the CA's own certificate (PEM bundle or DER, basicConstraints `CA:TRUE`); paths are relative to the policy file"
+                        }),
                     ),
                 }
             }

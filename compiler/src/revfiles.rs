@@ -12,6 +12,28 @@ pub fn read_certs(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     crate::crl::read_ca_certs(bytes)
 }
 
+/// [`read_certs`] for files that must hold CA certificates only (`issuers`,
+/// `caCertificates`): a leaf there would revoke nothing, silently.
+pub fn read_ca_certs(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let certs = read_certs(bytes)?;
+    for der in &certs {
+        let (_, cert) = X509Certificate::from_der(der)
+            .map_err(|_| "not a PEM or DER X.509 certificate".to_string())?;
+        let ca = cert
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
+        if !ca {
+            return Err(format!(
+                "`{}` is not a CA certificate (no basicConstraints `CA:TRUE`), so it issued nothing to revoke",
+                ruleset::dn::format_name(cert.subject())
+            ));
+        }
+    }
+    Ok(certs)
+}
+
 /// The revoked-key SHA-256s of a public key file: for each certificate (PEM
 /// `CERTIFICATE` or DER) or public key (PEM `PUBLIC KEY` or DER SubjectPublicKeyInfo),
 /// its canonical key and its SPKI SHA-256, so a certificate is caught by either.
