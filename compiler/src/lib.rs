@@ -2,7 +2,7 @@
 //! with every problem reported at once as a [`Diagnostic`] with a source span.
 //!
 //! The library does no I/O of its own: callers hand it the policy texts ([`Input`]) and a
-//! [`Loader`] for the CRL files the policies name, so the same code runs in the CLI and in
+//! [`Loader`] for the CRL and certificate files the policies name, so the same code runs in the CLI and in
 //! the browser playground.
 //!
 //! ```text
@@ -47,10 +47,11 @@ pub use source::{Input, LineCol, Span, Spanned};
 use diag::Sink;
 use lower::CrlBytes;
 
-/// Reads the CRL files that policies name.
+/// Reads the files that policies name: CRLs, and the certificate and key files of
+/// `spec.revocation`.
 pub trait Loader {
     /// The bytes of `path`, which `policy` names relative to its own location. The error is
-    /// shown to the user after "cannot read CRL `path`: ".
+    /// shown to the user after "cannot read CRL `path`: " (or certificate, public key).
     fn load(&self, policy: &Input, path: &str) -> Result<Vec<u8>, String>;
 }
 
