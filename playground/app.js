@@ -35,7 +35,9 @@ const REASONS = {
   multiple_spiffe_ids: "The certificate has more than one spiffe:// URI SAN.",
   invalid_spiffe_id: "The certificate's SPIFFE ID is not a valid SPIFFE ID.",
   revoked_serial: "The certificate's issuer and serial are revoked (a CRL or revocation.serials).",
-  revoked_fingerprint: "The certificate's SHA-256 fingerprint is revoked.",
+  revoked_certificate: "What the certificate's CA signed is revoked (revocation.certificates), however the certificate is encoded.",
+  revoked_key: "The certificate's public key is revoked (revocation.publicKeys).",
+  revoked_issuer: "The CA that issued the certificate is revoked (revocation.issuers, or a CRL revoking a known CA).",
   untrusted_domain: "The SPIFFE ID's trust domain is not in peerCertificate.trustDomains.",
   key_type_not_allowed: "The key type is not allowed by peerCertificate.keys.",
   weak_rsa_key: "The RSA key is smaller than keys.rsaMinBits.",
@@ -413,6 +415,8 @@ function renderCert() {
     ["key", key],
     ["signature", `${c.signatureAlgorithm} (${c.signatureHash})`],
     ["sha256", c.sha256],
+    ["certificate key", c.revocationKeys.tbsSha256],
+    ["SPKI sha256", c.revocationKeys.spkiSha256],
   ];
   if (res.certificates.length > 1) rows.push(["bundle", `leaf + ${plural(res.certificates.length - 1, "more certificate")}`]);
   const dl = $("cert-facts");

@@ -34,5 +34,12 @@ pub fn to_json(c: &CertFacts) -> Value {
         "dnsSans": c.dns_sans,
         "spiffeId": c.spiffe_id(),
         "sha256": ruleset::cert::hex_lower(&c.sha256),
+        "revocationKeys": {
+            "tbsSha256": ruleset::cert::hex_lower(&c.tbs_sha256()),
+            "spkiSha256": ruleset::cert::hex_lower(&c.spki_sha256()),
+            "publicKeySha256": ruleset::cert::hex_lower(&c.public_key_sha256()),
+            "subjectKeyId": c.subject_key_id.as_deref().map(ruleset::cert::hex_lower),
+            "authorityKeyId": c.authority_key_id.as_deref().map(ruleset::cert::hex_lower),
+        },
     })
 }

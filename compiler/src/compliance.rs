@@ -295,10 +295,22 @@ pub fn report(c: &Compilation, now: i64) -> Report {
     for p in &c.policies {
         rev_at.extend(p.spec.crls.iter().filter_map(|r| x.at(r.path.span)));
         rev_at.extend(p.spec.serials.iter().filter_map(|s| x.at(s.span)));
-        rev_at.extend(p.spec.fingerprints.iter().filter_map(|f| x.at(f.span)));
+        rev_at.extend(
+            p.spec
+                .certificates
+                .iter()
+                .chain(&p.spec.issuers)
+                .filter_map(|f| x.at(f.path.span)),
+        );
+        rev_at.extend(p.spec.public_keys.iter().filter_map(|k| x.at(k.value.span)));
         crls.extend(p.spec.crls.iter());
     }
     let configured = !rev_at.is_empty();
+    let others: usize = c
+        .policies
+        .iter()
+        .map(|p| p.spec.certificates.len() + p.spec.public_keys.len() + p.spec.issuers.len())
+        .sum();
     checks.push(check(
         "revocation-configured",
         Level::Required,
@@ -306,7 +318,7 @@ pub fn report(c: &Compilation, now: i64) -> Report {
         configured,
         if configured {
             format!(
-                "{} CRL{}, {} serial entr{}, {} fingerprint{}",
+                "{} CRL{}, {} serial entr{}, {} certificate/key/issuer entr{}",
                 crls.len(),
                 if crls.len() == 1 { "" } else { "s" },
                 c.policies
@@ -323,20 +335,8 @@ pub fn report(c: &Compilation, now: i64) -> Report {
                 } else {
                     "ies"
                 },
-                c.policies
-                    .iter()
-                    .map(|p| p.spec.fingerprints.len())
-                    .sum::<usize>(),
-                if c.policies
-                    .iter()
-                    .map(|p| p.spec.fingerprints.len())
-                    .sum::<usize>()
-                    == 1
-                {
-                    ""
-                } else {
-                    "s"
-                },
+                others,
+                if others == 1 { "y" } else { "ies" },
             )
         } else {
             "no `revocation`: a compromised certificate stays valid until it expires".into()

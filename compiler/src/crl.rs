@@ -18,9 +18,56 @@ pub struct CrlInfo {
     pub next_update: Option<i64>,
     /// The CRL number extension, in decimal, if present.
     pub number: Option<String>,
-    /// Revoked serial numbers: big-endian magnitudes without leading zero bytes, in file order.
+    /// Serial numbers revoked for the CRL's own issuer: big-endian magnitudes without
+    /// leading zero bytes, in file order.
     pub revoked: Vec<Vec<u8>>,
+    /// Entries of an indirect CRL that belong to another issuer (after a
+    /// `certificateIssuer` entry extension), in file order.
+    pub indirect: Vec<IndirectEntry>,
 }
+
+/// A serial an indirect CRL revokes for an issuer other than the CRL's signer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndirectEntry {
+    /// The certificate issuer's distinguished name, for display.
+    pub issuer: String,
+    /// [`ruleset::dn::issuer_id_of`] of that issuer.
+    pub issuer_id: u64,
+    /// The serial's big-endian magnitude.
+    pub serial: Vec<u8>,
+}
+
+impl CrlInfo {
+    /// Every revoked (issuer id, serial) pair, direct and indirect entries alike.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let direct = self.revoked.iter().map(|s| (self.issuer_id, s.as_slice()));
+        let indirect = self
+            .indirect
+            .iter()
+            .map(|e| (e.issuer_id, e.serial.as_slice()));
+        direct.chain(indirect)
+    }
+}
+
+/// CRL extensions certgate understands (RFC 5280 5.2): authority key identifier,
+/// issuer alternative name, CRL number, issuing distribution point, freshest CRL,
+/// authority information access. A critical extension outside this list is refused,
+/// as RFC 5280 requires; a delta CRL indicator is refused on its own.
+const KNOWN_CRL_EXTENSIONS: &[&str] = &[
+    "2.5.29.35",
+    "2.5.29.18",
+    "2.5.29.20",
+    "2.5.29.28",
+    "2.5.29.46",
+    "1.3.6.1.5.5.7.1.1",
+];
+/// The delta CRL indicator.
+const DELTA_CRL_INDICATOR: &str = "2.5.29.27";
+/// CRL entry extensions certgate understands (RFC 5280 5.3): reason code, hold
+/// instruction code, invalidity date, certificate issuer.
+const KNOWN_ENTRY_EXTENSIONS: &[&str] = &["2.5.29.21", "2.5.29.23", "2.5.29.24", "2.5.29.29"];
+/// The certificate issuer entry extension of indirect CRLs.
+const CERTIFICATE_ISSUER: &str = "2.5.29.29";
 
 /// Why a CRL could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +90,28 @@ pub enum CrlError {
     /// This build cannot verify signatures (the browser playground).
     #[error("CRL signatures cannot be verified in this build")]
     VerifyUnavailable,
+    /// A critical extension certgate does not understand (RFC 5280: refuse the CRL).
+    #[error("the CRL has a critical extension `{0}` certgate does not understand")]
+    UnknownCritical(String),
+    /// A revoked entry has a critical extension certgate does not understand.
+    #[error("the entry for serial `{serial}` has a critical extension `{oid}` certgate does not understand")]
+    UnknownCriticalEntry {
+        /// The entry's serial, hex.
+        serial: String,
+        /// The extension's dotted OID.
+        oid: String,
+    },
+    /// A delta CRL: it lists only changes since a base CRL.
+    #[error(
+        "delta CRLs are not supported (this one lists only changes since base CRL number {0})"
+    )]
+    Delta(String),
+    /// A `certificateIssuer` entry extension without the indirect CRL flag.
+    #[error("the entry for serial `{0}` names another certificate issuer, but the CRL is not marked indirect (issuingDistributionPoint `indirectCRL`)")]
+    NotIndirect(String),
+    /// A `certificateIssuer` entry extension that names no directory name.
+    #[error("the certificate issuer of the entry for serial `{0}` is malformed or names no directory name")]
+    BadCertificateIssuer(String),
 }
 
 /// The DER of a PEM (`X509 CRL`, the first block) or DER CRL.
@@ -131,10 +200,56 @@ fn parse_der(der: &[u8]) -> Result<CrlInfo, CrlError> {
     if !rest.is_empty() {
         return Err(CrlError::TrailingBytes(rest.len()));
     }
-    let revoked = crl
-        .iter_revoked_certificates()
-        .map(|r| strip_zeros(r.raw_serial()))
-        .collect();
+    let mut indirect_flag = false;
+    for ext in crl.extensions() {
+        let oid = ext.oid.to_id_string();
+        if oid == DELTA_CRL_INDICATOR {
+            let base = x509_parser::der_parser::der::parse_der_integer(ext.value)
+                .ok()
+                .and_then(|(_, n)| n.as_u64().ok())
+                .map_or_else(|| "(unreadable)".into(), |n| n.to_string());
+            return Err(CrlError::Delta(base));
+        }
+        if let x509_parser::extensions::ParsedExtension::IssuingDistributionPoint(idp) =
+            ext.parsed_extension()
+        {
+            indirect_flag = idp.indirect_crl;
+        }
+        if ext.critical && !KNOWN_CRL_EXTENSIONS.contains(&oid.as_str()) {
+            return Err(CrlError::UnknownCritical(oid));
+        }
+    }
+    let (mut revoked, mut indirect) = (Vec::new(), Vec::new());
+    // RFC 5280 5.3.3: entries belong to the CRL issuer until a `certificateIssuer`
+    // extension names another one; that issuer holds for the entries after it too.
+    let mut current: Option<(String, u64)> = None;
+    for r in crl.iter_revoked_certificates() {
+        let serial = strip_zeros(r.raw_serial());
+        let hex = ruleset::cert::serial_hex(&serial);
+        for ext in r.extensions() {
+            let oid = ext.oid.to_id_string();
+            if ext.critical && !KNOWN_ENTRY_EXTENSIONS.contains(&oid.as_str()) {
+                return Err(CrlError::UnknownCriticalEntry { serial: hex, oid });
+            }
+            if oid == CERTIFICATE_ISSUER {
+                if !indirect_flag {
+                    return Err(CrlError::NotIndirect(hex));
+                }
+                current = Some(
+                    certificate_issuer(ext.value)
+                        .ok_or(CrlError::BadCertificateIssuer(hex.clone()))?,
+                );
+            }
+        }
+        match &current {
+            None => revoked.push(serial),
+            Some((issuer, issuer_id)) => indirect.push(IndirectEntry {
+                issuer: issuer.clone(),
+                issuer_id: *issuer_id,
+                serial,
+            }),
+        }
+    }
     Ok(CrlInfo {
         issuer: ruleset::dn::format_name(crl.issuer()),
         issuer_id: ruleset::dn::issuer_id_of(crl.issuer()),
@@ -142,6 +257,21 @@ fn parse_der(der: &[u8]) -> Result<CrlInfo, CrlError> {
         next_update: crl.next_update().map(|t| t.timestamp()),
         number: crl.crl_number().map(|n| n.to_string()),
         revoked,
+        indirect,
+    })
+}
+
+/// The directory name of a `certificateIssuer` entry extension (GeneralNames), for
+/// display and as an issuer id.
+fn certificate_issuer(value: &[u8]) -> Option<(String, u64)> {
+    use x509_parser::extensions::{GeneralName, IssuerAlternativeName};
+    let (_, names) = IssuerAlternativeName::from_der(value).ok()?;
+    names.general_names.iter().find_map(|n| match n {
+        GeneralName::DirectoryName(name) => Some((
+            ruleset::dn::format_name(name),
+            ruleset::dn::issuer_id_of(name),
+        )),
+        _ => None,
     })
 }
 
@@ -237,6 +367,166 @@ mod tests {
         assert!(!t
             .revocation
             .is_serial_revoked(v1.issuer_id, &[0x4f, 0x38, 0x0a]));
+    }
+
+    #[test]
+    fn indirect_entries_belong_to_their_certificate_issuer() {
+        let crl = parse(include_bytes!("../tests/ui/crl/indirect.crl.der")).unwrap();
+        assert_eq!(crl.issuer, "CN=Example CA");
+        assert_eq!(crl.revoked, vec![vec![0x10]]);
+        let other = ruleset::dn::parse_dn_string("CN=Other CA").unwrap();
+        // The certificate issuer holds for the entries after it too (RFC 5280 5.3.3).
+        assert_eq!(
+            crl.indirect
+                .iter()
+                .map(|e| (e.issuer.as_str(), e.issuer_id, e.serial.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("CN=Other CA", other, vec![0x11]),
+                ("CN=Other CA", other, vec![0x12]),
+            ]
+        );
+        let entries: Vec<(u64, Vec<u8>)> = crl.entries().map(|(i, s)| (i, s.to_vec())).collect();
+        assert_eq!(entries.len(), 3);
+        assert!(entries.contains(&(crl.issuer_id, vec![0x10])));
+        assert!(!entries.contains(&(crl.issuer_id, vec![0x11])));
+    }
+
+    #[test]
+    fn unsupported_crls_are_refused() {
+        let refused = |bytes: &[u8]| parse(bytes).unwrap_err();
+        assert_eq!(
+            refused(include_bytes!("../tests/ui/crl/critical-extension.crl.der")),
+            CrlError::UnknownCritical("1.2.3.4".into())
+        );
+        assert!(matches!(
+            refused(include_bytes!(
+                "../tests/ui/crl/critical-entry-extension.crl.der"
+            )),
+            CrlError::UnknownCriticalEntry { .. }
+        ));
+        assert_eq!(
+            refused(include_bytes!("../tests/ui/crl/delta.crl.der")),
+            CrlError::Delta("6".into())
+        );
+        assert_eq!(
+            refused(include_bytes!("../tests/ui/crl/unmarked-indirect.crl.der")),
+            CrlError::NotIndirect("11".into())
+        );
+    }
+
+    /// A root, two intermediates under it (serials 0x77 and 0x78) and a leaf of each.
+    struct Pki {
+        root: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        inters: Vec<rcgen::CertifiedIssuer<'static, rcgen::KeyPair>>,
+        leaves: Vec<Vec<u8>>,
+    }
+
+    fn pki() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let ca = |cn: &str, serial: u8| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.serial_number = Some(rcgen::SerialNumber::from_slice(&[serial]));
+            p.use_authority_key_identifier_extension = true;
+            p
+        };
+        let root =
+            CertifiedIssuer::self_signed(ca("Root", 1), KeyPair::generate().unwrap()).unwrap();
+        let mut inters = Vec::new();
+        let mut leaves = Vec::new();
+        for (i, serial) in [0x77u8, 0x78].into_iter().enumerate() {
+            // Both intermediates have the same name: only the key id tells them apart.
+            let inter = CertifiedIssuer::signed_by(
+                ca("Intermediate", serial),
+                KeyPair::generate().unwrap(),
+                &root,
+            )
+            .unwrap();
+            let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+            leaf.subject_alt_names = vec![rcgen::SanType::URI(
+                format!("spiffe://example.org/w{i}").try_into().unwrap(),
+            )];
+            leaf.use_authority_key_identifier_extension = true;
+            let key = KeyPair::generate().unwrap();
+            leaves.push(leaf.signed_by(&key, &inter).unwrap().der().to_vec());
+            inters.push(inter);
+        }
+        Pki {
+            root,
+            inters,
+            leaves,
+        }
+    }
+
+    #[test]
+    fn a_crl_revoking_a_known_ca_revokes_what_it_issued() {
+        let pki = pki();
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2026, 1, 1),
+            next_update: rcgen::date_time_ymd(2040, 1, 1),
+            crl_number: rcgen::SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(&[0x77]),
+                revocation_time: rcgen::date_time_ymd(2026, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&pki.root)
+        .unwrap();
+        struct Files(Vec<(&'static str, Vec<u8>)>);
+        impl crate::Loader for Files {
+            fn load(&self, _: &crate::Input, path: &str) -> Result<Vec<u8>, String> {
+                self.0
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, b)| b.clone())
+                    .ok_or_else(|| "no such file".into())
+            }
+        }
+        let files = Files(vec![
+            ("root.crl", crl.der().to_vec()),
+            ("root.pem", pki.root.pem().into_bytes()),
+            (
+                "inters.pem",
+                pki.inters
+                    .iter()
+                    .map(|c| c.pem())
+                    .collect::<String>()
+                    .into_bytes(),
+            ),
+            ("inter1.pem", pki.inters[1].pem().into_bytes()),
+        ]);
+        let decide = |spec: &str, leaf: &[u8]| {
+            let text = format!("apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: a}}\nspec:\n  defaultAction: allow\n  revocation:\n{spec}");
+            let c = crate::compile(
+                vec![crate::Input::new("a.yaml", &text)],
+                &files,
+                &crate::Options { now: 0 },
+            );
+            assert_eq!(c.diagnostics, vec![], "{spec}");
+            let engine = ruleset::Engine::new(c.table.unwrap());
+            let facts = ruleset::cert::parse_der(leaf).unwrap();
+            let peer = ruleset::Peer::new(ruleset::PeerCert::Parsed(std::sync::Arc::new(facts)));
+            engine.evaluate(&peer).reason.code()
+        };
+        // The root's CRL revokes intermediate 0x77; the compiler knows it from
+        // `caCertificates`, so its leaf is refused and the other intermediate's is not.
+        let known =
+            "    crls: [root.crl]\n    crlIssuers: [root.pem]\n    caCertificates: [inters.pem]\n";
+        assert_eq!(decide(known, &pki.leaves[0]), "revoked_issuer");
+        assert_eq!(decide(known, &pki.leaves[1]), "default_allow");
+        // Without the CA certificate the CRL revokes only the intermediate itself.
+        let unknown = "    crls: [root.crl]\n    crlIssuers: [root.pem]\n";
+        assert_eq!(decide(unknown, &pki.leaves[0]), "default_allow");
+        // `issuers`: a compromised intermediate, told apart from its namesake by key id.
+        let issuers = "    issuers: [inter1.pem]\n";
+        assert_eq!(decide(issuers, &pki.leaves[1]), "revoked_issuer");
+        assert_eq!(decide(issuers, &pki.leaves[0]), "default_allow");
     }
 
     #[test]

@@ -93,14 +93,20 @@ codes! {
     TlsVersionTooLow = "certgate::tls-version-too-low", Error;
     /// A revoked serial number is malformed.
     InvalidSerial = "certgate::invalid-serial", Error;
-    /// A revoked certificate fingerprint is malformed.
-    InvalidFingerprint = "certgate::invalid-fingerprint", Error;
+    /// `sha256Fingerprints` is refused: a whole-certificate digest can be dodged by
+    /// re-encoding the certificate.
+    WholeCertificateFingerprint = "certgate::whole-certificate-fingerprint", Error;
+    /// A certificate or public key file of `spec.revocation` cannot be read.
+    RevocationFileUnreadable = "certgate::revocation-file-unreadable", Error;
     /// An issuer distinguished name is malformed.
     InvalidIssuer = "certgate::invalid-issuer", Error;
     /// A CRL file could not be read.
     CrlUnreadable = "certgate::crl-unreadable", Error;
     /// A CRL file is not a PEM or DER X.509 CRL.
     CrlMalformed = "certgate::crl-malformed", Error;
+    /// A CRL uses a feature certgate refuses to guess at (an unknown critical
+    /// extension, a delta CRL, an unmarked indirect entry).
+    CrlUnsupported = "certgate::crl-unsupported", Error;
     /// A CRL's signature does not verify against any certificate of `crlIssuers`.
     CrlSignature = "certgate::crl-signature", Error;
     /// A `crlIssuers` file cannot be read or holds no X.509 certificate.

@@ -19,6 +19,7 @@ use ruleset::{
     Action, AuditLog, Engine, KeyPolicy, Mode, Pattern, Peer, PeerCert, Segment, Table, TlsVersion,
 };
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 
 use crate::model::Policy;
 
@@ -38,8 +39,8 @@ const ANY_SEGMENT: &str = "_any";
 pub struct RevocationEntries {
     /// (issuer id or any, serial) → `serial 4F380A, issuer CN=...` (or `from CRL path`).
     pub serials: BTreeMap<(Option<u64>, Vec<u8>), String>,
-    /// SHA-256 fingerprints, lowercase hex.
-    pub fingerprints: BTreeMap<[u8; 32], String>,
+    /// Revoked certificates, keys and issuers, by the key they add, described.
+    pub others: BTreeMap<[u8; 32], String>,
     /// CRL paths as written → `crl PATH (issuer)`.
     pub crls: BTreeMap<String, String>,
 }
@@ -70,6 +71,18 @@ impl RevocationEntries {
                         c.path.value.clone(),
                         format!("crl {} (issuer {})", c.path.value, info.issuer),
                     );
+                    for e2 in &info.indirect {
+                        e.serials
+                            .entry((Some(e2.issuer_id), e2.serial.clone()))
+                            .or_insert_with(|| {
+                                format!(
+                                    "serial {} of {} (from indirect CRL {})",
+                                    ruleset::cert::serial_hex(&e2.serial),
+                                    e2.issuer,
+                                    c.path.value
+                                )
+                            });
+                    }
                     for serial in &info.revoked {
                         e.serials
                             .entry((Some(info.issuer_id), serial.clone()))
@@ -84,11 +97,40 @@ impl RevocationEntries {
                     }
                 }
             }
-            for f in &p.spec.fingerprints {
-                e.fingerprints.insert(
-                    f.value,
-                    format!("sha256 {}", ruleset::cert::hex_lower(&f.value)),
-                );
+            let certs = [
+                ("certificate", &p.spec.certificates),
+                ("issuer", &p.spec.issuers),
+            ];
+            for (what, list) in certs {
+                for f in list {
+                    for der in &f.certs {
+                        let digest: [u8; 32] = Sha256::new()
+                            .chain_update(what)
+                            .chain_update(der)
+                            .finalize()
+                            .into();
+                        e.others.insert(
+                            digest,
+                            format!(
+                                "{what} {} ({})",
+                                ruleset::cert::hex_lower(&digest[..8]),
+                                f.path.value
+                            ),
+                        );
+                    }
+                }
+            }
+            for k in &p.spec.public_keys {
+                for key in &k.keys {
+                    e.others.insert(
+                        *key,
+                        format!(
+                            "public key {} ({})",
+                            ruleset::cert::hex_lower(key),
+                            k.value.value
+                        ),
+                    );
+                }
             }
         }
         e
@@ -163,8 +205,8 @@ pub struct SettingChange {
 pub struct RevocationChange {
     /// Revoked serial keys before and after.
     pub serials: (usize, usize),
-    /// Revoked fingerprints before and after.
-    pub fingerprints: (usize, usize),
+    /// Revoked certificate, key and issuer keys before and after.
+    pub others: (usize, usize),
     /// Whether the revocation data differs at all (also when the counts are equal).
     pub changed: bool,
     /// Entries only in the new side (policy sides only; `null` otherwise).
@@ -698,7 +740,7 @@ fn revocation(old: &Side<'_>, new: &Side<'_>) -> RevocationChange {
             let diff = |a: &RevocationEntries, b: &RevocationEntries| {
                 let mut v = only(&a.crls, &b.crls);
                 v.extend(only(&a.serials, &b.serials));
-                v.extend(only(&a.fingerprints, &b.fingerprints));
+                v.extend(only(&a.others, &b.others));
                 v
             };
             (Some(diff(n, o)), Some(diff(o, n)))
@@ -710,11 +752,18 @@ fn revocation(old: &Side<'_>, new: &Side<'_>) -> RevocationChange {
     or_keys.set_on_stale(nr.on_stale());
     RevocationChange {
         serials: (or.serial_count(), nr.serial_count()),
-        fingerprints: (or.fingerprint_count(), nr.fingerprint_count()),
+        others: (other_count(or), other_count(nr)),
         changed: or_keys != *nr,
         added,
         removed,
     }
+}
+
+/// Keys of revoked certificates, public keys and issuers in a table.
+fn other_count(r: &ruleset::Revocation) -> usize {
+    r.certificate_count()
+        .saturating_add(r.key_count())
+        .saturating_add(r.issuer_count())
 }
 
 /// Diffs two sides.
@@ -729,7 +778,7 @@ pub fn diff(old: &Side<'_>, new: &Side<'_>) -> Diff {
         (Some(a), Some(r)) => (!r.is_empty(), !a.is_empty()),
         _ => {
             let (os, ns) = revocation.serials;
-            let (of, nf) = revocation.fingerprints;
+            let (of, nf) = revocation.others;
             let fewer = ns < os || nf < of;
             let more = ns > os || nf > of;
             let same_counts = !fewer && !more;
@@ -838,8 +887,8 @@ impl Diff {
         let r = &self.revocation;
         if r.changed {
             out.push_str(&format!(
-                "\n### Revocation\n\n- revoked serials: {} → {}\n- revoked fingerprints: {} → {}\n",
-                r.serials.0, r.serials.1, r.fingerprints.0, r.fingerprints.1
+                "\n### Revocation\n\n- revoked serials: {} → {}\n- revoked certificate, key and issuer keys: {} → {}\n",
+                r.serials.0, r.serials.1, r.others.0, r.others.1
             ));
             for (what, list) in [("added", &r.added), ("**removed**", &r.removed)] {
                 if let Some(list) = list {

@@ -59,7 +59,9 @@ pub fn to_json(t: &Table, size: usize) -> Value {
         },
         "revocation": {
             "serials": t.revocation.serial_count(),
-            "sha256Fingerprints": t.revocation.fingerprint_count(),
+            "certificates": t.revocation.certificate_count(),
+            "publicKeys": t.revocation.key_count(),
+            "issuers": t.revocation.issuer_count(),
             "onStale": t.revocation.on_stale().as_str(),
         },
         "rules": t.rules.iter().map(|r| rule_json(t, r)).collect::<Vec<_>>(),
@@ -163,9 +165,11 @@ pub fn to_text(t: &Table, size: usize) -> String {
     );
     let _ = writeln!(
         o,
-        "\nrevocation  {} serials, {} fingerprints (stored as keyed hashes), onStale {}",
+        "\nrevocation  {} serials, {} certificates, {} public keys, {} issuers (stored as keyed hashes), onStale {}",
         t.revocation.serial_count(),
-        t.revocation.fingerprint_count(),
+        t.revocation.certificate_count(),
+        t.revocation.key_count(),
+        t.revocation.issuer_count(),
         t.revocation.on_stale().as_str()
     );
     let _ = writeln!(

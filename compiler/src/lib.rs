@@ -2,7 +2,7 @@
 //! with every problem reported at once as a [`Diagnostic`] with a source span.
 //!
 //! The library does no I/O of its own: callers hand it the policy texts ([`Input`]) and a
-//! [`Loader`] for the CRL files the policies name, so the same code runs in the CLI and in
+//! [`Loader`] for the CRL and certificate files the policies name, so the same code runs in the CLI and in
 //! the browser playground.
 //!
 //! ```text
@@ -33,6 +33,7 @@ pub mod policytest;
 #[cfg(feature = "fancy")]
 pub mod render;
 pub mod report;
+pub mod revfiles;
 pub mod source;
 mod suggest;
 pub mod time;
@@ -48,10 +49,11 @@ pub use source::{Input, LineCol, Span, Spanned};
 use diag::Sink;
 use lower::CrlBytes;
 
-/// Reads the CRL files that policies name.
+/// Reads the files that policies name: CRLs, and the certificate and key files of
+/// `spec.revocation`.
 pub trait Loader {
     /// The bytes of `path`, which `policy` names relative to its own location. The error is
-    /// shown to the user after "cannot read CRL `path`: ".
+    /// shown to the user after "cannot read CRL `path`: " (or certificate, public key).
     fn load(&self, policy: &Input, path: &str) -> Result<Vec<u8>, String>;
 }
 
@@ -246,6 +248,75 @@ fn load_crls(
                 ),
             }
         }
+        // The certificate files of `certificates`, `issuers` and `caCertificates`.
+        type Reader = fn(&[u8]) -> Result<Vec<Vec<u8>>, String>;
+        let lists: [(_, _, Reader); 3] = [
+            (
+                &mut p.spec.certificates,
+                "certificates",
+                revfiles::read_certs,
+            ),
+            (&mut p.spec.issuers, "issuers", revfiles::read_ca_certs),
+            (
+                &mut p.spec.ca_certificates,
+                "caCertificates",
+                revfiles::read_ca_certs,
+            ),
+        ];
+        for (list, field, read) in lists {
+            for f in list.iter_mut() {
+                let path = &f.path.value;
+                match loader
+                    .load(input, path)
+                    .and_then(|b| read(&b).map(|certs| (b, certs)))
+                {
+                    Ok((bytes, certs)) => {
+                        f.certs = certs;
+                        out.push(CrlBytes {
+                            name: format!("{}#{}", input.relative, path),
+                            bytes,
+                        });
+                    }
+                    Err(e) => sink.push(
+                        Diagnostic::new(
+                            Code::RevocationFileUnreadable,
+                            Some(f.path.span),
+                            format!("cannot read certificate `{path}` of `revocation.{field}`: {e}"),
+                        )
+                        .label(if field == "certificates" { "not a certificate" } else { "not a CA certificate" })
+                        .help(if field == "certificates" {
+                            "give a PEM bundle or a DER X.509 certificate; paths are relative to the policy file"
+                        } else {
+                            "give the CA's own certificate (PEM bundle or DER, basicConstraints `CA:TRUE`); paths are relative to the policy file"
+                        }),
+                    ),
+                }
+            }
+        }
+        for k in p.spec.public_keys.iter_mut().filter(|k| !k.is_digest) {
+            let path = &k.value.value;
+            match loader
+                .load(input, path)
+                .and_then(|b| revfiles::read_public_keys(&b).map(|keys| (b, keys)))
+            {
+                Ok((bytes, keys)) => {
+                    k.keys = keys;
+                    out.push(CrlBytes {
+                        name: format!("{}#{}", input.relative, path),
+                        bytes,
+                    });
+                }
+                Err(e) => sink.push(
+                    Diagnostic::new(
+                        Code::RevocationFileUnreadable,
+                        Some(k.value.span),
+                        format!("cannot read public key `{path}` of `revocation.publicKeys`: {e}"),
+                    )
+                    .label("neither a key file nor an SPKI SHA-256")
+                    .help("give a PEM or DER certificate or public key (paths are relative to the policy file), or the key's SPKI SHA-256 as 64 hex digits; `certgate cert FILE` prints it"),
+                ),
+            }
+        }
         let verify = !p.spec.crl_issuers.is_empty();
         let issuer_spans: Vec<Span> = p
             .spec
@@ -307,6 +378,19 @@ fn load_crls(
                     }
                     c.crl = Some(info);
                 }
+                Err(e @ (crl::CrlError::UnknownCritical(_)
+                | crl::CrlError::UnknownCriticalEntry { .. }
+                | crl::CrlError::Delta(_)
+                | crl::CrlError::NotIndirect(_)
+                | crl::CrlError::BadCertificateIssuer(_))) => sink.push(
+                    Diagnostic::new(Code::CrlUnsupported, Some(c.path.span), format!("CRL `{path}` is refused: {e}"))
+                        .label("not enforceable as written")
+                        .help(match e {
+                            crl::CrlError::Delta(_) => "give the complete (base) CRL instead: certgate enforces whole CRLs only",
+                            crl::CrlError::NotIndirect(_) | crl::CrlError::BadCertificateIssuer(_) => "an indirect CRL must carry an issuingDistributionPoint with `indirectCRL` set and name each certificate issuer as a directory name; ask its issuer for a conforming CRL",
+                            _ => "RFC 5280 requires refusing a CRL with a critical extension the reader does not understand; ask its issuer for a CRL without it",
+                        }),
+                ),
                 Err(e) => sink.push(
                     Diagnostic::new(Code::CrlMalformed, Some(c.path.span), format!("CRL `{path}` is malformed: {e}"))
                         .label("not a CRL")

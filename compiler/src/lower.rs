@@ -34,6 +34,9 @@ pub(crate) fn digest(inputs: &[Input], crls: &[CrlBytes]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// A CA certificate as a CRL entry names it: its issuer's id and its serial.
+type KnownCa = (u64, Vec<u8>);
+
 pub(crate) fn lower(
     policies: &[Policy],
     merged: &Merged,
@@ -42,7 +45,20 @@ pub(crate) fn lower(
 ) -> Option<Table> {
     let mut rules = Vec::new();
     let mut serials: Vec<RevokedSerial> = Vec::new();
-    let mut fingerprints: Vec<[u8; 32]> = Vec::new();
+    let mut revocation = Revocation::default();
+    // CA certificates a CRL may revoke: `crlIssuers` and `caCertificates` of every
+    // document, by the (issuer, serial) a CRL entry names them with.
+    let known_cas: Vec<(KnownCa, &[u8])> = policies
+        .iter()
+        .flat_map(|p| p.spec.crl_issuers.iter().chain(&p.spec.ca_certificates))
+        .flat_map(|c| c.certs.iter())
+        .filter_map(|der| Some((crate::revfiles::issuer_and_serial(der)?, der.as_slice())))
+        .collect();
+    let revoke_ca = |revocation: &mut Revocation, der: &[u8]| {
+        if let Some((name, key_id)) = crate::revfiles::issuer_of(der) {
+            revocation.add_issuer(name, key_id.as_deref());
+        }
+    };
     for (index, p) in policies.iter().enumerate() {
         let Ok(policy) = u16::try_from(index) else {
             sink.push(
@@ -73,21 +89,36 @@ pub(crate) fn lower(
             });
         }
         serials.extend(p.spec.serials.iter().map(|s| s.value.clone()));
-        fingerprints.extend(p.spec.fingerprints.iter().map(|f| f.value));
+        for der in p.spec.certificates.iter().flat_map(|c| c.certs.iter()) {
+            if let Ok(facts) = ruleset::cert::parse_der(der) {
+                revocation.add_certificate(&facts.tbs_sha256());
+            }
+        }
+        for key in p.spec.public_keys.iter().flat_map(|k| k.keys.iter()) {
+            revocation.add_key(key);
+        }
+        for der in p.spec.issuers.iter().flat_map(|c| c.certs.iter()) {
+            revoke_ca(&mut revocation, der);
+        }
         for crl in p.spec.crls.iter().filter_map(|c| c.crl.as_ref()) {
-            serials.extend(crl.revoked.iter().map(|serial| RevokedSerial {
-                issuer: Some(crl.issuer_id),
-                serial: serial.clone(),
-            }));
+            for (issuer, serial) in crl.entries() {
+                serials.push(RevokedSerial {
+                    issuer: Some(issuer),
+                    serial: serial.to_vec(),
+                });
+                // A revoked CA the compiler knows revokes everything it issued.
+                for (_, der) in known_cas
+                    .iter()
+                    .filter(|((i, s), _)| *i == issuer && s.as_slice() == serial)
+                {
+                    revoke_ca(&mut revocation, der);
+                }
+            }
         }
     }
-    let mut revocation = Revocation::default();
     revocation.set_on_stale(merged.on_stale);
     for s in &serials {
         revocation.add_serial(s.issuer, &s.serial);
-    }
-    for f in &fingerprints {
-        revocation.add_fingerprint(f);
     }
     // The data is current until the first CRL's nextUpdate (`Compilation::stamp` also
     // applies `maxAge`, which counts from the issue time).

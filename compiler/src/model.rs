@@ -51,8 +51,14 @@ pub struct Spec {
     pub max_age: Option<Spanned<u64>>,
     /// `spec.revocation.serials`.
     pub serials: Vec<Spanned<RevokedSerial>>,
-    /// `spec.revocation.sha256Fingerprints`.
-    pub fingerprints: Vec<Spanned<[u8; 32]>>,
+    /// `spec.revocation.certificates`: certificates revoked by what their CA signed.
+    pub certificates: Vec<CaRef>,
+    /// `spec.revocation.publicKeys`: files or SPKI SHA-256 digests.
+    pub public_keys: Vec<KeyRef>,
+    /// `spec.revocation.issuers`: compromised CAs, everything they issued is revoked.
+    pub issuers: Vec<CaRef>,
+    /// `spec.revocation.caCertificates`: CA certificates a CRL may revoke.
+    pub ca_certificates: Vec<CaRef>,
     /// `spec.rules`, in document order.
     pub rules: Vec<RuleSpec>,
     /// `spec.audit.log`.
@@ -75,6 +81,18 @@ pub struct CaRef {
     pub path: Spanned<String>,
     /// The certificates it holds, DER, once read (empty if it could not be read).
     pub certs: Vec<Vec<u8>>,
+}
+
+/// One entry of `spec.revocation.publicKeys`: an SPKI SHA-256 or a file.
+#[derive(Debug, Clone)]
+pub struct KeyRef {
+    /// The entry as written.
+    pub value: Spanned<String>,
+    /// Whether the entry is an SPKI SHA-256 (64 hex digits) rather than a path.
+    pub is_digest: bool,
+    /// The revoked-key SHA-256s it yields (`ruleset::Revocation::add_key`); for a
+    /// file, once read.
+    pub keys: Vec<[u8; 32]>,
 }
 
 /// One entry of `spec.rules`.

@@ -7,7 +7,7 @@ use ruleset::{
 };
 
 use crate::diag::{one_of, Code, Diagnostic, Sink};
-use crate::model::{CaRef, CrlRef, Policy, RuleSpec, Spec};
+use crate::model::{CaRef, CrlRef, KeyRef, Policy, RuleSpec, Spec};
 use crate::source::{Span, Spanned};
 use crate::suggest::closest;
 use crate::yaml::{raw, Kind, Node};
@@ -39,7 +39,11 @@ const KEYS_FIELDS: &[&str] = &["rsaMinBits", "ecdsaCurves", "ed25519"];
 const REVOCATION_FIELDS: &[&str] = &[
     "crls",
     "crlIssuers",
+    "caCertificates",
     "serials",
+    "certificates",
+    "publicKeys",
+    "issuers",
     "sha256Fingerprints",
     "onStale",
     "maxAge",
@@ -629,16 +633,31 @@ impl<'a> Walker<'a> {
             }
         }
         if let Some(n) = f.get("crlIssuers") {
+            spec.crl_issuers = self.cert_files(n, "`spec.revocation.crlIssuers`");
+        }
+        if let Some(n) = f.get("caCertificates") {
+            spec.ca_certificates = self.cert_files(n, "`spec.revocation.caCertificates`");
+        }
+        if let Some(n) = f.get("certificates") {
+            spec.certificates = self.cert_files(n, "`spec.revocation.certificates`");
+        }
+        if let Some(n) = f.get("issuers") {
+            spec.issuers = self.cert_files(n, "`spec.revocation.issuers`");
+        }
+        if let Some(n) = f.get("publicKeys") {
             for item in self
-                .list(n, "`spec.revocation.crlIssuers`")
+                .list(n, "`spec.revocation.publicKeys`")
                 .unwrap_or_default()
             {
-                if let Some(path) = self.string(item, "a CA certificate path") {
-                    spec.crl_issuers.push(CaRef {
-                        path,
-                        certs: Vec::new(),
-                    });
-                }
+                let Some(value) = self.string(item, "a public key file or SPKI SHA-256") else {
+                    continue;
+                };
+                let digest = ruleset::cert::parse_fingerprint(&value.value);
+                spec.public_keys.push(KeyRef {
+                    value,
+                    is_digest: digest.is_some(),
+                    keys: digest.into_iter().collect(),
+                });
             }
         }
         if let Some(n) = f.get("serials") {
@@ -652,26 +671,30 @@ impl<'a> Walker<'a> {
             }
         }
         if let Some(n) = f.get("sha256Fingerprints") {
-            for item in self
-                .list(n, "`spec.revocation.sha256Fingerprints`")
-                .unwrap_or_default()
-            {
-                let Some(s) = self.string(item, "a SHA-256 fingerprint") else {
-                    continue;
-                };
-                match ruleset::cert::parse_fingerprint(&s.value) {
-                    Some(fp) => spec.fingerprints.push(Spanned::new(fp, s.span)),
-                    None => {
-                        self.error(
-                            Code::InvalidFingerprint,
-                            s.span,
-                            format!("invalid SHA-256 fingerprint `{}`", s.value),
-                        )
-                        .help = Some("write 64 hexadecimal digits, optionally in colon-separated pairs; `certgate cert FILE` prints a certificate's fingerprint".into());
-                    }
-                }
+            // Refused, not converted: a whole-certificate digest cannot be turned into
+            // what the CA signed, and matching it would let a re-encoded copy through.
+            let span = Self::key_span(&f, "sha256Fingerprints").unwrap_or(n.span);
+            self.error(
+                Code::WholeCertificateFingerprint,
+                span,
+                "`sha256Fingerprints` no longer revokes anything: the holder of a certificate can re-encode it (an ECDSA signature's `s` as `n - s`) and get a valid copy with another SHA-256".into(),
+            )
+            .help = Some("revoke the certificate itself with `revocation.certificates: [FILE]` (every encoding of it is caught), or its key with `revocation.publicKeys: [FILE or SPKI SHA-256]`; `certgate cert FILE` prints both keys".into());
+        }
+    }
+
+    /// A list of certificate file paths (read later, through the loader).
+    fn cert_files(&mut self, node: &Node, what: &str) -> Vec<CaRef> {
+        let mut out = Vec::new();
+        for item in self.list(node, what).unwrap_or_default() {
+            if let Some(path) = self.string(item, "a certificate file path") {
+                out.push(CaRef {
+                    path,
+                    certs: Vec::new(),
+                });
             }
         }
+        out
     }
 
     fn revoked_serial(&mut self, item: &Node) -> Option<Spanned<RevokedSerial>> {

@@ -49,7 +49,7 @@ const DESCRIBE_FIELDS: &[&str] = &[
     "serial",
     "issuer",
     "signatureHash",
-    "sha256",
+    "spkiSha256",
 ];
 const EXPECT_FIELDS: &[&str] = &["action", "reason", "rule", "policy"];
 
@@ -360,9 +360,17 @@ impl Walker<'_> {
         let mut issuer = "CN=certgate test CA".to_string();
         let mut issuer_span = node.span;
         let mut hash = None;
-        // Distinct per description, so fingerprint revocations never match by accident.
-        let mut sha256: [u8; 32] =
-            Sha256::digest(yaml::raw(self.text, node.span).as_bytes()).into();
+        // Distinct per description, so certificate and key revocations never match by
+        // accident.
+        let sha256: [u8; 32] = Sha256::digest(yaml::raw(self.text, node.span).as_bytes()).into();
+        let derived = |tag: &[u8]| -> [u8; 32] {
+            Sha256::new()
+                .chain_update(tag)
+                .chain_update(sha256)
+                .finalize()
+                .into()
+        };
+        let mut spki_sha256 = derived(b"spki");
         for (k, v) in fields {
             match k {
                 "identity" => identity = self.string(v, "`identity`"),
@@ -413,13 +421,13 @@ impl Walker<'_> {
                     },
                     None => ok = false,
                 },
-                "sha256" => match self.string(v, "`sha256`") {
+                "spkiSha256" => match self.string(v, "`spkiSha256`") {
                     Some(s) => match ruleset::cert::parse_fingerprint(&s) {
-                        Some(f) => sha256 = f,
+                        Some(f) => spki_sha256 = f,
                         None => {
                             self.err(
                                 v.span,
-                                format!("`{s}` is not a SHA-256 fingerprint (64 hex digits)"),
+                                format!("`{s}` is not an SPKI SHA-256 (64 hex digits)"),
                             );
                             ok = false;
                         }
@@ -494,6 +502,13 @@ impl Walker<'_> {
             uri_sans,
             dns_sans,
             sha256,
+            revocation_keys: ruleset::RevocationKeys::from_digests(
+                derived(b"tbs"),
+                spki_sha256,
+                derived(b"key"),
+            ),
+            subject_key_id: None,
+            authority_key_id: None,
         })
     }
 

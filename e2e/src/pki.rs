@@ -1,6 +1,7 @@
 //! A throwaway PKI made fresh for each test run: a root and an intermediate CA, the
-//! server certificate Envoy presents, one SPIFFE workload leaf per matrix case, and a
-//! CRL that revokes one of them.
+//! server certificate Envoy presents, one SPIFFE workload leaf per matrix case, a CRL
+//! that revokes one of them, and a root CRL that revokes the intermediate (for the
+//! revoked-CA tests only).
 //!
 //! rcgen (ring) issues what it can; the openssl CLI issues what rcgen cannot (RSA keys,
 //! which ring cannot generate, and a SHA-1 signature, which rcgen refuses to make).
@@ -23,6 +24,8 @@ pub const TRUST_DOMAIN: &str = "cluster.local";
 pub const SERVER_NAME: &str = "envoy.certgate.test";
 /// The subject of the intermediate CA (the issuer of every leaf).
 pub const INTERMEDIATE_DN: &str = "CN=certgate e2e intermediate CA,O=certgate e2e";
+/// The intermediate CA's serial, which the root CRL revokes.
+pub const INTERMEDIATE_SERIAL: u64 = 0x1A7E;
 
 /// The key of a workload leaf, and how it is signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +93,8 @@ pub struct Pki {
     pub server_key_pem: PathBuf,
     /// The CRL (PEM), issued by the intermediate, at `crl/intermediate.crl` under `dir`.
     pub crl_pem: PathBuf,
+    /// A CRL (PEM) issued by the root that revokes the intermediate, at `crl/root.crl`.
+    pub root_crl_pem: PathBuf,
     /// Every workload leaf.
     pub leaves: Vec<Leaf>,
 }
@@ -216,6 +221,8 @@ impl Pki {
         let mut int_params = ca_params("certgate e2e intermediate CA", now, Duration::days(30));
         int_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         int_params.use_authority_key_identifier_extension = true;
+        int_params.serial_number =
+            Some(SerialNumber::from_slice(&serial_bytes(INTERMEDIATE_SERIAL)));
         let int = CertifiedIssuer::signed_by(int_params, int_key, &root)?;
 
         let root_pem = dir.join("root.pem");
@@ -310,6 +317,22 @@ impl Pki {
         .signed_by(&int)?;
         let crl_pem = dir.join("crl").join("intermediate.crl");
         std::fs::write(&crl_pem, crl.pem()?)?;
+        let root_crl = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial_bytes(INTERMEDIATE_SERIAL)),
+                revocation_time: now - Duration::minutes(5),
+                reason_code: Some(rcgen::RevocationReason::CaCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&root)?;
+        let root_crl_pem = dir.join("crl").join("root.crl");
+        std::fs::write(&root_crl_pem, root_crl.pem()?)?;
 
         Ok(Pki {
             dir: dir.to_path_buf(),
@@ -318,6 +341,7 @@ impl Pki {
             server_chain_pem,
             server_key_pem,
             crl_pem,
+            root_crl_pem,
             leaves: issued,
         })
     }
@@ -443,6 +467,115 @@ fn openssl_leaf(
         &path_str(&out)?,
     ])?;
     Ok(std::fs::read_to_string(&out)?)
+}
+
+/// The order of the P-256 group.
+const P256_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// A DER element at the start of `der`: (whole element, content, rest).
+fn der_split(der: &[u8]) -> Result<(&[u8], &[u8], &[u8])> {
+    let first = *der.get(1).context("short DER")?;
+    let (len, hdr) = match first {
+        n if n < 0x80 => (usize::from(n), 2),
+        0x81 => (usize::from(*der.get(2).context("short DER")?), 3),
+        0x82 => {
+            let hi = usize::from(*der.get(2).context("short DER")?);
+            let lo = usize::from(*der.get(3).context("short DER")?);
+            ((hi << 8) | lo, 4)
+        }
+        _ => bail!("unsupported DER length"),
+    };
+    let end = hdr + len;
+    Ok((
+        der.get(..end).context("short DER")?,
+        der.get(hdr..end).context("short DER")?,
+        der.get(end..).context("short DER")?,
+    ))
+}
+
+/// A DER element with a definite length.
+fn der_tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    let n = body.len();
+    if n < 0x80 {
+        v.push(n as u8);
+    } else if n < 0x100 {
+        v.extend([0x81, n as u8]);
+    } else {
+        v.extend([0x82, (n >> 8) as u8, n as u8]);
+    }
+    v.extend_from_slice(body);
+    v
+}
+
+/// A non-negative DER INTEGER from a big-endian magnitude.
+fn der_uint(magnitude: &[u8]) -> Vec<u8> {
+    let start = magnitude
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(magnitude.len());
+    let mut m = magnitude.get(start..).unwrap_or_default().to_vec();
+    if m.first().is_none_or(|b| *b >= 0x80) {
+        m.insert(0, 0);
+    }
+    der_tlv(0x02, &m)
+}
+
+/// A certificate signed with ECDSA P-256, with its signature's `s` replaced by `n - s`:
+/// another DER encoding, another SHA-256, the same tbsCertificate, and still a valid
+/// signature (ECDSA accepts both; BoringSSL has no low-S rule). What the holder of a
+/// revoked certificate can make without any key.
+pub fn reencode_ecdsa_signature(cert_der: &[u8]) -> Result<Vec<u8>> {
+    let (_, body, _) = der_split(cert_der)?;
+    let (tbs, _, rest) = der_split(body)?;
+    let (alg, _, rest) = der_split(rest)?;
+    let (_, bits, _) = der_split(rest)?;
+    let (_, sig, _) = der_split(bits.get(1..).context("empty signature")?)?;
+    let (_, r, rest) = der_split(sig)?;
+    let (_, s, _) = der_split(rest)?;
+    // n - s over 32-byte big-endian magnitudes (s < n).
+    let s_start = s.iter().position(|b| *b != 0).unwrap_or(s.len());
+    let s = s.get(s_start..).unwrap_or_default();
+    if s.len() > 32 {
+        bail!("not a P-256 signature");
+    }
+    let mut padded = [0u8; 32];
+    padded
+        .get_mut(32 - s.len()..)
+        .context("signature length")?
+        .copy_from_slice(s);
+    let mut neg = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut d = i16::from(P256_N[i]) - i16::from(padded[i]) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        neg[i] = d as u8;
+    }
+    let mut sig2 = der_uint(r);
+    sig2.extend(der_uint(&neg));
+    let mut bits2 = vec![0];
+    bits2.extend(der_tlv(0x30, &sig2));
+    let mut body2 = tbs.to_vec();
+    body2.extend_from_slice(alg);
+    body2.extend(der_tlv(0x03, &bits2));
+    Ok(der_tlv(0x30, &body2))
+}
+
+/// Whether openssl verifies `cert_pem` (a leaf) against `root` through `intermediate`.
+pub fn openssl_verifies(root: &Path, intermediate: &Path, cert_pem: &Path) -> Result<bool> {
+    let out = Command::new("openssl")
+        .args(["verify", "-CAfile", &path_str(root)?, "-untrusted"])
+        .arg(intermediate)
+        .arg(cert_pem)
+        .output()
+        .context("running the openssl CLI (is openssl installed?)")?;
+    Ok(out.status.success())
 }
 
 fn path_str(p: &Path) -> Result<String> {

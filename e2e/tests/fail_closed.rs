@@ -136,12 +136,12 @@ fn broken_tables_and_configuration_fail_closed() {
 }
 
 /// `table` with 100,000 more revoked serials (of an issuer no test leaf has): about
-/// 1.1 MB of base64, which the filter reads from Envoy in many chunks. `fingerprints`
-/// are revoked too.
-fn large_table(table: &[u8], fingerprints: &[[u8; 32]]) -> Vec<u8> {
+/// 1.1 MB of base64, which the filter reads from Envoy in many chunks. The
+/// certificates with these tbsCertificate SHA-256s are revoked too.
+fn large_table(table: &[u8], certificates: &[[u8; 32]]) -> Vec<u8> {
     let mut t = ruleset::decode(table).unwrap_or_else(|e| panic!("emitted table: {e}"));
-    for f in fingerprints {
-        t.revocation.add_fingerprint(f);
+    for c in certificates {
+        t.revocation.add_certificate(c);
     }
     for i in 0..100_000u32 {
         t.revocation
@@ -161,13 +161,12 @@ fn a_large_inline_table_is_read_whole_and_enforced() {
     let bytes = b64
         .decode(config["table"].as_str().unwrap_or_default())
         .unwrap_or_else(|e| panic!("emitted table is not base64: {e}"));
-    // checkout's certificate is revoked by its SHA-256 fingerprint, which the filter
-    // takes from Envoy's `connection.sha256_peer_certificate_digest`.
+    // checkout's certificate is revoked by what its CA signed (its tbsCertificate).
     let checkout_pem = std::fs::read(&run.pki.leaf("checkout").chain_pem)
         .unwrap_or_else(|e| panic!("checkout chain: {e}"));
     let checkout = ruleset::cert::parse_pem_or_der(&checkout_pem)
         .unwrap_or_else(|e| panic!("checkout chain: {e}"));
-    config["table"] = json!(b64.encode(large_table(&bytes, &[checkout[0].sha256])));
+    config["table"] = json!(b64.encode(large_table(&bytes, &[checkout[0].tbs_sha256()])));
     let text = config.to_string();
     assert!(text.len() > 1_000_000, "{} bytes", text.len());
     runtime().block_on(async {
@@ -202,7 +201,7 @@ fn a_large_inline_table_is_read_whole_and_enforced() {
             );
         }
         let deltas = counter_deltas(&before, &s.envoy.certgate_stats().unwrap_or_default());
-        for reason in ["reason.revoked_serial", "reason.revoked_fingerprint"] {
+        for reason in ["reason.revoked_serial", "reason.revoked_certificate"] {
             assert_eq!(deltas.get(reason), Some(&1), "counters {deltas:?}");
         }
     });

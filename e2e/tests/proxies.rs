@@ -4,8 +4,7 @@
 //! PyPI's 1.38.3 has no wasm runtime; its test checks that Envoy refuses the filter.
 //!
 //! Two listeners, both letting clients without a certificate in: `identity` enforces a
-//! table that needs only the identity (rules, trust domain, TLS version, fingerprint
-//! revocation), `full` the e2e policy with revocation by serial and key, signature and
+//! table that needs only the identity (rules, trust domain, TLS version), `full` the e2e policy with revocation by serial and key, signature and
 //! lifetime constraints. From 1.38 on both decide in full. 1.36 and 1.37 have no
 //! `connection.peer_certificate`: `identity` decides the same, by what the proxy vouches
 //! for, and `full` denies every certificate as `peer_certificate_unavailable`, with one
@@ -29,11 +28,9 @@ fn gives_pem(version: &str) -> bool {
 }
 
 /// The identity-only policy: the rules of the e2e policy, its trust domain and TLS
-/// floor, and the revoked leaf's fingerprint (checked with Envoy's digest) instead of a
-/// CRL; no key, signature or lifetime constraint.
-fn identity_policy(revoked_sha256: &str) -> String {
-    format!(
-        r#"apiVersion: certgate.dev/v1alpha1
+/// floor; no revocation (every kind of revocation entry needs the certificate) and no
+/// key, signature or lifetime constraint.
+const IDENTITY_POLICY: &str = r#"apiVersion: certgate.dev/v1alpha1
 kind: MeshTLSPolicy
 metadata:
   name: e2e-identity-only
@@ -44,8 +41,6 @@ spec:
     minVersion: "1.3"
   peerCertificate:
     trustDomains: [cluster.local]
-  revocation:
-    sha256Fingerprints: ["{revoked_sha256}"]
   rules:
     - name: no-legacy
       action: deny
@@ -58,9 +53,7 @@ spec:
         - spiffe://cluster.local/ns/legacy/sa/old
   audit:
     log: all
-"#
-    )
-}
+"#;
 
 fn identity_cases(full: bool) -> Vec<Case> {
     let old = |e: Expect| if full { e } else { e.without_serial() };
@@ -75,11 +68,6 @@ fn identity_cases(full: bool) -> Vec<Case> {
             "default deny",
             "stranger",
             old(Expect::deny("default_deny")),
-        ),
-        Case::new(
-            "revoked by fingerprint (the proxy's digest)",
-            "revoked",
-            old(Expect::deny("revoked_fingerprint")),
         ),
         Case::new(
             "TLS 1.2 under minVersion 1.3",
@@ -193,13 +181,8 @@ fn proxy_matrix(version: &str) {
     run.tools.envoy = envoy_of(version).unwrap_or_else(|e| panic!("{e:#}"));
     let full = gives_pem(version);
 
-    let revoked_pem = std::fs::read(&run.pki.leaf("revoked").chain_pem)
-        .unwrap_or_else(|e| panic!("revoked chain: {e}"));
-    let revoked = ruleset::cert::parse_pem_or_der(&revoked_pem)
-        .unwrap_or_else(|e| panic!("revoked chain: {e}"));
-    let fingerprint = ruleset::cert::hex_lower(&revoked[0].sha256);
     let identity_table = run
-        .compile_text("identity.yaml", &identity_policy(&fingerprint))
+        .compile_text("identity.yaml", IDENTITY_POLICY)
         .unwrap_or_else(|e| panic!("{e:#}"));
     let full_table = enforce_table(&run);
     let identity_filter = emit(&run, &identity_table, EmitEnvoy::default());

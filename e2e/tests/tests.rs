@@ -12,5 +12,6 @@ mod istio;
 mod network;
 mod oci;
 mod proxies;
+mod revocation;
 mod server_first;
 mod validate;

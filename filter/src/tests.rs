@@ -245,7 +245,7 @@ fn a_large_configuration_is_read_in_chunks_and_its_table_enforced() {
     let revoked_pem = cert_pem(WEB);
     let facts = ruleset::cert::parse_pem_or_der(revoked_pem.as_bytes()).unwrap();
     let mut t = table(Mode::Enforce, AuditLog::None);
-    t.revocation.add_fingerprint(&facts[0].sha256);
+    t.revocation.add_certificate(&facts[0].tbs_sha256());
     for i in 0..30_000u32 {
         t.revocation.add_serial(Some(7), &i.to_be_bytes());
     }
@@ -266,7 +266,7 @@ fn a_large_configuration_is_read_in_chunks_and_its_table_enforced() {
         f.downstream_data();
     }
     assert_eq!(*e.host.closed.borrow(), vec![2]);
-    assert_eq!(e.host.counter("certgate.reason.revoked_fingerprint"), 1);
+    assert_eq!(e.host.counter("certgate.reason.revoked_certificate"), 1);
     assert_eq!(e.host.counter("certgate.allowed"), 1);
 }
 

@@ -22,8 +22,13 @@ pub enum Reason {
     InvalidSpiffeId,
     /// Issuer and serial are in the revocation set.
     RevokedSerial,
-    /// The SHA-256 fingerprint is in the revocation set.
-    RevokedFingerprint,
+    /// What its CA signed (the tbsCertificate) is in the revocation set, however the
+    /// certificate is encoded.
+    RevokedCertificate,
+    /// The certificate's public key is in the revocation set.
+    RevokedKey,
+    /// The CA that issued the certificate is revoked.
+    RevokedIssuer,
     /// The SPIFFE ID's trust domain is not one of the policy's.
     UntrustedDomain,
     /// The key type is not allowed.
@@ -55,7 +60,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order (for metrics defined up front).
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 23] = [
         Reason::NoPeerCert,
         Reason::BadPeerCert,
         Reason::PeerCertificateUnavailable,
@@ -63,7 +68,9 @@ impl Reason {
         Reason::MultipleSpiffeIds,
         Reason::InvalidSpiffeId,
         Reason::RevokedSerial,
-        Reason::RevokedFingerprint,
+        Reason::RevokedCertificate,
+        Reason::RevokedKey,
+        Reason::RevokedIssuer,
         Reason::UntrustedDomain,
         Reason::KeyTypeNotAllowed,
         Reason::WeakRsaKey,
@@ -89,7 +96,9 @@ impl Reason {
             Reason::MultipleSpiffeIds => "multiple_spiffe_ids",
             Reason::InvalidSpiffeId => "invalid_spiffe_id",
             Reason::RevokedSerial => "revoked_serial",
-            Reason::RevokedFingerprint => "revoked_fingerprint",
+            Reason::RevokedCertificate => "revoked_certificate",
+            Reason::RevokedKey => "revoked_key",
+            Reason::RevokedIssuer => "revoked_issuer",
             Reason::UntrustedDomain => "untrusted_domain",
             Reason::KeyTypeNotAllowed => "key_type_not_allowed",
             Reason::WeakRsaKey => "weak_rsa_key",

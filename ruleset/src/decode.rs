@@ -526,9 +526,15 @@ pub(crate) fn decode_counted(bytes: Vec<u8>) -> Result<(Table, usize), DecodeErr
             })
         }
     };
-    let by_issuer = s.keys(MAX_SERIALS, "revoked serials")?;
-    let any_issuer = s.keys(MAX_SERIALS, "revoked serials (any issuer)")?;
-    let fingerprints = s.keys(MAX_FINGERPRINTS, "revoked fingerprints")?;
+    let [l1, l2, l3, l4, l5, l6] = REVOCATION_LISTS;
+    let sets = [
+        s.keys(MAX_REVOKED, l1)?,
+        s.keys(MAX_REVOKED, l2)?,
+        s.keys(MAX_REVOKED, l3)?,
+        s.keys(MAX_REVOKED, l4)?,
+        s.keys(MAX_REVOKED, l5)?,
+        s.keys(MAX_REVOKED, l6)?,
+    ];
     s.finish("revocation section")?;
     r.finish("table")?;
 
@@ -543,7 +549,7 @@ pub(crate) fn decode_counted(bytes: Vec<u8>) -> Result<(Table, usize), DecodeErr
             default_action,
             audit_log,
             constraints,
-            revocation: Revocation::from_sets(by_issuer, any_issuer, fingerprints, on_stale),
+            revocation: Revocation::from_sets(sets, on_stale),
             rules,
         },
         budget.used(),

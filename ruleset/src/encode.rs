@@ -264,10 +264,10 @@ pub fn encode(table: &Table) -> Result<Vec<u8>, EncodeError> {
             crate::OnStale::Deny => 0,
             crate::OnStale::Keep => 1,
         });
-        let [by_issuer, any_issuer, fingerprints] = rev.key_lists();
-        w.keys(by_issuer, MAX_SERIALS, "revoked serials")?;
-        w.keys(any_issuer, MAX_SERIALS, "revoked serials (any issuer)")?;
-        w.keys(fingerprints, MAX_FINGERPRINTS, "revoked fingerprints")
+        for (set, what) in rev.key_lists().into_iter().zip(REVOCATION_LISTS) {
+            w.keys(set, MAX_REVOKED, what)?;
+        }
+        Ok(())
     })?;
     let body = w.0;
     let too_big = EncodeError::Limit {

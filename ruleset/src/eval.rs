@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    spiffe, Action, CertFacts, Decision, KeyInfo, Peer, PeerCert, Reason, Rule, Segment, Table,
+    spiffe, Action, CertFacts, Decision, KeyInfo, Peer, PeerCert, Reason, Revoked, Rule, Segment,
+    Table,
 };
 
 /// A node of the wildcard-pattern trie. The root's children are trust domains.
@@ -100,13 +101,13 @@ impl Engine {
 
     /// Whether this table can decide for a certificate the host only vouches for
     /// ([`PeerCert::Vouched`]: first URI SAN, SHA-256 digest, subject): no revocation
-    /// by serial and no key, signature or lifetime constraint, which all need the
-    /// certificate itself. Trust domains, TLS version, fingerprint revocation and the
-    /// rules need only what the host vouches for.
+    /// entry of any kind (what the CA signed, the key, issuer and serial, the issuing CA
+    /// all need the certificate itself) and no key, signature or lifetime constraint.
+    /// Trust domains, TLS version and the rules need only what the host vouches for.
     pub fn decides_without_certificate(&self) -> bool {
         let t = &self.table;
         let c = &t.constraints;
-        t.revocation.serial_count() == 0
+        t.revocation.is_empty()
             && c.keys.is_none()
             && c.forbid_sig_hashes.is_empty()
             && c.max_lifetime_secs.is_none()
@@ -137,16 +138,6 @@ impl Engine {
                 if !self.decides_without_certificate() {
                     return deny(Reason::PeerCertificateUnavailable, spiffe);
                 }
-                match v.sha256 {
-                    Some(sha256) if t.revocation.is_fingerprint_revoked(&sha256) => {
-                        return deny(Reason::RevokedFingerprint, spiffe)
-                    }
-                    Some(_) => {}
-                    None if t.revocation.fingerprint_count() > 0 => {
-                        return deny(Reason::PeerCertificateUnavailable, spiffe)
-                    }
-                    None => {}
-                }
                 match (first, spiffe) {
                     // No URI SAN at all: certainly no SPIFFE ID.
                     (None, _) => return deny(Reason::NoSpiffeId, None),
@@ -162,13 +153,14 @@ impl Engine {
                 let single = facts.spiffe_id();
                 // Revocation comes first: a revoked certificate is denied as such,
                 // whatever else is wrong with it.
-                if t.revocation.is_fingerprint_revoked(&facts.sha256) {
-                    return deny(Reason::RevokedFingerprint, single);
-                }
-                if t.revocation
-                    .is_serial_revoked(facts.issuer_id, &facts.serial)
-                {
-                    return deny(Reason::RevokedSerial, single);
+                if let Some(why) = t.revocation.check(facts) {
+                    let reason = match why {
+                        Revoked::Certificate => Reason::RevokedCertificate,
+                        Revoked::Key => Reason::RevokedKey,
+                        Revoked::Serial => Reason::RevokedSerial,
+                        Revoked::Issuer => Reason::RevokedIssuer,
+                    };
+                    return deny(reason, single);
                 }
                 match single {
                     Some(id) => (id, Some(&**facts)),

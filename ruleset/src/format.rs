@@ -15,7 +15,7 @@ pub const SECTION_META: u8 = 1;
 pub const SECTION_CONSTRAINTS: u8 = 2;
 /// Rules section.
 pub const SECTION_RULES: u8 = 3;
-/// Revocation section: stale policy, serial keys, fingerprint keys.
+/// Revocation section: stale policy, then the six key lists of [`REVOCATION_LISTS`].
 pub const SECTION_REVOCATION: u8 = 4;
 
 /// Largest table accepted, in bytes.
@@ -30,10 +30,17 @@ pub const MAX_TRUST_DOMAINS: usize = 4096;
 pub const MAX_RULES: usize = 1_000_000;
 /// Most entries in one list of a rule (principals, ports, SNI, CIDRs).
 pub const MAX_RULE_LIST: usize = 100_000;
-/// Most revoked serials.
-pub const MAX_SERIALS: usize = 50_000_000;
-/// Most revoked fingerprints.
-pub const MAX_FINGERPRINTS: usize = 50_000_000;
+/// Most keys in one revocation list.
+pub const MAX_REVOKED: usize = 50_000_000;
+/// The revocation section's key lists, in table order, as errors name them.
+pub const REVOCATION_LISTS: [&str; 6] = [
+    "revoked serials",
+    "revoked serials (any issuer)",
+    "revoked certificates",
+    "revoked public keys",
+    "revoked issuers (name and key id)",
+    "revoked issuers (name)",
+];
 
 /// CRC-32 (IEEE 802.3, reflected, as in zlib and PNG) of `bytes`.
 pub fn crc32(bytes: &[u8]) -> u32 {

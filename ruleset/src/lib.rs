@@ -48,5 +48,5 @@ pub use model::{
     SigHash, Table, TlsVersion,
 };
 pub use pattern::{Pattern, Segment};
-pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, SigInfo, Vouched};
-pub use revocation::{OnStale, Revocation, RevokedSerial};
+pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, RevocationKeys, SigInfo, Vouched};
+pub use revocation::{OnStale, Revocation, Revoked, RevokedSerial};

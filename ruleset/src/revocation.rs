@@ -1,8 +1,10 @@
 //! The revocation set: revoked certificates as sorted 64-bit keys, so a table holds
 //! exactly 8 bytes per entry whatever the serial length, and a lookup is one bucket of a
-//! directory over the keys' top bits. Serials bound to their issuer, serials revoked for
-//! every issuer, and fingerprints are three separate sets; a lookup hashes the serial
-//! once. Collisions are discussed in `ruleset/FORMAT.md`.
+//! directory over the keys' top bits. Six separate sets: serials bound to their issuer,
+//! serials revoked for every issuer, certificates by what their CA signed, public keys,
+//! and revoked issuers (by name and key id, and by name alone). Every key is over
+//! something the holder of a certificate's private key cannot change; collisions and
+//! malleability are discussed in `ruleset/FORMAT.md`.
 
 use std::fmt;
 use std::ops::Range;
@@ -49,12 +51,30 @@ pub fn any_issuer_serial_key(serial: &[u8]) -> u64 {
     serial_hash(serial)
 }
 
-/// Key of a certificate revoked by SHA-256 fingerprint: its first 8 bytes, big-endian
-/// (SHA-256 output is already uniform).
-pub fn fingerprint_key(sha256: &[u8; 32]) -> u64 {
+/// The first 8 bytes of a SHA-256 output, big-endian (SHA-256 output is already
+/// uniform): the key of a revoked certificate (over its tbsCertificate), of a revoked
+/// public key (over its canonical form or its SPKI DER).
+pub fn sha256_key(sha256: &[u8; 32]) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(sha256.get(..8).unwrap_or(&[0; 8]));
     u64::from_be_bytes(first)
+}
+
+/// Key of a revoked issuer named by issuer id `name` and key identifier `key_id` (the
+/// CA's subject key identifier, which its certificates carry as authority key
+/// identifier): SipHash-2-4 of `"K" || key_id`, XOR the name id.
+pub fn issuer_key(name: u64, key_id: &[u8]) -> u64 {
+    let mut buf = Vec::with_capacity(key_id.len().saturating_add(1));
+    buf.push(b'K');
+    buf.extend_from_slice(key_id);
+    siphash24(&REVOCATION_KEY, &buf) ^ name
+}
+
+/// Key of "some CA of this name is revoked by key identifier": what a certificate
+/// *without* an authority key identifier is checked against, so leaving the extension
+/// out does not dodge a revoked CA (fail closed). SipHash-2-4 of `"N"`, XOR the name id.
+pub fn issuer_name_any_key(name: u64) -> u64 {
+    siphash24(&REVOCATION_KEY, b"N") ^ name
 }
 
 /// Keys per directory bucket, on average: a bucket spans about two cache lines.
@@ -389,26 +409,44 @@ impl OnStale {
     }
 }
 
+/// Why a certificate is revoked (decision step 2), in the order they are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// What its CA signed (the tbsCertificate) is revoked.
+    Certificate,
+    /// Its public key is revoked.
+    Key,
+    /// Its serial is revoked (for its issuer, or for every issuer).
+    Serial,
+    /// The CA that issued it is revoked.
+    Issuer,
+}
+
+/// The six key lists of the revocation section, in table order.
+pub(crate) const LISTS: usize = 6;
+
 /// The revocation set (decision step 2), and what to do when it goes stale.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Revocation {
     by_issuer: KeySet,
     any_issuer: KeySet,
-    fingerprints: KeySet,
+    certificates: KeySet,
+    keys: KeySet,
+    issuers: KeySet,
+    issuer_names: KeySet,
     on_stale: OnStale,
 }
 
 impl Revocation {
-    pub(crate) fn from_sets(
-        by_issuer: KeySet,
-        any_issuer: KeySet,
-        fingerprints: KeySet,
-        on_stale: OnStale,
-    ) -> Self {
+    pub(crate) fn from_sets(sets: [KeySet; LISTS], on_stale: OnStale) -> Self {
+        let [by_issuer, any_issuer, certificates, keys, issuers, issuer_names] = sets;
         Revocation {
             by_issuer,
             any_issuer,
-            fingerprints,
+            certificates,
+            keys,
+            issuers,
+            issuer_names,
             on_stale,
         }
     }
@@ -423,16 +461,21 @@ impl Revocation {
         self.on_stale = on_stale;
     }
 
-    /// The three key lists, in table order: issuer-bound serials, any-issuer serials,
-    /// fingerprints.
-    pub(crate) fn key_lists(&self) -> [&KeySet; 3] {
-        [&self.by_issuer, &self.any_issuer, &self.fingerprints]
+    /// The six key lists, in table order: issuer-bound serials, any-issuer serials,
+    /// certificates, public keys, issuers by name and key id, issuers by name.
+    pub(crate) fn key_lists(&self) -> [&KeySet; LISTS] {
+        [
+            &self.by_issuer,
+            &self.any_issuer,
+            &self.certificates,
+            &self.keys,
+            &self.issuers,
+            &self.issuer_names,
+        ]
     }
 
     pub(crate) fn is_normalized(&self) -> bool {
-        self.by_issuer.is_normalized()
-            && self.any_issuer.is_normalized()
-            && self.fingerprints.is_normalized()
+        self.key_lists().iter().all(|s| s.is_normalized())
     }
 
     /// Adds a revoked serial (big-endian; leading zero bytes do not matter) for the
@@ -445,9 +488,36 @@ impl Revocation {
         }
     }
 
-    /// Adds a revoked certificate by the SHA-256 of its DER encoding.
-    pub fn add_fingerprint(&mut self, sha256: &[u8; 32]) {
-        self.fingerprints.push(fingerprint_key(sha256));
+    /// Adds a revoked certificate by the SHA-256 of its tbsCertificate DER
+    /// ([`crate::CertFacts::tbs_sha256`]): every encoding of what its CA signed.
+    pub fn add_certificate(&mut self, tbs_sha256: &[u8; 32]) {
+        self.certificates.push(sha256_key(tbs_sha256));
+    }
+
+    /// Adds a revoked public key by a SHA-256 the lookup computes too: the canonical
+    /// key ([`crate::CertFacts::public_key_sha256`]) or the SPKI DER
+    /// ([`crate::CertFacts::spki_sha256`]).
+    pub fn add_key(&mut self, sha256: &[u8; 32]) {
+        self.keys.push(sha256_key(sha256));
+    }
+
+    /// Adds a revoked CA: everything issued under the name with id `name` (its
+    /// subject's [`crate::dn::issuer_id_of`]) and, with `key_id`, only under that
+    /// authority key identifier (its subject key identifier). Without a key id every
+    /// certificate of that issuer name is revoked.
+    pub fn add_issuer(&mut self, name: u64, key_id: Option<&[u8]>) {
+        match key_id {
+            Some(id) => {
+                self.issuers.push(issuer_key(name, id));
+                self.issuer_names.push(issuer_name_any_key(name));
+            }
+            None => self.issuer_names.push(name),
+        }
+    }
+
+    /// Whether no certificate is revoked at all (every key list is empty).
+    pub fn is_empty(&self) -> bool {
+        self.key_lists().iter().all(|s| s.is_empty())
     }
 
     /// Number of revoked-serial keys (after normalisation: distinct entries).
@@ -455,9 +525,20 @@ impl Revocation {
         self.by_issuer.len().saturating_add(self.any_issuer.len())
     }
 
-    /// Number of revoked-fingerprint keys.
-    pub fn fingerprint_count(&self) -> usize {
-        self.fingerprints.len()
+    /// Number of revoked-certificate keys.
+    pub fn certificate_count(&self) -> usize {
+        self.certificates.len()
+    }
+
+    /// Number of revoked-public-key keys (a key revoked by file counts twice: its
+    /// canonical form and its SPKI).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Number of revoked-issuer keys (both issuer lists).
+    pub fn issuer_count(&self) -> usize {
+        self.issuers.len().saturating_add(self.issuer_names.len())
     }
 
     /// Sorts and deduplicates the sets and indexes them, establishing the invariants the
@@ -466,7 +547,10 @@ impl Revocation {
         for set in [
             &mut self.by_issuer,
             &mut self.any_issuer,
-            &mut self.fingerprints,
+            &mut self.certificates,
+            &mut self.keys,
+            &mut self.issuers,
+            &mut self.issuer_names,
         ] {
             set.normalize();
         }
@@ -484,9 +568,43 @@ impl Revocation {
             || (!self.any_issuer.is_empty() && self.any_issuer.contains(h))
     }
 
-    /// Whether a certificate with this SHA-256 fingerprint is revoked.
-    pub fn is_fingerprint_revoked(&self, sha256: &[u8; 32]) -> bool {
-        !self.fingerprints.is_empty() && self.fingerprints.contains(fingerprint_key(sha256))
+    /// Whether the certificate with these facts is revoked, and why, checked in the
+    /// order certificate, key, serial, issuer. An empty list costs nothing.
+    pub fn check(&self, facts: &crate::CertFacts) -> Option<Revoked> {
+        if !self.certificates.is_empty()
+            && self.certificates.contains(sha256_key(&facts.tbs_sha256()))
+        {
+            return Some(Revoked::Certificate);
+        }
+        if !self.keys.is_empty()
+            && (self.keys.contains(sha256_key(&facts.public_key_sha256()))
+                || self.keys.contains(sha256_key(&facts.spki_sha256())))
+        {
+            return Some(Revoked::Key);
+        }
+        if self.is_serial_revoked(facts.issuer_id, &facts.serial) {
+            return Some(Revoked::Serial);
+        }
+        if self.is_issuer_revoked(facts.issuer_id, facts.authority_key_id.as_deref()) {
+            return Some(Revoked::Issuer);
+        }
+        None
+    }
+
+    /// Whether a certificate issued under the name with id `name` and with this
+    /// authority key identifier comes from a revoked CA. Without an authority key
+    /// identifier, any revoked CA of that name counts (fail closed).
+    pub fn is_issuer_revoked(&self, name: u64, authority_key_id: Option<&[u8]>) -> bool {
+        // The compiler puts a name key beside every (name, key id) key, but a lookup
+        // does not rely on it: a table from another encoder is read as it is.
+        let names = !self.issuer_names.is_empty();
+        if names && self.issuer_names.contains(name) {
+            return true;
+        }
+        match authority_key_id {
+            Some(id) => !self.issuers.is_empty() && self.issuers.contains(issuer_key(name, id)),
+            None => names && self.issuer_names.contains(issuer_name_any_key(name)),
+        }
     }
 }
 
@@ -581,12 +699,31 @@ mod tests {
     fn leading_zeros_and_issuer_scope() {
         let mut r = Revocation::default();
         r.add_serial(None, &[0, 0, 0x4f]);
-        r.add_fingerprint(&[9; 32]);
         r.normalize();
         assert!(r.is_serial_revoked(1, &[0x4f]));
         assert!(r.is_serial_revoked(2, &[0, 0x4f]));
         assert!(!r.is_serial_revoked(2, &[0x4f, 0]));
-        assert!(r.is_fingerprint_revoked(&[9; 32]));
-        assert!(!r.is_fingerprint_revoked(&[8; 32]));
+    }
+
+    #[test]
+    fn revoked_issuers_match_by_name_and_key_id_and_fail_closed_without_one() {
+        let mut r = Revocation::default();
+        assert!(!r.is_issuer_revoked(1, None));
+        r.add_issuer(1, Some(b"key-a"));
+        r.add_issuer(2, None);
+        r.normalize();
+        // Name and key id.
+        assert!(r.is_issuer_revoked(1, Some(b"key-a")));
+        // The same name under another key (a re-keyed CA) is not revoked.
+        assert!(!r.is_issuer_revoked(1, Some(b"key-b")));
+        // No authority key identifier: any revoked CA of that name counts.
+        assert!(r.is_issuer_revoked(1, None));
+        // Another name with the revoked key id is not revoked.
+        assert!(!r.is_issuer_revoked(3, Some(b"key-a")));
+        assert!(!r.is_issuer_revoked(3, None));
+        // A CA revoked by name alone revokes everything under that name.
+        assert!(r.is_issuer_revoked(2, Some(b"anything")));
+        assert!(r.is_issuer_revoked(2, None));
+        assert_eq!(r.issuer_count(), 3);
     }
 }

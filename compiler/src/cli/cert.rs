@@ -16,9 +16,13 @@ use super::{Format, EXIT_OK};
 #[command(
     about = "Show what certgate reads from a certificate (PEM bundle or DER)",
     after_help = "For each certificate: subject, issuer, serial (hex), notBefore/notAfter (RFC 3339 UTC), \
-key algorithm and size or curve, signature algorithm, URI and DNS SANs, SPIFFE ID and SHA-256 fingerprint.\n\n\
-Malformed input prints one line on stderr and exits 2.\n\n\
-Examples:\n  certgate cert client.pem\n  certgate cert chain.pem --format json | jq -r '.certificates[0].sha256'"
+key algorithm and size or curve, signature algorithm, URI and DNS SANs, SPIFFE ID, the whole-certificate SHA-256 \
+(for audit records only: re-encoding the certificate changes it), and the revocation keys: the certificate key \
+(SHA-256 of what the CA signed, the same for every encoding), the SPKI SHA-256 (for `revocation.publicKeys`), \
+the canonical public key digest, and the subject and authority key identifiers (a CA revoked by \
+`revocation.issuers` revokes the certificates whose authority key identifier is its subject key identifier).\n\n\
+Exit codes: 0 ok, 2 unreadable or malformed input (one line on stderr).\n\n\
+Examples:\n  certgate cert client.pem\n  certgate cert chain.pem --format json | jq -r '.certificates[0].revocationKeys.spkiSha256'"
 )]
 pub struct Args {
     /// PEM (one or more certificates) or DER file
@@ -67,7 +71,31 @@ fn to_text(c: &CertFacts) -> String {
         let _ = writeln!(o, "DNS SAN     {d}");
     }
     let _ = writeln!(o, "SPIFFE ID   {}", c.spiffe_id().unwrap_or("(none)"));
-    let _ = writeln!(o, "sha256      {}", ruleset::cert::hex_lower(&c.sha256));
+    let _ = writeln!(
+        o,
+        "sha256      {}  (whole certificate; changes when re-encoded)",
+        ruleset::cert::hex_lower(&c.sha256)
+    );
+    let hex = ruleset::cert::hex_lower;
+    let _ = writeln!(o, "revocation keys:");
+    let _ = writeln!(
+        o,
+        "  certificate  {}  (tbsCertificate SHA-256; revocation.certificates)",
+        hex(&c.tbs_sha256())
+    );
+    let _ = writeln!(
+        o,
+        "  spki sha256  {}  (revocation.publicKeys)",
+        hex(&c.spki_sha256())
+    );
+    let _ = writeln!(
+        o,
+        "  public key   {}  (canonical key digest)",
+        hex(&c.public_key_sha256())
+    );
+    let id = |k: &Option<Vec<u8>>| k.as_deref().map_or_else(|| "(none)".to_string(), hex);
+    let _ = writeln!(o, "  subject key id    {}", id(&c.subject_key_id));
+    let _ = writeln!(o, "  authority key id  {}", id(&c.authority_key_id));
     o
 }
 

@@ -14,7 +14,9 @@ use super::{Format, EXIT_OK};
 #[command(
     about = "Show what certgate reads from a CRL (PEM or DER)",
     after_help = "Prints the issuer, thisUpdate, nextUpdate (RFC 3339 UTC), the CRL number and the revoked \
-serials (hex). Malformed input prints one line on stderr and exits 2.\n\n\
+serials (hex), then the entries an indirect CRL revokes for other issuers (certificateIssuer). \
+Delta CRLs, unknown critical extensions and unmarked indirect entries are refused.\n\n\
+Exit codes: 0 ok, 2 unreadable, malformed or refused CRL (one line on stderr).\n\n\
 Examples:\n  certgate crl policies/crl/intermediate.crl.pem\n  certgate crl intermediate.crl --format json | jq '.revoked | length'"
 )]
 pub struct Args {
@@ -37,6 +39,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         .iter()
         .map(|s| ruleset::cert::serial_hex(s))
         .collect();
+    let indirect: Vec<(String, String)> = crl
+        .indirect
+        .iter()
+        .map(|e| (e.issuer.clone(), ruleset::cert::serial_hex(&e.serial)))
+        .collect();
     let stale = crl.next_update.is_some_and(|n| n < super::now());
     match args.format {
         Format::Json => {
@@ -48,6 +55,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 "expired": stale,
                 "crlNumber": crl.number,
                 "revoked": revoked,
+                "indirect": indirect
+                    .iter()
+                    .map(|(issuer, serial)| json!({"issuer": issuer, "serial": serial}))
+                    .collect::<Vec<_>>(),
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
@@ -73,6 +84,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             let _ = writeln!(o, "revoked     {} serials", revoked.len());
             for s in &revoked {
                 let _ = writeln!(o, "  {s}");
+            }
+            if !indirect.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "indirect    {} serials of other issuers (certificateIssuer)",
+                    indirect.len()
+                );
+                for (issuer, s) in &indirect {
+                    let _ = writeln!(o, "  {s}  {issuer}");
+                }
             }
             print!("{o}");
         }

@@ -11,6 +11,9 @@ use crate::common::{
 };
 use crate::examples::compile_example;
 
+/// A public key (from `certgate keygen`) that feed variants pin.
+const FEED_KEY: &str = "ed25519:wkpWUWG290s9N+bPs4JGXHw/xHKh67imXvPrtm4UW2g=";
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -801,6 +804,10 @@ fn emit_istio_variants_validate_against_the_pinned_crd() {
                 feed,
                 "--feed-authority",
                 "certgate-feed.certgate",
+                "--feed-public-key",
+                FEED_KEY,
+                "--feed-lineage",
+                "payments",
             ],
             |v| v["spec"]["pluginConfig"]["feed"]["cluster"].clone(),
             serde_json::json!(feed),
@@ -977,7 +984,7 @@ fn emit_istio_refuses_what_istio_or_kubernetes_would_not_take() {
         (vec!["--selector", "app: x=y"], "is not a Kubernetes label"),
         (vec!["--revision", "1\n"], "is not a Kubernetes label value"),
         (vec!["--image-pull-secret", "cred\nx: y"], "is not a Kubernetes Secret name"),
-        (vec!["--namespace", "certgate", "--feed-cluster", feed], "the feed server's own namespace"),
+        (vec!["--namespace", "certgate", "--feed-cluster", feed, "--feed-public-key", FEED_KEY], "the feed server's own namespace"),
     ];
     for (extra, want) in cases {
         // The defaults for what the case does not set (clap refuses a repeated flag).
@@ -1041,6 +1048,10 @@ fn emit_istio_warns_where_it_cannot_be_sure() {
                 "--mesh-wide",
                 "--feed-cluster",
                 feed,
+                "--feed-public-key",
+                FEED_KEY,
+                "--feed-lineage",
+                "payments",
             ],
             "warning: a mesh-wide plugin also selects the feed server's pods in `certgate`",
         ),
@@ -1056,6 +1067,10 @@ fn emit_istio_warns_where_it_cannot_be_sure() {
                 "app=api",
                 "--feed-cluster",
                 feed,
+                "--feed-public-key",
+                FEED_KEY,
+                "--feed-lineage",
+                "payments",
             ],
             "warning: the plugin shares the namespace `certgate` with the feed server",
         ),
@@ -1069,6 +1084,10 @@ fn emit_istio_warns_where_it_cannot_be_sure() {
                 "payments",
                 "--feed-cluster",
                 "certgate-feed",
+                "--feed-public-key",
+                FEED_KEY,
+                "--feed-lineage",
+                "payments",
             ],
             "warning: `--feed-cluster certgate-feed` is not an Istio service cluster name",
         ),

@@ -197,7 +197,7 @@ fn yaml(p: &GenPolicy) -> String {
         y = y.replace("    serials:\n", "    serials: []\n");
     }
     if p.fingerprint {
-        y += &format!("    sha256Fingerprints: [\"{}\"]\n", "ab".repeat(32));
+        y += &format!("    publicKeys: [\"{}\"]\n", "ab".repeat(32));
     }
     y += "  rules:\n";
     if p.rules.is_empty() {
@@ -315,7 +315,14 @@ fn facts(p: &GenPeer) -> CertFacts {
         },
         uri_sans: vec![IDENTITIES[p.identity].to_string()],
         dns_sans: vec![],
-        sha256: if p.revoked_fp { REVOKED_FP } else { [0x11; 32] },
+        sha256: [0x11; 32],
+        revocation_keys: ruleset::RevocationKeys::from_digests(
+            [0x22; 32],
+            if p.revoked_fp { REVOKED_FP } else { [0x33; 32] },
+            [0x44; 32],
+        ),
+        subject_key_id: None,
+        authority_key_id: None,
     }
 }
 
@@ -343,8 +350,12 @@ fn interpret(c: &certgate_compiler::Compilation, peer: &Peer) -> (Action, Reason
         unreachable!()
     };
     let deny = |r| (Action::Deny, r, None);
-    if spec.fingerprints.iter().any(|fp| fp.value == f.sha256) {
-        return deny(Reason::RevokedFingerprint);
+    if spec
+        .public_keys
+        .iter()
+        .any(|k| k.keys.contains(&f.spki_sha256()))
+    {
+        return deny(Reason::RevokedKey);
     }
     if spec
         .serials

@@ -88,8 +88,11 @@ fn rich_table() -> Table {
     ];
     t.rules.push(r);
     t.revocation.add_serial(Some(42), &[1]);
-    t.revocation.add_fingerprint(&[3; 32]);
-    t.revocation.add_fingerprint(&[1; 32]);
+    t.revocation.add_certificate(&[3; 32]);
+    t.revocation.add_certificate(&[1; 32]);
+    t.revocation.add_key(&[4; 32]);
+    t.revocation.add_issuer(7, Some(b"key id"));
+    t.revocation.add_issuer(8, None);
     t.normalize();
     t
 }
@@ -160,11 +163,11 @@ fn semantic_damage_under_a_valid_checksum_is_still_rejected() {
     );
 
     // Trailing byte inside the last section: stale byte, an empty issuer-bound list,
-    // the any-issuer list with one key, an empty fingerprint list = 21 payload bytes,
-    // after the 4-byte length.
+    // the any-issuer list with one key, four empty lists = 33 payload bytes, after the
+    // 4-byte length.
     let mut b = inner.to_vec();
-    let len_at = b.len() - 21 - 4;
-    assert_eq!(b[len_at], 21);
+    let len_at = b.len() - 33 - 4;
+    assert_eq!(b[len_at], 33);
     b[len_at] += 1;
     b.push(0);
     assert_eq!(
@@ -201,25 +204,26 @@ fn semantic_damage_under_a_valid_checksum_is_still_rejected() {
 
 #[test]
 fn unsorted_revocations_are_refused_by_both_sides() {
-    // Keys are hashes: of the two insertion orders exactly one is unsorted.
-    let refused = [[[1u8; 32], [2; 32]], [[2; 32], [1; 32]]]
+    // Issuer names are keys as they are: of the two insertion orders exactly one is
+    // unsorted.
+    let refused = [[1u64, 2], [2, 1]]
         .iter()
         .filter(|order| {
             let mut t = fixture_table();
-            order.iter().for_each(|f| t.revocation.add_fingerprint(f));
+            order.iter().for_each(|n| t.revocation.add_issuer(*n, None));
             encode(&t).is_err()
         })
         .count();
     assert_eq!(refused, 1);
     let mut t = fixture_table();
-    t.revocation.add_fingerprint(&[1; 32]);
-    t.revocation.add_fingerprint(&[1; 32]);
+    t.revocation.add_issuer(1, None);
+    t.revocation.add_issuer(1, None);
     assert_eq!(encode(&t), Err(EncodeError::NotNormalized), "duplicate key");
     t.normalize();
     let bytes = encode(&t).unwrap();
 
     // The decoder checks the order itself: swap the two last keys of a two-key set.
-    t.revocation.add_fingerprint(&[2; 32]);
+    t.revocation.add_issuer(2, None);
     t.normalize();
     let bytes2 = encode(&t).unwrap();
     assert_eq!(bytes2.len(), bytes.len() + 8);
@@ -231,7 +235,7 @@ fn unsorted_revocations_are_refused_by_both_sides() {
     assert_eq!(
         decode(&seal(&inner)),
         Err(DecodeError::Unsorted {
-            what: "revoked fingerprints"
+            what: "revoked issuers (name)"
         })
     );
 }

@@ -105,7 +105,7 @@ fn certificate_problems_come_first() {
 }
 
 #[test]
-fn revocation_by_serial_and_issuer_and_by_fingerprint() {
+fn revocation_by_serial_issuer_certificate_key_and_ca() {
     let issuer = ruleset::dn::parse_dn_string("O=Example, CN=Intermediate CA").unwrap();
     let mut t = table(vec![rule("any", Action::Allow, &[])]);
     t.revocation.add_serial(Some(issuer), &[0x4f, 0x38, 0x0a]);
@@ -121,10 +121,50 @@ fn revocation_by_serial_and_issuer_and_by_fingerprint() {
     t.revocation.add_serial(None, &[0x00, 0x4f, 0x38, 0x0a]);
     t.normalize();
     assert_eq!(decide(&engine(t.clone()), &peer(other)).1, "revoked_serial");
-    t.revocation = Revocation::default();
-    t.revocation.add_fingerprint(&[0x11; 32]);
-    t.normalize();
-    assert_eq!(decide(&engine(t), &who(WEB)).1, "revoked_fingerprint");
+    let f = facts(&[WEB]);
+    let only = |add: &dyn Fn(&mut Revocation)| {
+        let mut t = t.clone();
+        t.revocation = Revocation::default();
+        add(&mut t.revocation);
+        t.normalize();
+        engine(t)
+    };
+    // Whole-certificate SHA-256 is no key: revoking it revokes nothing.
+    let e = only(&|r| r.add_certificate(&f.sha256));
+    assert_eq!(decide(&e, &who(WEB)).1, "allow_rule");
+    let e = only(&|r| r.add_certificate(&f.tbs_sha256()));
+    assert_eq!(decide(&e, &who(WEB)).1, "revoked_certificate");
+    let e = only(&|r| r.add_key(&f.public_key_sha256()));
+    assert_eq!(decide(&e, &who(WEB)).1, "revoked_key");
+    let e = only(&|r| r.add_key(&f.spki_sha256()));
+    assert_eq!(decide(&e, &who(WEB)).1, "revoked_key");
+    let e = only(&|r| r.add_issuer(f.issuer_id, Some(b"ca key")));
+    let mut with_aki = f.clone();
+    with_aki.authority_key_id = Some(b"ca key".to_vec());
+    assert_eq!(decide(&e, &peer(with_aki.clone())).1, "revoked_issuer");
+    // Without an authority key identifier the leaf cannot prove another CA issued it.
+    assert_eq!(decide(&e, &who(WEB)).1, "revoked_issuer");
+    with_aki.authority_key_id = Some(b"new key".to_vec());
+    assert_eq!(decide(&e, &peer(with_aki)).1, "allow_rule");
+    // Certificate before key before serial before issuer.
+    let e = only(&|r| {
+        r.add_certificate(&f.tbs_sha256());
+        r.add_key(&f.spki_sha256());
+        r.add_serial(None, &f.serial);
+        r.add_issuer(f.issuer_id, None);
+    });
+    assert_eq!(decide(&e, &who(WEB)).1, "revoked_certificate");
+    let e = only(&|r| {
+        r.add_key(&f.spki_sha256());
+        r.add_serial(None, &f.serial);
+        r.add_issuer(f.issuer_id, None);
+    });
+    assert_eq!(decide(&e, &who(WEB)).1, "revoked_key");
+    let e = only(&|r| {
+        r.add_serial(None, &f.serial);
+        r.add_issuer(f.issuer_id, None);
+    });
+    assert_eq!(decide(&e, &who(WEB)).1, "revoked_serial");
 }
 
 #[test]
@@ -199,9 +239,9 @@ fn tls_version_floor() {
 fn revocation_is_checked_before_constraints() {
     let mut t = table(vec![]);
     t.constraints.trust_domains = vec!["elsewhere".into()];
-    t.revocation.add_fingerprint(&[0x11; 32]);
+    t.revocation.add_certificate(&[0x22; 32]);
     t.normalize();
-    assert_eq!(decide(&engine(t), &who(WEB)).1, "revoked_fingerprint");
+    assert_eq!(decide(&engine(t), &who(WEB)).1, "revoked_certificate");
 }
 
 #[test]
@@ -318,7 +358,6 @@ fn a_vouched_certificate_is_decided_by_identity_when_the_table_needs_nothing_mor
     ]);
     t.constraints.trust_domains = vec!["cluster.local".into()];
     t.constraints.min_tls = Some(TlsVersion::V1_3);
-    t.revocation.add_fingerprint(&[7; 32]);
     let e = engine(t);
     assert!(e.decides_without_certificate());
     assert_eq!(
@@ -340,16 +379,6 @@ fn a_vouched_certificate_is_decided_by_identity_when_the_table_needs_nothing_mor
     assert_eq!(
         decide(&e, &vouched(Some("spiffe://other/x"), Some([1; 32]))).1,
         "untrusted_domain"
-    );
-    // The host's digest is the fingerprint.
-    assert_eq!(
-        decide(&e, &vouched(Some(WEB), Some([7; 32]))).1,
-        "revoked_fingerprint"
-    );
-    // Without a digest, a fingerprint list cannot be checked: fail closed.
-    assert_eq!(
-        decide(&e, &vouched(Some(WEB), None)).1,
-        "peer_certificate_unavailable"
     );
     let old_tls = Peer {
         tls_version: Some(TlsVersion::V1_2),
@@ -380,12 +409,27 @@ fn a_vouched_certificate_is_denied_as_unavailable_when_the_table_needs_the_certi
     sigs.constraints.forbid_sig_hashes = vec![SigHash::Sha1];
     let mut lifetime = base();
     lifetime.constraints.max_lifetime_secs = Some(3600);
-    for (what, t) in [
+    // Every kind of revocation entry needs the certificate: what the CA signed, the
+    // key, the issuing CA.
+    let mut certificates = base();
+    certificates.revocation.add_certificate(&[7; 32]);
+    let mut revoked_keys = base();
+    revoked_keys.revocation.add_key(&[7; 32]);
+    let mut issuers = base();
+    issuers.revocation.add_issuer(42, Some(&[1, 2, 3]));
+    let mut issuer_names = base();
+    issuer_names.revocation.add_issuer(42, None);
+    for (what, mut t) in [
         ("serials", serials),
+        ("certificates", certificates),
+        ("revoked keys", revoked_keys),
+        ("issuers", issuers),
+        ("issuer names", issuer_names),
         ("keys", keys),
         ("signatures", sigs),
         ("lifetime", lifetime),
     ] {
+        t.revocation.normalize();
         let e = engine(t);
         assert!(!e.decides_without_certificate(), "{what}");
         let p = vouched(Some(WEB), Some([1; 32]));
