@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use certgate_e2e::client::{rustls_config, rustls_exchange};
-use certgate_e2e::feed::{with_feed, FeedServer, FEED_CLUSTER};
+use certgate_e2e::feed::{sign, with_feed, FeedServer, FEED_CLUSTER};
 use certgate_e2e::{EmitEnvoy, Listener, Scenario, TlsPin, Want, Wire};
 use serde_json::json;
 
@@ -24,7 +24,16 @@ metadata: {name: e2e-feed-memory}\nspec:\n  defaultAction: deny\n  rules:\n    \
 #[test]
 fn feed_table_memory_under_envoy() {
     let run = run();
-    let v1 = run.compile_text("feed.yaml", POLICY).expect("compile");
+    // Fed tables are signed; the filter pins the key.
+    let key = run.dir.path().join("signing.key");
+    let public = run.certgate.keygen(&key).expect("keygen");
+    let v1 = run
+        .compile_text_with(
+            "feed.yaml",
+            POLICY,
+            &["--sign-key", key.to_str().expect("key path")],
+        )
+        .expect("compile");
     let dir = run.subdir("feed-memory-v1").expect("dir");
     std::fs::copy(&v1, dir.join("v1.cgt")).expect("copy");
     let server = FeedServer::start(
@@ -37,7 +46,7 @@ fn feed_table_memory_under_envoy() {
     let filter = with_feed(
         emit(&run, &v1, EmitEnvoy::default()),
         json!({"cluster": FEED_CLUSTER, "path": "/table.cgt", "interval": "1s",
-               "maxStale": "600s", "timeout": "60s"}),
+               "maxStale": "600s", "timeout": "60s", "publicKeys": [public]}),
     )
     .expect("feed option");
     let web = rustls_config(&run.pki, run.pki.leaf("web"), TlsPin::Any).expect("web");
@@ -68,7 +77,7 @@ fn feed_table_memory_under_envoy() {
                 // `http.async_response_buffer_limit` (32 MiB by default): a 40 MB table
                 // never reaches the filter until the runtime key is raised.
                 let errors = feed_errors(&s.envoy);
-                let big = big_table(&base, millions);
+                let big = big_table(&base, millions, &key);
                 serve(&mut server, &run, &big, feed_addr, "5m-default");
                 let seen = Instant::now();
                 while feed_errors(&s.envoy) < errors + 3 {
@@ -93,7 +102,7 @@ fn feed_table_memory_under_envoy() {
                     .expect("runtime_modify");
                 assert_eq!(status, 200, "{body}");
             }
-            let bytes = big_table(&base, millions);
+            let bytes = big_table(&base, millions, &key);
             serve(
                 &mut server,
                 &run,
@@ -141,8 +150,9 @@ fn feed_table_memory_under_envoy() {
     });
 }
 
-/// `base` with `millions` million revoked serials, encoded.
-fn big_table(base: &ruleset::Table, millions: u32) -> Vec<u8> {
+/// `base` with `millions` million revoked serials, issued after it and after every
+/// smaller one, encoded and signed with `key`.
+fn big_table(base: &ruleset::Table, millions: u32, key: &std::path::Path) -> Vec<u8> {
     let mut table = base.clone();
     for i in 0..millions * 1_000_000 {
         let serial = [
@@ -155,7 +165,8 @@ fn big_table(base: &ruleset::Table, millions: u32) -> Vec<u8> {
         table.revocation.add_serial(Some(0x5eed), &serial);
     }
     table.normalize();
-    ruleset::encode(&table).expect("encode")
+    table.issued_at_ms += u64::from(millions);
+    sign(ruleset::encode(&table).expect("encode"), key).expect("sign")
 }
 
 /// Replaces the feed server by one serving `bytes` at the same address.

@@ -349,8 +349,12 @@ fn start(run: &Run, dir: &str, bootstrap: &Value) -> Envoy {
 fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_feed() {
     let run = run();
     let feed_dir = run.subdir("istio-feed-tables").expect("feed dir");
+    // Fed tables are signed; the plugin pins the key.
+    let key = run.dir.path().join("signing.key");
+    let public = run.certgate.keygen(&key).expect("keygen");
+    let signed = ["--sign-key", key.to_str().expect("key path")];
     let v1 = run
-        .compile_text("istio.yaml", &policy(&run, false))
+        .compile_text_with("istio.yaml", &policy(&run, false), &signed)
         .expect("compile v1");
     std::fs::copy(&v1, feed_dir.join("v1.cgt")).expect("copy v1");
     let server = FeedServer::start(
@@ -383,6 +387,8 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
             "10m",
             "--feed-timeout",
             "2s",
+            "--feed-public-key",
+            &public,
         ];
         args.extend_from_slice(extra);
         run.certgate
@@ -510,7 +516,7 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
         // The feed: a newer table revoking web reaches the plugin through the cluster
         // Istio names for the feed Service.
         let v2 = run
-            .compile_text("istio.yaml", &policy(&run, true))
+            .compile_text_with("istio.yaml", &policy(&run, true), &signed)
             .expect("compile v2");
         let updates = counter(&envoy, "feed_updates");
         let placed = Instant::now();
