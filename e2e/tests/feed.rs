@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use certgate_e2e::client::{rustls_config, rustls_exchange};
-use certgate_e2e::feed::{sign, with_feed, FeedServer, FixedFeed, FEED_CLUSTER};
-use certgate_e2e::pki::INTERMEDIATE_DN;
+use certgate_e2e::feed::{
+    feed_policy, sign, with_feed, FeedServer, FixedFeed, SignedFeed, FEED_CLUSTER,
+};
 use certgate_e2e::{EmitEnvoy, Envoy, Listener, Run, Scenario, TlsPin, Want, Wire};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -36,23 +37,7 @@ const MAX_AGE_SECS: u64 = 8;
 const EXPIRY_SLACK: Duration = Duration::from_secs(5);
 
 fn policy(run: &Run, revoke_web: bool) -> String {
-    let web = run.pki.leaf("web");
-    let checkout = run.pki.leaf("checkout");
-    let serials = if revoke_web {
-        format!(
-            "    serials: [{{serial: \"{}\", issuer: \"{INTERMEDIATE_DN}\"}}]\n",
-            web.serial_hex()
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: e2e-feed}}\nspec:\n  \
-         defaultAction: deny\n  revocation:\n    onStale: deny\n{serials}  rules:\n    \
-         - name: mesh\n      action: allow\n      principals: [\"{}\", \"{}\"]\n",
-        web.spiffe_id(),
-        checkout.spiffe_id()
-    )
+    feed_policy(run, "e2e-feed", revoke_web)
 }
 
 /// A new connection as `leaf`: whether its ping came back.
@@ -158,19 +143,14 @@ fn feed_revokes_open_and_new_connections_without_restart() {
     let started = Instant::now();
     let run = run();
     let feed_dir = run.subdir("feed-tables").expect("feed dir");
-    let key = run.dir.path().join("signing.key");
-    let public = run.certgate.keygen(&key).expect("keygen");
+    let SignedFeed {
+        key,
+        public,
+        v1,
+        server,
+    } = SignedFeed::start(&run, &feed_dir, "feed.yaml", &policy(&run, false))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let signed = ["--sign-key", key.to_str().expect("key path")];
-    let v1 = run
-        .compile_text_with("feed.yaml", &policy(&run, false), &signed)
-        .expect("compile v1");
-    std::fs::copy(&v1, feed_dir.join("v1.cgt")).expect("copy v1");
-    let server = FeedServer::start(
-        &run.tools.certgate,
-        &feed_dir,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .expect("certgate serve");
     let feed_addr = server.addr;
     let filter = with_feed(
         emit(&run, &v1, EmitEnvoy::default()),

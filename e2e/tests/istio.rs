@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use certgate_e2e::client::{rustls_config, rustls_exchange, rustls_http_get};
 use certgate_e2e::envoy::{cluster, downstream_tls};
-use certgate_e2e::feed::FeedServer;
-use certgate_e2e::pki::{Leaf, INTERMEDIATE_DN, SERVER_NAME};
+use certgate_e2e::feed::{feed_policy, SignedFeed};
+use certgate_e2e::pki::{Leaf, SERVER_NAME};
 use certgate_e2e::{
     Backend, BackendKind, Case, Client, Envoy, Expect, Listener, Run, Scenario, TlsPin, Want, Wire,
 };
@@ -312,26 +312,8 @@ fn counter(envoy: &Envoy, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Allow `web` and `checkout`, deny the rest; revoke `web` when asked; a stale table
-/// denies.
 fn policy(run: &Run, revoke_web: bool) -> String {
-    let web = run.pki.leaf("web");
-    let checkout = run.pki.leaf("checkout");
-    let serials = if revoke_web {
-        format!(
-            "    serials: [{{serial: \"{}\", issuer: \"{INTERMEDIATE_DN}\"}}]\n",
-            web.serial_hex()
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: e2e-istio}}\nspec:\n  \
-         defaultAction: deny\n  revocation:\n    onStale: deny\n{serials}  rules:\n    \
-         - name: mesh\n      action: allow\n      principals: [\"{}\", \"{}\"]\n",
-        web.spiffe_id(),
-        checkout.spiffe_id()
-    )
+    feed_policy(run, "e2e-istio", revoke_web)
 }
 
 fn start(run: &Run, dir: &str, bootstrap: &Value) -> Envoy {
@@ -350,19 +332,14 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
     let run = run();
     let feed_dir = run.subdir("istio-feed-tables").expect("feed dir");
     // Fed tables are signed; the plugin pins the key.
-    let key = run.dir.path().join("signing.key");
-    let public = run.certgate.keygen(&key).expect("keygen");
+    let SignedFeed {
+        key,
+        public,
+        v1,
+        server,
+    } = SignedFeed::start(&run, &feed_dir, "istio.yaml", &policy(&run, false))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let signed = ["--sign-key", key.to_str().expect("key path")];
-    let v1 = run
-        .compile_text_with("istio.yaml", &policy(&run, false), &signed)
-        .expect("compile v1");
-    std::fs::copy(&v1, feed_dir.join("v1.cgt")).expect("copy v1");
-    let server = FeedServer::start(
-        &run.tools.certgate,
-        &feed_dir,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .expect("certgate serve");
     let url = format!("file://{}", run.tools.filter_wasm.display());
     let v1_path = v1.to_string_lossy().into_owned();
     let emit = |extra: &[&str]| {
