@@ -40,6 +40,26 @@ fn policy(run: &Run, revoke_web: bool) -> String {
     feed_policy(run, "e2e-feed", revoke_web)
 }
 
+/// `certgate emit envoy` flags for a feed from `FEED_CLUSTER` polled every second (2 s
+/// timeout), stale after `max_stale`, its tables signed by `public`.
+fn feed_flags(max_stale: &str, public: &str) -> Vec<String> {
+    [
+        "--feed-cluster",
+        FEED_CLUSTER,
+        "--feed-interval",
+        "1s",
+        "--feed-max-stale",
+        max_stale,
+        "--feed-timeout",
+        "2s",
+        "--feed-public-key",
+        public,
+    ]
+    .iter()
+    .map(|f| f.to_string())
+    .collect()
+}
+
 /// A new connection as `leaf`: whether its ping came back.
 async fn admitted(addr: SocketAddr, config: &Arc<ClientConfig>) -> bool {
     rustls_exchange(addr, Arc::clone(config), PING, Want::Bytes(PING.len()))
@@ -159,24 +179,12 @@ fn feed_revokes_open_and_new_connections_without_restart() {
     )
     .expect("feed option");
     // The HTTP listener's entry comes straight from `certgate emit envoy --feed-*`.
-    let feed_flags = [
-        "--feed-cluster",
-        FEED_CLUSTER,
-        "--feed-interval",
-        "1s",
-        "--feed-max-stale",
-        "4s",
-        "--feed-timeout",
-        "2s",
-        "--feed-public-key",
-        &public,
-    ];
     let http_filter = emit(
         &run,
         &v1,
         EmitEnvoy {
             http: true,
-            extra: feed_flags.iter().map(|f| f.to_string()).collect(),
+            extra: feed_flags("4s", &public),
             ..EmitEnvoy::default()
         },
     );
@@ -399,21 +407,7 @@ fn feed_refuses_forged_unsigned_older_and_foreign_tables_and_expires_tables() {
         &run,
         &v1,
         EmitEnvoy {
-            extra: [
-                "--feed-cluster",
-                FEED_CLUSTER,
-                "--feed-interval",
-                "1s",
-                "--feed-max-stale",
-                "1m",
-                "--feed-timeout",
-                "2s",
-                "--feed-public-key",
-                &public,
-            ]
-            .iter()
-            .map(|f| f.to_string())
-            .collect(),
+            extra: feed_flags("1m", &public),
             ..EmitEnvoy::default()
         },
     );
