@@ -418,6 +418,16 @@ impl Envoy {
         parse_response(&buf)
     }
 
+    /// certgate's counter `name` (`wasmcustom.certgate.{name}`); 0 while Envoy has not
+    /// reported it or the admin API does not answer.
+    pub fn certgate_counter(&self, name: &str) -> u64 {
+        self.certgate_stats()
+            .unwrap_or_default()
+            .get(&format!("wasmcustom.certgate.{name}"))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Every counter and gauge whose name mentions `certgate`, by name.
     pub fn certgate_stats(&self) -> Result<BTreeMap<String, u64>> {
         let (status, body) = self.admin_get("/stats?format=json&filter=certgate")?;

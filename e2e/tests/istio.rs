@@ -303,15 +303,6 @@ async fn plaintext_echoes(addr: SocketAddr) -> bool {
     got == PING
 }
 
-fn counter(envoy: &Envoy, name: &str) -> u64 {
-    envoy
-        .certgate_stats()
-        .unwrap_or_default()
-        .get(&format!("wasmcustom.certgate.{name}"))
-        .copied()
-        .unwrap_or(0)
-}
-
 fn policy(run: &Run, revoke_web: bool) -> String {
     feed_policy(run, "e2e-istio", revoke_web)
 }
@@ -451,7 +442,7 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
         assert!(admitted(inbound, &web).await, "{}", envoy.log_tail(30));
         assert!(admitted(inbound, &checkout).await);
         assert!(!admitted(inbound, &stranger).await, "stranger admitted");
-        assert!(counter(&envoy, "reason.default_deny") >= 1);
+        assert!(envoy.certgate_counter("reason.default_deny") >= 1);
         assert!(
             admitted(unmatched, &stranger).await,
             "port 9000 is outside `--ports`: no plugin there"
@@ -482,20 +473,20 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
                 envoy.log_tail(30)
             );
         }
-        assert_eq!(counter(&envoy, "reason.no_peer_cert"), 0);
+        assert_eq!(envoy.certgate_counter("reason.no_peer_cert"), 0);
         // Without `match`, the same pod's outbound connection is refused (issue 13).
         assert!(
             !plaintext_echoes(control_envoy.addr("0.0.0.0_5432")).await,
             "the control plugin let a certificate-less outbound connection through"
         );
-        assert!(counter(&control_envoy, "reason.no_peer_cert") >= 1);
+        assert!(control_envoy.certgate_counter("reason.no_peer_cert") >= 1);
 
         // The feed: a newer table revoking web reaches the plugin through the cluster
         // Istio names for the feed Service.
         let v2 = run
             .compile_text_with("istio.yaml", &policy(&run, true), &signed)
             .expect("compile v2");
-        let updates = counter(&envoy, "feed_updates");
+        let updates = envoy.certgate_counter("feed_updates");
         let placed = Instant::now();
         std::fs::copy(&v2, feed_dir.join("v2.cgt")).expect("place v2");
         let mut revoked = false;
@@ -513,7 +504,7 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
             placed.elapsed(),
             envoy.log_tail(40)
         );
-        assert!(counter(&envoy, "feed_updates") > updates);
+        assert!(envoy.certgate_counter("feed_updates") > updates);
         let (_, feed_stats) = feed_envoy.admin_get("/stats").expect("feed sidecar stats");
         assert!(
             feed_stats.lines().any(|l| l.starts_with("listener.")
@@ -521,7 +512,7 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
                 && !l.ends_with(": 0")),
             "the polls did not arrive over mTLS at the feed's sidecar:\n{feed_stats}"
         );
-        assert!(counter(&envoy, "reason.revoked_serial") >= 1);
+        assert!(envoy.certgate_counter("reason.revoked_serial") >= 1);
         assert!(
             admitted(inbound, &checkout).await,
             "checkout refused under v2"
