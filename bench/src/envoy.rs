@@ -415,42 +415,10 @@ impl Envoy {
         process_cpu(self.pid)
     }
 
-    /// Resident kilobytes of each wasm linear memory in the process. V8 reserves
-    /// several GiB of address space per wasm memory and makes only the memory's current
-    /// size accessible, so a memory is a read-write mapping that ends exactly where an
-    /// inaccessible mapping of at least 4 GiB (its guard region) begins.
+    /// Resident kilobytes of each wasm linear memory in the process (the e2e harness's
+    /// reading of `smaps`, so both measure the same thing).
     pub fn wasm_memories_kb(&self) -> Result<Vec<u64>> {
-        let text = std::fs::read_to_string(format!("/proc/{}/smaps", self.pid))?;
-        // (start, end, perms, rss kB) of every mapping, in address order.
-        let mut maps: Vec<(u64, u64, String, u64)> = Vec::new();
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            let first = words.next().unwrap_or("");
-            if let Some((a, b)) = first.split_once('-') {
-                if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
-                    maps.push((a, b, words.next().unwrap_or("").to_string(), 0));
-                    continue;
-                }
-            }
-            if first == "Rss:" {
-                if let (Some(m), Some(kb)) =
-                    (maps.last_mut(), words.next().and_then(|v| v.parse().ok()))
-                {
-                    m.3 = kb;
-                }
-            }
-        }
-        Ok(maps
-            .windows(2)
-            .filter(|w| {
-                let (mem, guard) = (&w[0], &w[1]);
-                mem.2.starts_with("rw")
-                    && guard.2.starts_with("---")
-                    && mem.1 == guard.0
-                    && guard.1 - guard.0 >= 4 << 30
-            })
-            .map(|w| w[0].3)
-            .collect())
+        certgate_e2e::envoy::wasm_memories_kb(self.pid)
     }
 
     /// Resident set size of the whole process, in kilobytes.

@@ -210,6 +210,25 @@ pub fn compile(inputs: Vec<Input>, loader: &dyn Loader, options: &Options) -> Co
     }
 }
 
+/// Reads `path`, which the policy `input` names, and parses it with `read`. On success the
+/// file's bytes are recorded in `out` (they enter the table's digest, named `input#path`);
+/// on failure the error is returned for the caller's diagnostic and nothing is recorded.
+fn load_named<T>(
+    loader: &dyn Loader,
+    input: &Input,
+    path: &str,
+    read: impl FnOnce(&[u8]) -> Result<T, String>,
+    out: &mut Vec<CrlBytes>,
+) -> Result<T, String> {
+    let bytes = loader.load(input, path)?;
+    let parsed = read(&bytes)?;
+    out.push(CrlBytes {
+        name: format!("{}#{}", input.relative, path),
+        bytes,
+    });
+    Ok(parsed)
+}
+
 fn load_crls(
     inputs: &[Input],
     policies: &mut [Policy],
@@ -226,16 +245,10 @@ fn load_crls(
         let mut cas = Vec::new();
         for ca in &mut p.spec.crl_issuers {
             let path = &ca.path.value;
-            match loader.load(input, path).and_then(|b| {
-                crl::read_ca_certs(&b).map(|certs| (b, certs))
-            }) {
-                Ok((bytes, certs)) => {
+            match load_named(loader, input, path, crl::read_ca_certs, &mut out) {
+                Ok(certs) => {
                     cas.extend(certs.iter().cloned());
                     ca.certs = certs;
-                    out.push(CrlBytes {
-                        name: format!("{}#{}", input.relative, path),
-                        bytes,
-                    });
                 }
                 Err(e) => sink.push(
                     Diagnostic::new(
@@ -266,17 +279,8 @@ fn load_crls(
         for (list, field, read) in lists {
             for f in list.iter_mut() {
                 let path = &f.path.value;
-                match loader
-                    .load(input, path)
-                    .and_then(|b| read(&b).map(|certs| (b, certs)))
-                {
-                    Ok((bytes, certs)) => {
-                        f.certs = certs;
-                        out.push(CrlBytes {
-                            name: format!("{}#{}", input.relative, path),
-                            bytes,
-                        });
-                    }
+                match load_named(loader, input, path, read, &mut out) {
+                    Ok(certs) => f.certs = certs,
                     Err(e) => sink.push(
                         Diagnostic::new(
                             Code::RevocationFileUnreadable,
@@ -295,17 +299,8 @@ fn load_crls(
         }
         for k in p.spec.public_keys.iter_mut().filter(|k| !k.is_digest) {
             let path = &k.value.value;
-            match loader
-                .load(input, path)
-                .and_then(|b| revfiles::read_public_keys(&b).map(|keys| (b, keys)))
-            {
-                Ok((bytes, keys)) => {
-                    k.keys = keys;
-                    out.push(CrlBytes {
-                        name: format!("{}#{}", input.relative, path),
-                        bytes,
-                    });
-                }
+            match load_named(loader, input, path, revfiles::read_public_keys, &mut out) {
+                Ok(keys) => k.keys = keys,
                 Err(e) => sink.push(
                     Diagnostic::new(
                         Code::RevocationFileUnreadable,

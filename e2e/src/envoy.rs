@@ -380,43 +380,13 @@ impl Envoy {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Resident bytes of each wasm linear memory in the process, one per VM. V8 reserves
-    /// several GiB of address space per wasm memory and makes only its current size
-    /// accessible, so a memory is a read-write mapping that ends exactly where an
-    /// inaccessible mapping of at least 4 GiB (its guard region) begins (the same reading
-    /// as bench/'s harness).
+    /// Resident bytes of each wasm linear memory in the process, one per VM (see
+    /// [`wasm_memories_kb`]).
     pub fn wasm_memories(&self) -> Result<Vec<u64>> {
         let pid = self.pid().context("envoy is not running")?;
-        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
-        // (start, end, permissions, resident kB) of every mapping, in address order.
-        let mut maps: Vec<(u64, u64, String, u64)> = Vec::new();
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            let first = words.next().unwrap_or("");
-            if let Some((a, b)) = first.split_once('-') {
-                if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
-                    maps.push((a, b, words.next().unwrap_or("").to_string(), 0));
-                    continue;
-                }
-            }
-            if first == "Rss:" {
-                if let (Some(m), Some(kb)) =
-                    (maps.last_mut(), words.next().and_then(|v| v.parse().ok()))
-                {
-                    m.3 = kb;
-                }
-            }
-        }
-        Ok(maps
-            .windows(2)
-            .filter(|w| {
-                let (mem, guard) = (&w[0], &w[1]);
-                mem.2.starts_with("rw")
-                    && guard.2.starts_with("---")
-                    && mem.1 == guard.0
-                    && guard.1 - guard.0 >= 4 << 30
-            })
-            .map(|w| w[0].3 * 1024)
+        Ok(wasm_memories_kb(pid)?
+            .into_iter()
+            .map(|kb| kb * 1024)
             .collect())
     }
 
@@ -446,6 +416,16 @@ impl Envoy {
         let mut buf = Vec::new();
         s.read_to_end(&mut buf)?;
         parse_response(&buf)
+    }
+
+    /// certgate's counter `name` (`wasmcustom.certgate.{name}`); 0 while Envoy has not
+    /// reported it or the admin API does not answer.
+    pub fn certgate_counter(&self, name: &str) -> u64 {
+        self.certgate_stats()
+            .unwrap_or_default()
+            .get(&format!("wasmcustom.certgate.{name}"))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every counter and gauge whose name mentions `certgate`, by name.
@@ -489,6 +469,45 @@ impl Drop for Envoy {
             let _ = child.wait();
         }
     }
+}
+
+/// Resident kilobytes of each wasm linear memory in process `pid`, one per VM. V8
+/// reserves several GiB of address space per wasm memory and makes only its current
+/// size accessible, so a memory is a read-write mapping that ends exactly where an
+/// inaccessible mapping of at least 4 GiB (its guard region) begins. Shared with bench/'s
+/// harness, so both read memory the same way.
+pub fn wasm_memories_kb(pid: u32) -> Result<Vec<u64>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    // (start, end, permissions, resident kB) of every mapping, in address order.
+    let mut maps: Vec<(u64, u64, String, u64)> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                maps.push((a, b, words.next().unwrap_or("").to_string(), 0));
+                continue;
+            }
+        }
+        if first == "Rss:" {
+            if let (Some(m), Some(kb)) =
+                (maps.last_mut(), words.next().and_then(|v| v.parse().ok()))
+            {
+                m.3 = kb;
+            }
+        }
+    }
+    Ok(maps
+        .windows(2)
+        .filter(|w| {
+            let (mem, guard) = (&w[0], &w[1]);
+            mem.2.starts_with("rw")
+                && guard.2.starts_with("---")
+                && mem.1 == guard.0
+                && guard.1 - guard.0 >= 4 << 30
+        })
+        .map(|w| w[0].3)
+        .collect())
 }
 
 /// A shell that kills Envoy `pid` if this process dies without dropping the [`Envoy`]

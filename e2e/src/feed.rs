@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,9 +16,77 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::envoy::cluster;
+use crate::pki::INTERMEDIATE_DN;
+use crate::run::Run;
 
 /// Name of the Envoy cluster the filter's `feed.cluster` names.
 pub const FEED_CLUSTER: &str = "certgate-feed";
+
+/// The policy the feed scenarios serve, as `metadata.name` `name`: allow `web` and
+/// `checkout`, deny the rest; revoke `web` when asked; a stale table denies.
+pub fn feed_policy(run: &Run, name: &str, revoke_web: bool) -> String {
+    let web = run.pki.leaf("web");
+    let checkout = run.pki.leaf("checkout");
+    let serials = if revoke_web {
+        format!(
+            "    serials: [{{serial: \"{}\", issuer: \"{INTERMEDIATE_DN}\"}}]\n",
+            web.serial_hex()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: {name}}}\nspec:\n  \
+         defaultAction: deny\n  revocation:\n    onStale: deny\n{serials}  rules:\n    \
+         - name: mesh\n      action: allow\n      principals: [\"{}\", \"{}\"]\n",
+        web.spiffe_id(),
+        checkout.spiffe_id()
+    )
+}
+
+/// A feed of signed tables as the scenarios set it up: a fresh signing key, the first
+/// table compiled from a policy and signed with it, and `certgate serve` serving that
+/// table from a directory, on a free local port.
+#[derive(Debug)]
+pub struct SignedFeed {
+    /// The signing key's file, to sign later tables with.
+    pub key: PathBuf,
+    /// The public key the filter pins (`feed.publicKeys`).
+    pub public: String,
+    /// The first table, also served as `v1.cgt`.
+    pub v1: PathBuf,
+    /// The running server.
+    pub server: FeedServer,
+}
+
+impl SignedFeed {
+    /// Generates the key, compiles `policy` (as `file`) signed with it, copies the table
+    /// to `dir/v1.cgt` and serves `dir`.
+    pub fn start(run: &Run, dir: &Path, file: &str, policy: &str) -> Result<SignedFeed> {
+        let key = run.dir.path().join("signing.key");
+        let public = run.certgate.keygen(&key).context("keygen")?;
+        let v1 = run
+            .compile_text_with(
+                file,
+                policy,
+                &["--sign-key", key.to_str().context("key path")?],
+            )
+            .context("compile v1")?;
+        std::fs::copy(&v1, dir.join("v1.cgt")).context("copy v1")?;
+        let server = FeedServer::start(
+            &run.tools.certgate,
+            dir,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .context("certgate serve")?;
+        Ok(SignedFeed {
+            key,
+            public,
+            v1,
+            server,
+        })
+    }
+}
 
 /// A running `certgate serve`.
 #[derive(Debug)]

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use certgate_e2e::client::{rustls_config, rustls_exchange};
-use certgate_e2e::feed::{sign, with_feed, FeedServer, FixedFeed, FEED_CLUSTER};
-use certgate_e2e::pki::INTERMEDIATE_DN;
-use certgate_e2e::{EmitEnvoy, Envoy, Listener, Run, Scenario, TlsPin, Want, Wire};
+use certgate_e2e::feed::{
+    feed_policy, sign, with_feed, FeedServer, FixedFeed, SignedFeed, FEED_CLUSTER,
+};
+use certgate_e2e::{EmitEnvoy, Listener, Run, Scenario, TlsPin, Want, Wire};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use serde_json::json;
@@ -36,23 +37,27 @@ const MAX_AGE_SECS: u64 = 8;
 const EXPIRY_SLACK: Duration = Duration::from_secs(5);
 
 fn policy(run: &Run, revoke_web: bool) -> String {
-    let web = run.pki.leaf("web");
-    let checkout = run.pki.leaf("checkout");
-    let serials = if revoke_web {
-        format!(
-            "    serials: [{{serial: \"{}\", issuer: \"{INTERMEDIATE_DN}\"}}]\n",
-            web.serial_hex()
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: e2e-feed}}\nspec:\n  \
-         defaultAction: deny\n  revocation:\n    onStale: deny\n{serials}  rules:\n    \
-         - name: mesh\n      action: allow\n      principals: [\"{}\", \"{}\"]\n",
-        web.spiffe_id(),
-        checkout.spiffe_id()
-    )
+    feed_policy(run, "e2e-feed", revoke_web)
+}
+
+/// `certgate emit envoy` flags for a feed from `FEED_CLUSTER` polled every second (2 s
+/// timeout), stale after `max_stale`, its tables signed by `public`.
+fn feed_flags(max_stale: &str, public: &str) -> Vec<String> {
+    [
+        "--feed-cluster",
+        FEED_CLUSTER,
+        "--feed-interval",
+        "1s",
+        "--feed-max-stale",
+        max_stale,
+        "--feed-timeout",
+        "2s",
+        "--feed-public-key",
+        public,
+    ]
+    .iter()
+    .map(|f| f.to_string())
+    .collect()
 }
 
 /// A new connection as `leaf`: whether its ping came back.
@@ -132,15 +137,6 @@ async fn echoes(tls: &mut TlsStream<TcpStream>) -> bool {
     got == PING
 }
 
-fn counter(envoy: &Envoy, name: &str) -> u64 {
-    envoy
-        .certgate_stats()
-        .unwrap_or_default()
-        .get(&format!("wasmcustom.certgate.{name}"))
-        .copied()
-        .unwrap_or(0)
-}
-
 /// Polls `check` every 50 ms until it holds or `limit` passes; the time it took.
 async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
@@ -158,19 +154,14 @@ fn feed_revokes_open_and_new_connections_without_restart() {
     let started = Instant::now();
     let run = run();
     let feed_dir = run.subdir("feed-tables").expect("feed dir");
-    let key = run.dir.path().join("signing.key");
-    let public = run.certgate.keygen(&key).expect("keygen");
+    let SignedFeed {
+        key,
+        public,
+        v1,
+        server,
+    } = SignedFeed::start(&run, &feed_dir, "feed.yaml", &policy(&run, false))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let signed = ["--sign-key", key.to_str().expect("key path")];
-    let v1 = run
-        .compile_text_with("feed.yaml", &policy(&run, false), &signed)
-        .expect("compile v1");
-    std::fs::copy(&v1, feed_dir.join("v1.cgt")).expect("copy v1");
-    let server = FeedServer::start(
-        &run.tools.certgate,
-        &feed_dir,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .expect("certgate serve");
     let feed_addr = server.addr;
     let filter = with_feed(
         emit(&run, &v1, EmitEnvoy::default()),
@@ -179,24 +170,12 @@ fn feed_revokes_open_and_new_connections_without_restart() {
     )
     .expect("feed option");
     // The HTTP listener's entry comes straight from `certgate emit envoy --feed-*`.
-    let feed_flags = [
-        "--feed-cluster",
-        FEED_CLUSTER,
-        "--feed-interval",
-        "1s",
-        "--feed-max-stale",
-        "4s",
-        "--feed-timeout",
-        "2s",
-        "--feed-public-key",
-        &public,
-    ];
     let http_filter = emit(
         &run,
         &v1,
         EmitEnvoy {
             http: true,
-            extra: feed_flags.iter().map(|f| f.to_string()).collect(),
+            extra: feed_flags("4s", &public),
             ..EmitEnvoy::default()
         },
     );
@@ -247,7 +226,7 @@ fn feed_revokes_open_and_new_connections_without_restart() {
         );
         assert!(!admitted(addr, &web).await, "web admitted again");
         assert!(admitted(addr, &checkout).await, "checkout refused after v2");
-        assert!(counter(envoy, "reason.revoked_serial") >= 1);
+        assert!(envoy.certgate_counter("reason.revoked_serial") >= 1);
         // The long-lived web connection was closed; checkout's still echoes.
         assert!(
             !echoes(&mut web_open).await,
@@ -258,11 +237,11 @@ fn feed_revokes_open_and_new_connections_without_restart() {
             "open checkout connection was closed"
         );
         assert!(
-            counter(envoy, "closed_on_update") >= 1,
+            envoy.certgate_counter("closed_on_update") >= 1,
             "{:?}",
             envoy.certgate_stats()
         );
-        assert!(counter(envoy, "feed_updates") >= 1);
+        assert!(envoy.certgate_counter("feed_updates") >= 1);
         // HTTP: the next request of the open web connection is refused by resetting the
         // stream, which closes the HTTP/1.1 connection (Envoy 1.40 sends a wasm local
         // reply only after the callback returns, so the reset wins over a 403).
@@ -290,9 +269,9 @@ fn feed_revokes_open_and_new_connections_without_restart() {
 
         // A feed that serves a corrupt table (v2 with one byte flipped): its signature
         // no longer verifies; refused, counted, nothing changes.
-        let errors = counter(envoy, "feed_errors");
-        let rejected = counter(envoy, "feed_rejected_signature");
-        let updates = counter(envoy, "feed_updates");
+        let errors = envoy.certgate_counter("feed_errors");
+        let rejected = envoy.certgate_counter("feed_rejected_signature");
+        let updates = envoy.certgate_counter("feed_updates");
         server.stop();
         let mut corrupt = std::fs::read(&v2).expect("v2 bytes");
         let mid = corrupt.len() / 2;
@@ -300,7 +279,7 @@ fn feed_revokes_open_and_new_connections_without_restart() {
         let bad = FixedFeed::start(feed_addr, corrupt).expect("fixed feed");
         let last_good = Instant::now();
         let refused = within(INTERVAL * 3, async || {
-            counter(envoy, "feed_rejected_signature") > rejected
+            envoy.certgate_counter("feed_rejected_signature") > rejected
         })
         .await;
         assert!(
@@ -308,7 +287,7 @@ fn feed_revokes_open_and_new_connections_without_restart() {
             "corrupt table not counted:\n{}",
             envoy.log_tail(30)
         );
-        assert_eq!(counter(envoy, "feed_updates"), updates);
+        assert_eq!(envoy.certgate_counter("feed_updates"), updates);
         assert!(!admitted(addr, &web).await && admitted(addr, &checkout).await);
         assert!(
             envoy.log_tail(200).contains("does not verify"),
@@ -322,13 +301,13 @@ fn feed_revokes_open_and_new_connections_without_restart() {
             MAX_STALE.saturating_sub(last_good.elapsed()) + Duration::from_millis(500),
         )
         .await;
-        let stale_from = counter(envoy, "reason.stale_revocation");
+        let stale_from = envoy.certgate_counter("reason.stale_revocation");
         assert!(
             !admitted(addr, &checkout).await,
             "checkout admitted past maxStale"
         );
-        assert!(counter(envoy, "reason.stale_revocation") > stale_from);
-        assert!(counter(envoy, "feed_errors") > errors);
+        assert!(envoy.certgate_counter("reason.stale_revocation") > stale_from);
+        assert!(envoy.certgate_counter("feed_errors") > errors);
         println!("stale after {:?} without a good fetch", last_good.elapsed());
 
         // The feed comes back with a million revoked serials (web's among them).
@@ -419,21 +398,7 @@ fn feed_refuses_forged_unsigned_older_and_foreign_tables_and_expires_tables() {
         &run,
         &v1,
         EmitEnvoy {
-            extra: [
-                "--feed-cluster",
-                FEED_CLUSTER,
-                "--feed-interval",
-                "1s",
-                "--feed-max-stale",
-                "1m",
-                "--feed-timeout",
-                "2s",
-                "--feed-public-key",
-                &public,
-            ]
-            .iter()
-            .map(|f| f.to_string())
-            .collect(),
+            extra: feed_flags("1m", &public),
             ..EmitEnvoy::default()
         },
     );
@@ -468,16 +433,23 @@ fn feed_refuses_forged_unsigned_older_and_foreign_tables_and_expires_tables() {
                 "feed_rejected_lineage",
             ),
         ] {
-            let before = counter(envoy, rejected);
+            let before = envoy.certgate_counter(rejected);
             fixed.serve(std::fs::read(table).expect("table bytes"));
-            let took = within(REFUSAL_LIMIT, async || counter(envoy, rejected) > before).await;
+            let took = within(REFUSAL_LIMIT, async || {
+                envoy.certgate_counter(rejected) > before
+            })
+            .await;
             println!("{what}: refused after {took:?}");
             assert!(
                 took.is_some(),
                 "{what} not counted in {rejected}:\n{}",
                 envoy.log_tail(30)
             );
-            assert_eq!(counter(envoy, "feed_updates"), 0, "{what} was swapped in");
+            assert_eq!(
+                envoy.certgate_counter("feed_updates"),
+                0,
+                "{what} was swapped in"
+            );
             assert!(
                 admitted(addr, &web).await && admitted(addr, &checkout).await,
                 "enforcement changed after {what}"
@@ -506,7 +478,10 @@ fn feed_refuses_forged_unsigned_older_and_foreign_tables_and_expires_tables() {
             .expect("compile expiring");
         let issued = Instant::now();
         fixed.serve(std::fs::read(&expiring).expect("expiring bytes"));
-        let took = within(REFUSAL_LIMIT, async || counter(envoy, "feed_updates") >= 1).await;
+        let took = within(REFUSAL_LIMIT, async || {
+            envoy.certgate_counter("feed_updates") >= 1
+        })
+        .await;
         assert!(
             took.is_some(),
             "expiring table not taken:\n{}",
@@ -520,7 +495,7 @@ fn feed_refuses_forged_unsigned_older_and_foreign_tables_and_expires_tables() {
             admitted(addr, &checkout).await,
             "checkout refused before expiry"
         );
-        let stale_from = counter(envoy, "reason.stale_revocation");
+        let stale_from = envoy.certgate_counter("reason.stale_revocation");
         let remaining = Duration::from_secs(MAX_AGE_SECS).saturating_sub(issued.elapsed());
         let refused = within(remaining + EXPIRY_SLACK, async || {
             !admitted(addr, &checkout).await
@@ -535,7 +510,7 @@ fn feed_refuses_forged_unsigned_older_and_foreign_tables_and_expires_tables() {
             "checkout still admitted past the expiry:\n{}",
             envoy.log_tail(30)
         );
-        assert!(counter(envoy, "reason.stale_revocation") > stale_from);
+        assert!(envoy.certgate_counter("reason.stale_revocation") > stale_from);
         // The warning comes from the root context's next tick (once a second).
         let logged = within(INTERVAL * 3, async || {
             envoy.log_tail(200).contains("past its expiry")

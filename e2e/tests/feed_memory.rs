@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use certgate_e2e::client::{rustls_config, rustls_exchange};
-use certgate_e2e::feed::{sign, with_feed, FeedServer, FEED_CLUSTER};
+use certgate_e2e::feed::{sign, with_feed, FeedServer, SignedFeed, FEED_CLUSTER};
 use certgate_e2e::{EmitEnvoy, Listener, Scenario, TlsPin, Want, Wire};
 use serde_json::json;
 
@@ -25,23 +25,13 @@ metadata: {name: e2e-feed-memory}\nspec:\n  defaultAction: deny\n  rules:\n    \
 fn feed_table_memory_under_envoy() {
     let run = run();
     // Fed tables are signed; the filter pins the key.
-    let key = run.dir.path().join("signing.key");
-    let public = run.certgate.keygen(&key).expect("keygen");
-    let v1 = run
-        .compile_text_with(
-            "feed.yaml",
-            POLICY,
-            &["--sign-key", key.to_str().expect("key path")],
-        )
-        .expect("compile");
     let dir = run.subdir("feed-memory-v1").expect("dir");
-    std::fs::copy(&v1, dir.join("v1.cgt")).expect("copy");
-    let server = FeedServer::start(
-        &run.tools.certgate,
-        &dir,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .expect("certgate serve");
+    let SignedFeed {
+        key,
+        public,
+        v1,
+        server,
+    } = SignedFeed::start(&run, &dir, "feed.yaml", POLICY).unwrap_or_else(|e| panic!("{e:#}"));
     let feed_addr = server.addr;
     let filter = with_feed(
         emit(&run, &v1, EmitEnvoy::default()),

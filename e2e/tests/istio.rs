@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use certgate_e2e::client::{rustls_config, rustls_exchange, rustls_http_get};
 use certgate_e2e::envoy::{cluster, downstream_tls};
-use certgate_e2e::feed::FeedServer;
-use certgate_e2e::pki::{Leaf, INTERMEDIATE_DN, SERVER_NAME};
+use certgate_e2e::feed::{feed_policy, SignedFeed};
+use certgate_e2e::pki::{Leaf, SERVER_NAME};
 use certgate_e2e::{
     Backend, BackendKind, Case, Client, Envoy, Expect, Listener, Run, Scenario, TlsPin, Want, Wire,
 };
@@ -303,35 +303,8 @@ async fn plaintext_echoes(addr: SocketAddr) -> bool {
     got == PING
 }
 
-fn counter(envoy: &Envoy, name: &str) -> u64 {
-    envoy
-        .certgate_stats()
-        .unwrap_or_default()
-        .get(&format!("wasmcustom.certgate.{name}"))
-        .copied()
-        .unwrap_or(0)
-}
-
-/// Allow `web` and `checkout`, deny the rest; revoke `web` when asked; a stale table
-/// denies.
 fn policy(run: &Run, revoke_web: bool) -> String {
-    let web = run.pki.leaf("web");
-    let checkout = run.pki.leaf("checkout");
-    let serials = if revoke_web {
-        format!(
-            "    serials: [{{serial: \"{}\", issuer: \"{INTERMEDIATE_DN}\"}}]\n",
-            web.serial_hex()
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: e2e-istio}}\nspec:\n  \
-         defaultAction: deny\n  revocation:\n    onStale: deny\n{serials}  rules:\n    \
-         - name: mesh\n      action: allow\n      principals: [\"{}\", \"{}\"]\n",
-        web.spiffe_id(),
-        checkout.spiffe_id()
-    )
+    feed_policy(run, "e2e-istio", revoke_web)
 }
 
 fn start(run: &Run, dir: &str, bootstrap: &Value) -> Envoy {
@@ -350,19 +323,14 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
     let run = run();
     let feed_dir = run.subdir("istio-feed-tables").expect("feed dir");
     // Fed tables are signed; the plugin pins the key.
-    let key = run.dir.path().join("signing.key");
-    let public = run.certgate.keygen(&key).expect("keygen");
+    let SignedFeed {
+        key,
+        public,
+        v1,
+        server,
+    } = SignedFeed::start(&run, &feed_dir, "istio.yaml", &policy(&run, false))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let signed = ["--sign-key", key.to_str().expect("key path")];
-    let v1 = run
-        .compile_text_with("istio.yaml", &policy(&run, false), &signed)
-        .expect("compile v1");
-    std::fs::copy(&v1, feed_dir.join("v1.cgt")).expect("copy v1");
-    let server = FeedServer::start(
-        &run.tools.certgate,
-        &feed_dir,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .expect("certgate serve");
     let url = format!("file://{}", run.tools.filter_wasm.display());
     let v1_path = v1.to_string_lossy().into_owned();
     let emit = |extra: &[&str]| {
@@ -474,7 +442,7 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
         assert!(admitted(inbound, &web).await, "{}", envoy.log_tail(30));
         assert!(admitted(inbound, &checkout).await);
         assert!(!admitted(inbound, &stranger).await, "stranger admitted");
-        assert!(counter(&envoy, "reason.default_deny") >= 1);
+        assert!(envoy.certgate_counter("reason.default_deny") >= 1);
         assert!(
             admitted(unmatched, &stranger).await,
             "port 9000 is outside `--ports`: no plugin there"
@@ -505,20 +473,20 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
                 envoy.log_tail(30)
             );
         }
-        assert_eq!(counter(&envoy, "reason.no_peer_cert"), 0);
+        assert_eq!(envoy.certgate_counter("reason.no_peer_cert"), 0);
         // Without `match`, the same pod's outbound connection is refused (issue 13).
         assert!(
             !plaintext_echoes(control_envoy.addr("0.0.0.0_5432")).await,
             "the control plugin let a certificate-less outbound connection through"
         );
-        assert!(counter(&control_envoy, "reason.no_peer_cert") >= 1);
+        assert!(control_envoy.certgate_counter("reason.no_peer_cert") >= 1);
 
         // The feed: a newer table revoking web reaches the plugin through the cluster
         // Istio names for the feed Service.
         let v2 = run
             .compile_text_with("istio.yaml", &policy(&run, true), &signed)
             .expect("compile v2");
-        let updates = counter(&envoy, "feed_updates");
+        let updates = envoy.certgate_counter("feed_updates");
         let placed = Instant::now();
         std::fs::copy(&v2, feed_dir.join("v2.cgt")).expect("place v2");
         let mut revoked = false;
@@ -536,7 +504,7 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
             placed.elapsed(),
             envoy.log_tail(40)
         );
-        assert!(counter(&envoy, "feed_updates") > updates);
+        assert!(envoy.certgate_counter("feed_updates") > updates);
         let (_, feed_stats) = feed_envoy.admin_get("/stats").expect("feed sidecar stats");
         assert!(
             feed_stats.lines().any(|l| l.starts_with("listener.")
@@ -544,7 +512,7 @@ fn istio_sidecar_layout_enforces_inbound_leaves_outbound_alone_and_polls_the_fee
                 && !l.ends_with(": 0")),
             "the polls did not arrive over mTLS at the feed's sidecar:\n{feed_stats}"
         );
-        assert!(counter(&envoy, "reason.revoked_serial") >= 1);
+        assert!(envoy.certgate_counter("reason.revoked_serial") >= 1);
         assert!(
             admitted(inbound, &checkout).await,
             "checkout refused under v2"

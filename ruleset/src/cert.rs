@@ -1178,6 +1178,27 @@ mod tests {
         public_key_sha256(&spki)
     }
 
+    fn ec_alg(curve: usize) -> Vec<u8> {
+        let mut alg = tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]);
+        alg.extend(tlv(0x06, CURVES[curve].0));
+        alg
+    }
+
+    /// The AlgorithmIdentifier contents of rsaEncryption (with its NULL parameters) and of
+    /// RSASSA-PSS.
+    fn rsa_algs() -> (Vec<u8>, Vec<u8>) {
+        let mut rsa = tlv(0x06, KEY_ALGORITHMS[0].0);
+        rsa.extend([0x05, 0x00]);
+        (rsa, tlv(0x06, KEY_ALGORITHMS[1].0))
+    }
+
+    /// An RSAPublicKey of modulus `n` and exponent `e`.
+    fn rsa_key(n: &[u8], e: &[u8]) -> Vec<u8> {
+        let mut body = der_uint(n);
+        body.extend(der_uint(e));
+        tlv(0x30, &body)
+    }
+
     #[test]
     fn every_encoding_of_one_ec_key_gives_one_key() {
         let (der, _) = ec_leaf();
@@ -1186,8 +1207,7 @@ mod tests {
         let point = cert.public_key().subject_public_key.data.to_vec();
         assert_eq!(point.len(), 65);
         let (x, y) = (&point[1..33], &point[33..]);
-        let mut alg = tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]);
-        alg.extend(tlv(0x06, CURVES[0].0));
+        let alg = ec_alg(0);
         let uncompressed = spki(&alg, &point);
         assert_eq!(uncompressed, cert.public_key().raw);
         let want = key_of(&uncompressed);
@@ -1207,22 +1227,13 @@ mod tests {
         let mut other = point.clone();
         other[5] ^= 1;
         assert_ne!(key_of(&spki(&alg, &other)), want);
-        let mut p384 = tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]);
-        p384.extend(tlv(0x06, CURVES[1].0));
-        assert_ne!(key_of(&spki(&p384, &point)), want);
+        assert_ne!(key_of(&spki(&ec_alg(1), &point)), want);
     }
 
     #[test]
     fn rsa_keys_are_keyed_by_modulus_and_exponent_under_either_oid() {
         let n = [&[0xc5u8][..], &[0x5a; 255]].concat();
-        let rsa_key = |n: &[u8], e: &[u8]| {
-            let mut body = der_uint(n);
-            body.extend(der_uint(e));
-            tlv(0x30, &body)
-        };
-        let mut rsa = tlv(0x06, KEY_ALGORITHMS[0].0);
-        rsa.extend([0x05, 0x00]);
-        let pss = tlv(0x06, KEY_ALGORITHMS[1].0);
+        let (rsa, pss) = rsa_algs();
         let key = rsa_key(&n, &[1, 0, 1]);
         let want = key_of(&spki(&rsa, &key));
         assert_eq!(key_of(&spki(&pss, &key)), want);
@@ -1239,12 +1250,6 @@ mod tests {
             key_of(&spki(&unknown, &[7; 32])),
             key_of(&spki(&ed, &[7; 32]))
         );
-    }
-
-    fn ec_alg(curve: usize) -> Vec<u8> {
-        let mut alg = tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]);
-        alg.extend(tlv(0x06, CURVES[curve].0));
-        alg
     }
 
     proptest::proptest! {
@@ -1284,14 +1289,7 @@ mod tests {
             e in proptest::collection::vec(1u8..=255, 1..4),
             bit in 0usize..16,
         ) {
-            let rsa_key = |n: &[u8], e: &[u8]| {
-                let mut body = der_uint(n);
-                body.extend(der_uint(e));
-                tlv(0x30, &body)
-            };
-            let mut rsa = tlv(0x06, KEY_ALGORITHMS[0].0);
-            rsa.extend([0x05, 0x00]);
-            let pss = tlv(0x06, KEY_ALGORITHMS[1].0);
+            let (rsa, pss) = rsa_algs();
             let want = key_of(&spki(&rsa, &rsa_key(&n, &e)));
             proptest::prop_assert_eq!(key_of(&spki(&pss, &rsa_key(&n, &e))), want);
             let mut n2 = n.clone();

@@ -1102,31 +1102,37 @@ fn emit_istio_warns_where_it_cannot_be_sure() {
     }
 }
 
+/// `certgate emit istio` (namespace `payments`) of a table compiled from `GOOD` plus
+/// `count` revoked serials into `dir` as `{name}.cgt`, the plugin named `name`.
+fn emit_istio_revoking(dir: &Path, name: &str, count: u32) -> crate::common::Run {
+    let serials: Vec<String> = (1..=count).map(|i| format!("\"{i:x}\"")).collect();
+    let policy = format!(
+        "{GOOD}  revocation:\n    serials: [{}]\n",
+        serials.join(", ")
+    );
+    let p = write(dir, &format!("{name}.yaml"), &policy);
+    let out = dir.join(format!("{name}.cgt"));
+    let run = certgate(&["compile", &p, "-o", out.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    emit_istio(&[
+        "--table",
+        out.to_str().unwrap(),
+        "--name",
+        name,
+        "--namespace",
+        "payments",
+        "--url",
+        "oci://r/x:1",
+    ])
+}
+
 /// Client-side `kubectl apply` stores the object in an annotation, and annotations are
 /// limited to 256 KiB: warn above that, still print; refuse above 1 MB.
 #[test]
 fn emit_istio_warns_above_256_kib_and_refuses_above_1_mb() {
     let dir = tempfile::tempdir().unwrap();
     // 30k revoked serials are ~240 kB of table, ~320 kB in base64.
-    let serials: Vec<String> = (1..=30_000u32).map(|i| format!("\"{i:x}\"")).collect();
-    let policy = format!(
-        "{GOOD}  revocation:\n    serials: [{}]\n",
-        serials.join(", ")
-    );
-    let p = write(dir.path(), "mid.yaml", &policy);
-    let out = dir.path().join("mid.cgt");
-    let run = certgate(&["compile", &p, "-o", out.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let run = emit_istio(&[
-        "--table",
-        out.to_str().unwrap(),
-        "--name",
-        "mid",
-        "--namespace",
-        "payments",
-        "--url",
-        "oci://r/x:1",
-    ]);
+    let run = emit_istio_revoking(dir.path(), "mid", 30_000);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.len() > 256 * 1024);
     assert!(
@@ -1153,25 +1159,7 @@ fn emit_istio_warns_above_256_kib_and_refuses_above_1_mb() {
 fn emit_istio_refuses_tables_too_large_for_kubernetes() {
     let dir = tempfile::tempdir().unwrap();
     // 120k revoked serials are ~960 kB of table, ~1.3 MB in base64.
-    let serials: Vec<String> = (1..=120_000u32).map(|i| format!("\"{i:x}\"")).collect();
-    let policy = format!(
-        "{GOOD}  revocation:\n    serials: [{}]\n",
-        serials.join(", ")
-    );
-    let p = write(dir.path(), "big.yaml", &policy);
-    let out = dir.path().join("big.cgt");
-    let run = certgate(&["compile", &p, "-o", out.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let run = emit_istio(&[
-        "--table",
-        out.to_str().unwrap(),
-        "--name",
-        "big",
-        "--namespace",
-        "payments",
-        "--url",
-        "oci://r/x:1",
-    ]);
+    let run = emit_istio_revoking(dir.path(), "big", 120_000);
     assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("limit for a Kubernetes object"),
@@ -1180,6 +1168,7 @@ fn emit_istio_refuses_tables_too_large_for_kubernetes() {
     );
     assert!(run.stdout.is_empty());
     // Envoy has no such limit.
+    let out = dir.path().join("big.cgt");
     assert_eq!(
         certgate(&["emit", "envoy", "--table", out.to_str().unwrap()]).code,
         0
