@@ -1,5 +1,5 @@
 # The proxy-wasm filter module (filter/). Included by the root Makefile.
-FILTER_WASM := target/wasm32-wasip1/wasm-release/certgate_filter.wasm
+FILTER_WASM := $(TARGET_DIR)/wasm32-wasip1/wasm-release/certgate_filter.wasm
 # Panic locations embed source paths: map the build machine's cargo home and checkout
 # to fixed prefixes so the shipped module names no local path and builds reproducibly.
 FILTER_RUSTFLAGS := --remap-path-prefix=$(or $(CARGO_HOME),$(HOME)/.cargo)=/cargo --remap-path-prefix=$(CURDIR)=/certgate
