@@ -30,9 +30,7 @@ noop-filter: wasm-target ## the no-op proxy-wasm filter of case (w)
 
 .PHONY: perf
 perf: ## Debian's linux-perf, for bench-envoy's profile (installed as root when missing)
-	@perf --version >/dev/null 2>&1 || { \
-	  [ "$$(id -u)" = 0 ] || { echo "perf missing: install Debian's linux-perf" >&2; exit 1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
+	@perf --version >/dev/null 2>&1 || scripts/apt-install.sh - linux-perf
 
 .PHONY: bench-envoy
 bench-envoy: envoy filter noop-filter ## Envoy CPU/connection and conn/s: certgate vs no filter, no-op wasm, RBAC; then a perf profile

@@ -19,9 +19,7 @@ wasm-target:
 # wasm-opt comes from Debian's binaryen package; installed on first use (as root, like CI).
 .PHONY: wasm-opt-tool
 wasm-opt-tool:
-	@command -v wasm-opt >/dev/null || { \
-	  [ "$$(id -u)" = 0 ] || { echo "wasm-opt missing: install binaryen" >&2; exit 1; }; \
-	  apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
+	@scripts/apt-install.sh wasm-opt binaryen
 
 .PHONY: filter
 filter: wasm-target wasm-opt-tool ## build the Envoy wasm filter (release, optimised, size-checked)

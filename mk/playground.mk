@@ -50,17 +50,13 @@ playground-serve: playground ## serve the playground on http://localhost:8000/ (
 # node and npm: Debian's packages when missing (as root, like CI).
 .PHONY: nodejs
 nodejs:
-	@command -v node >/dev/null && command -v npm >/dev/null || { \
-	  [ "$$(id -u)" = 0 ] || { echo "node/npm missing: install Debian's nodejs and npm" >&2; exit 1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@scripts/apt-install.sh node,npm nodejs npm
 
 # Debian's chromium (as root, like CI) and playwright-core from package-lock.json; Playwright
 # never downloads a browser here.
 .PHONY: playground-browser
 playground-browser: nodejs
-	@[ -x $(CHROMIUM) ] || { \
-	  [ "$$(id -u)" = 0 ] || { echo "$(CHROMIUM) missing: install Debian's chromium" >&2; exit 1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@scripts/apt-install.sh $(CHROMIUM) chromium
 	@[ -d playground/node_modules/playwright-core ] || (cd playground && npm ci --no-audit --no-fund)
 
 .PHONY: playground-test
