@@ -6,9 +6,13 @@ SHELL := bash
 ENVOY_VERSION := 1.40.0
 TOOLS := $(CURDIR)/.tools
 ENVOY := $(TOOLS)/envoy-$(ENVOY_VERSION)/envoy
-CERTGATE := target/debug/certgate
+# Where cargo writes build outputs: CARGO_TARGET_DIR when set (a relative one is relative to
+# here, as for cargo run from here), else target/. Every recipe names outputs through it;
+# what is exported to tests is made absolute.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+CERTGATE := $(TARGET_DIR)/debug/certgate
 export CERTGATE_ENVOY := $(ENVOY)
-export CERTGATE_BIN := $(CURDIR)/$(CERTGATE)
+export CERTGATE_BIN := $(abspath $(CERTGATE))
 
 .PHONY: help
 help: ## list the targets
@@ -31,12 +35,12 @@ $(TOOLS)/envoy-%/envoy: scripts/install-envoy.sh
 	scripts/install-envoy.sh $(dir $@) $*
 
 .PHONY: cli
-cli: ## build the certgate CLI (target/debug/certgate)
+cli: ## build the certgate CLI (target/debug/certgate, or under CARGO_TARGET_DIR)
 	cargo build -p certgate-compiler --bin certgate
 
 -include mk/*.mk
 
-export CERTGATE_FILTER_WASM := $(CURDIR)/$(FILTER_WASM)
+export CERTGATE_FILTER_WASM := $(abspath $(FILTER_WASM))
 
 .PHONY: lint
 lint: ## rustfmt check and clippy (native and wasm32-wasip1), warnings denied

@@ -1,12 +1,12 @@
 # Benchmarks (bench/): criterion micro benchmarks of the engine and the Envoy harness that
 # compares certgate with no filter, a no-op wasm filter and native RBAC. Included by the
 # root Makefile; results land in docs/bench/ (docs/benchmarks.md explains them).
-NOOP_WASM := target/wasm32-wasip1/wasm-release/certgate_noop_filter.wasm
-export CERTGATE_NOOP_WASM := $(CURDIR)/$(NOOP_WASM)
+NOOP_WASM := $(TARGET_DIR)/wasm32-wasip1/wasm-release/certgate_noop_filter.wasm
+export CERTGATE_NOOP_WASM := $(abspath $(NOOP_WASM))
 # Where the tables and the chart go (docs/bench/ for the figures docs/benchmarks.md quotes).
 BENCH_DOCS ?= docs/bench
 # Envoy's pid while the harness runs, so the recipe can kill it even if the harness dies.
-BENCH_PID := target/bench-envoy.pid
+BENCH_PID := $(TARGET_DIR)/bench-envoy.pid
 # Extra harness flags, e.g. BENCH_ENVOY_FLAGS="--rounds 5 --seconds 8".
 BENCH_ENVOY_FLAGS ?=
 # Seconds of each profiled phase (10 interleaved rounds of the wasm cases; 0: no profile); needs perf.
@@ -22,7 +22,7 @@ bench-micro: ## criterion benchmarks of evaluate/decode/parse and the 1M-serial 
 .PHONY: bench-wasm-probe
 bench-wasm-probe: wasm-target nodejs ## the filter's cold certificate path, piece by piece, as wasm under V8 (node)
 	cargo build -p certgate-bench-wasm-probe --target wasm32-wasip1 --profile wasm-release
-	node --no-liftoff --no-warnings bench/wasm-probe/run.mjs target/wasm32-wasip1/wasm-release/wasm-probe.wasm bench/wasm-probe/leaf.pem
+	node --no-liftoff --no-warnings bench/wasm-probe/run.mjs $(TARGET_DIR)/wasm32-wasip1/wasm-release/wasm-probe.wasm bench/wasm-probe/leaf.pem
 
 .PHONY: noop-filter
 noop-filter: wasm-target ## the no-op proxy-wasm filter of case (w)
@@ -30,9 +30,7 @@ noop-filter: wasm-target ## the no-op proxy-wasm filter of case (w)
 
 .PHONY: perf
 perf: ## Debian's linux-perf, for bench-envoy's profile (installed as root when missing)
-	@perf --version >/dev/null 2>&1 || { \
-	  [ "$$(id -u)" = 0 ] || { echo "perf missing: install Debian's linux-perf" >&2; exit 1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
+	@perf --version >/dev/null 2>&1 || scripts/apt-install.sh - linux-perf
 
 .PHONY: bench-envoy
 bench-envoy: envoy filter noop-filter ## Envoy CPU/connection and conn/s: certgate vs no filter, no-op wasm, RBAC; then a perf profile
@@ -40,5 +38,5 @@ bench-envoy: envoy filter noop-filter ## Envoy CPU/connection and conn/s: certga
 	@[ "$(BENCH_PROFILE)" = 0 ] || $(MAKE) --no-print-directory perf || echo "bench-envoy: no perf, so no profile" >&2
 	@rm -f $(BENCH_PID); \
 	trap 'test -s $(BENCH_PID) && kill $$(cat $(BENCH_PID)) 2>/dev/null; rm -f $(BENCH_PID)' EXIT; \
-	target/release/bench-envoy --out $(BENCH_DOCS) --pid-file $(BENCH_PID) --profile $(BENCH_PROFILE) $(BENCH_ENVOY_FLAGS); \
+	$(TARGET_DIR)/release/bench-envoy --out $(BENCH_DOCS) --pid-file $(BENCH_PID) --profile $(BENCH_PROFILE) $(BENCH_ENVOY_FLAGS); \
 	status=$$?; exit $$status  # not the last command, so bash cannot exec it and skip the trap

@@ -7,9 +7,9 @@ E2E_THREADS ?= 2
 
 .PHONY: e2e
 e2e: envoy envoys filter cli oci-tools ## end-to-end tests: real Envoy, real filter, real certificates and clients
-	CERTGATE_FILTER_WASM=$(CURDIR)/$(FILTER_WASM) \
+	CERTGATE_FILTER_WASM=$(abspath $(FILTER_WASM)) \
 	  cargo test -p certgate-e2e --test tests -- --test-threads $(E2E_THREADS)
 
 .PHONY: demo
 demo: envoy filter cli ## compile the demo policy, start a backend and Envoy, run four clients, print what happened
-	CERTGATE_FILTER_WASM=$(CURDIR)/$(FILTER_WASM) cargo run -q -p certgate-e2e --bin demo
+	CERTGATE_FILTER_WASM=$(abspath $(FILTER_WASM)) cargo run -q -p certgate-e2e --bin demo

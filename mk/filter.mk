@@ -1,5 +1,5 @@
 # The proxy-wasm filter module (filter/). Included by the root Makefile.
-FILTER_WASM := target/wasm32-wasip1/wasm-release/certgate_filter.wasm
+FILTER_WASM := $(TARGET_DIR)/wasm32-wasip1/wasm-release/certgate_filter.wasm
 # Panic locations embed source paths: map the build machine's cargo home and checkout
 # to fixed prefixes so the shipped module names no local path and builds reproducibly.
 FILTER_RUSTFLAGS := --remap-path-prefix=$(or $(CARGO_HOME),$(HOME)/.cargo)=/cargo --remap-path-prefix=$(CURDIR)=/certgate
@@ -19,9 +19,7 @@ wasm-target:
 # wasm-opt comes from Debian's binaryen package; installed on first use (as root, like CI).
 .PHONY: wasm-opt-tool
 wasm-opt-tool:
-	@command -v wasm-opt >/dev/null || { \
-	  [ "$$(id -u)" = 0 ] || { echo "wasm-opt missing: install binaryen" >&2; exit 1; }; \
-	  apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
+	@scripts/apt-install.sh wasm-opt binaryen
 
 .PHONY: filter
 filter: wasm-target wasm-opt-tool ## build the Envoy wasm filter (release, optimised, size-checked)

@@ -1,16 +1,14 @@
 # The filter as an OCI image (`certgate package`, compiler/src/oci.rs) and the real registry
 # and client its test pushes to. Included by the root Makefile.
-OCI_OUT ?= target/oci
+OCI_OUT ?= $(TARGET_DIR)/oci
 # Debian's distribution registry and skopeo: the OCI test (e2e/tests/oci.rs) runs
 # `docker-registry` on 127.0.0.1 and pushes both image forms with `skopeo copy`.
-OCI_TOOLS := /usr/bin/docker-registry /usr/bin/skopeo
+OCI_TOOLS := /usr/bin/docker-registry,/usr/bin/skopeo
 
 .PHONY: oci-tools
 oci-tools: ## Debian's docker-registry and skopeo for the OCI test (installed as root when missing)
-	@[ -x /usr/bin/docker-registry ] && [ -x /usr/bin/skopeo ] || { \
-	  [ "$$(id -u)" = 0 ] || { echo "docker-registry or skopeo missing: install Debian's docker-registry and skopeo" >&2; exit 1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry skopeo >/dev/null; }
+	@scripts/apt-install.sh --no-install-recommends $(OCI_TOOLS) docker-registry skopeo
 
 .PHONY: oci
-oci: filter cli ## the filter as an OCI image layout in target/oci/{compat,artifact}; prints both manifest digests
+oci: filter cli ## the filter as an OCI image layout in target/oci/{compat,artifact} (under CARGO_TARGET_DIR when set); prints both manifest digests
 	$(CERTGATE) package --wasm $(FILTER_WASM) --out $(OCI_OUT)

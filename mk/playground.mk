@@ -1,8 +1,8 @@
 # The browser playground (playground/): the compiler and engine built for the browser with
 # wasm-bindgen, plus a static page. Included by the root Makefile.
-PLAYGROUND_OUT := target/playground
+PLAYGROUND_OUT := $(TARGET_DIR)/playground
 PLAYGROUND_SITE := $(PLAYGROUND_OUT)/site
-PLAYGROUND_WASM := target/wasm32-unknown-unknown/wasm-release/certgate_compiler.wasm
+PLAYGROUND_WASM := $(TARGET_DIR)/wasm32-unknown-unknown/wasm-release/certgate_compiler.wasm
 PLAYGROUND_PORT ?= 8000
 # The generated JavaScript glue must come from the same wasm-bindgen as the crate: read the
 # exact pin from compiler/Cargo.toml so there is one place to bump it.
@@ -32,7 +32,7 @@ wasm-bindgen-tool:
 # breaks the glue's reference-types table (seen with 0.2.130: `WebAssembly.Table.set()`
 # fails at load), and it saved only 6%.
 .PHONY: playground
-playground: playground-target wasm-bindgen-tool ## build the browser playground into target/playground/site
+playground: playground-target wasm-bindgen-tool ## build the browser playground into target/playground/site (under CARGO_TARGET_DIR when set)
 	CARGO_PROFILE_WASM_RELEASE_STRIP=false RUSTFLAGS="$(PLAYGROUND_RUSTFLAGS)" cargo rustc -p certgate-compiler --lib --crate-type cdylib \
 	  --no-default-features --features wasm --target wasm32-unknown-unknown --profile wasm-release
 	rm -rf $(PLAYGROUND_SITE) && mkdir -p $(PLAYGROUND_SITE)/pkg
@@ -50,20 +50,16 @@ playground-serve: playground ## serve the playground on http://localhost:8000/ (
 # node and npm: Debian's packages when missing (as root, like CI).
 .PHONY: nodejs
 nodejs:
-	@command -v node >/dev/null && command -v npm >/dev/null || { \
-	  [ "$$(id -u)" = 0 ] || { echo "node/npm missing: install Debian's nodejs and npm" >&2; exit 1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@scripts/apt-install.sh node,npm nodejs npm
 
 # Debian's chromium (as root, like CI) and playwright-core from package-lock.json; Playwright
 # never downloads a browser here.
 .PHONY: playground-browser
 playground-browser: nodejs
-	@[ -x $(CHROMIUM) ] || { \
-	  [ "$$(id -u)" = 0 ] || { echo "$(CHROMIUM) missing: install Debian's chromium" >&2; exit 1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@scripts/apt-install.sh $(CHROMIUM) chromium
 	@[ -d playground/node_modules/playwright-core ] || (cd playground && npm ci --no-audit --no-fund)
 
 .PHONY: playground-test
 playground-test: playground cli playground-browser ## browser test: the page in headless chromium, decisions equal certgate eval
-	cd playground && CHROMIUM=$(CHROMIUM) PLAYGROUND_SITE=$(CURDIR)/$(PLAYGROUND_SITE) \
-	  PLAYGROUND_ARTIFACTS=$(CURDIR)/$(PLAYGROUND_OUT) node --test tests/
+	cd playground && CHROMIUM=$(CHROMIUM) PLAYGROUND_SITE=$(abspath $(PLAYGROUND_SITE)) \
+	  PLAYGROUND_ARTIFACTS=$(abspath $(PLAYGROUND_OUT)) node --test tests/

@@ -11,9 +11,7 @@ venv: $(VENV)/.installed ## Python tools for the tests (jsonschema, PyYAML) in .
 # half-made venv without pip is removed and made again.
 $(VENV)/.installed: scripts/venv-requirements.txt
 	@[ -x $(VENV)/bin/pip ] || { rm -rf $(VENV); python3 -m venv $(VENV) 2>/dev/null; } || { \
-	  rm -rf $(VENV); \
-	  [ "$$(id -u)" = 0 ] || { echo "python3 -m venv failed: install python3-venv" >&2; exit 1; }; \
-	  apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv $(VENV); }
+	  rm -rf $(VENV); scripts/apt-install.sh - python3-venv && python3 -m venv $(VENV); }
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $<
 	@touch $@
 

@@ -71,6 +71,7 @@ const CERTIFICATE_ISSUER: &str = "2.5.29.29";
 
 /// Why a CRL could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CrlError {
     /// The PEM armour is broken.
     #[error("not a valid PEM file: {0}")]

@@ -2,6 +2,7 @@
 
 /// Why a duration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DurationError {
     /// Empty text.
     #[error("the duration is empty")]

@@ -69,6 +69,7 @@ impl Form {
 
 /// Why a module cannot be packaged.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// The bytes do not start with the Wasm magic and version 1.
     #[error("not a WebAssembly module (no `\\0asm` version 1 header)")]

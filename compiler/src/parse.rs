@@ -974,6 +974,16 @@ impl<'a> Walker<'a> {
                 .help = Some(format!("did you mean `{network}`?"));
                 None
             }
+            // A reason ruleset adds later: refused all the same, with its own wording.
+            Err(other) => {
+                self.error(
+                    Code::InvalidCidr,
+                    s.span,
+                    format!("invalid source CIDR `{}`: {other}", s.value),
+                )
+                .help = Some("write an address block such as `10.0.0.0/8` or `fd00::/8`".into());
+                None
+            }
         }
     }
 }

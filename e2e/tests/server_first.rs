@@ -54,7 +54,7 @@ fn server_first_denied_clients_never_reach_the_backend() {
         let mut listener = Listener::new("first", filter, Wire::Banner);
         // tcp_proxy disables downstream reads until its upstream connects, which would
         // stall the TLS handshake of a paused connection; with early data allowed it
-        // reads on (DESIGN.md, "server-speaks-first protocols").
+        // reads on (ARCHITECTURE.md, "Server-first protocols").
         listener.tcp_proxy_extra = serde_json::json!({"max_early_data_bytes": 0});
         let s = Scenario::start(&run, "server-first", vec![listener])
             .await

@@ -14,8 +14,8 @@ use crate::lift::{Lifted, Lifter};
 
 /// Default size of the per-VM certificate cache, in entries.
 pub const DEFAULT_CERT_CACHE_SIZE: usize = 1024;
-/// Largest accepted `certCacheSize`: a parsed certificate costs about a kilobyte.
-pub const MAX_CERT_CACHE_SIZE: usize = 65_536;
+/// Largest accepted `certCacheSize` (shared with `certgate emit`, which refuses larger ones).
+pub use ruleset::MAX_CERT_CACHE_SIZE;
 /// Largest accepted configuration, in bytes (a 1M-entry revocation table in base64
 /// is far below this).
 pub const MAX_CONFIG_BYTES: usize = 64 << 20;
@@ -527,6 +527,23 @@ mod tests {
         assert_eq!(c.audit_log, Some(AuditLog::All));
         assert!(c.server_first && c.log_all_decisions);
         assert_eq!(c.cert_cache_size, 16);
+    }
+
+    /// `certgate emit` refuses `--cert-cache-size` above the same shared limit; this pins
+    /// the filter's side of the boundary.
+    #[test]
+    fn cert_cache_size_limit_is_the_one_emit_enforces() {
+        let at = format!(r#"{{"table":"","certCacheSize":{MAX_CERT_CACHE_SIZE}}}"#);
+        assert_eq!(
+            Config::parse(at.as_bytes()).unwrap().cert_cache_size,
+            ruleset::MAX_CERT_CACHE_SIZE
+        );
+        let above = format!(
+            r#"{{"table":"","certCacheSize":{}}}"#,
+            MAX_CERT_CACHE_SIZE + 1
+        );
+        let err = Config::parse(above.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("at most 65536"), "{err}");
     }
 
     #[test]

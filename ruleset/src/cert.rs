@@ -29,6 +29,7 @@ pub const MAX_SERIAL_LEN: usize = 64;
 
 /// Why certificate bytes could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CertError {
     /// The bytes are not a DER certificate.
     Der(String),
@@ -68,6 +69,7 @@ impl std::error::Error for CertError {}
 
 /// Why a serial number string could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SerialError {
     /// Nothing but separators.
     Empty,

@@ -19,6 +19,7 @@ use crate::{
 /// Why bytes are not a valid table. Hosts must treat any of these as "no table":
 /// the filter refuses its configuration, the CLI exits non-zero.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The input ends before `what` could be read.
     Truncated {

@@ -68,6 +68,7 @@ fn dotted(oid: &Oid<'_>) -> Cow<'static, str> {
 
 /// Why a distinguished-name string could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DnError {
     /// The string is empty.
     Empty,

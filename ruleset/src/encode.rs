@@ -9,6 +9,7 @@ use crate::{Action, AuditLog, Curve, Mode, SigHash, Table, TlsVersion};
 
 /// Why a table could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// A list or string exceeds a format limit.
     Limit {

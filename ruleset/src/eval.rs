@@ -113,9 +113,9 @@ impl Engine {
             && c.max_lifetime_secs.is_none()
     }
 
-    /// Decides for one peer, in the order documented in DESIGN.md: certificate
-    /// presence, revocation, certificate and connection constraints, deny rules, allow
-    /// rules, default action.
+    /// Decides for one peer, in the order documented in ARCHITECTURE.md ("Decision
+    /// order"): certificate presence, revocation, identity, certificate and connection
+    /// constraints, deny rules, allow rules, default action.
     pub fn evaluate<'a>(&'a self, peer: &'a Peer) -> Decision<'a> {
         let t = &self.table;
         let decide = |action, reason, identity| Decision {

@@ -50,3 +50,8 @@ pub use model::{
 pub use pattern::{Pattern, Segment};
 pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, RevocationKeys, SigInfo, Vouched};
 pub use revocation::{OnStale, Revocation, Revoked, RevokedSerial};
+
+/// Largest per-VM certificate cache the filter accepts (`certCacheSize`, in entries; a
+/// parsed certificate costs about a kilobyte). Here because both the filter, which
+/// refuses a larger configuration, and `certgate emit`, which must not print one, need it.
+pub const MAX_CERT_CACHE_SIZE: usize = 65_536;

@@ -259,6 +259,7 @@ impl PortRange {
 
 /// Why a string is not a source address block.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CidrError {
     /// Not `ADDRESS/PREFIX` or a plain address, or the prefix is too long.
     Invalid,

@@ -28,6 +28,7 @@ pub struct Trailer {
 
 /// Why a table's signature is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SignatureError {
     /// The bytes do not have the table's shape (header, body, at most one trailer).
     Malformed(DecodeError),

@@ -13,6 +13,7 @@ pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
 
 /// Why a string is not a valid SPIFFE ID, trust domain or pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SpiffeError {
     /// Does not start with `spiffe://`.
     Scheme,

@@ -121,8 +121,8 @@ struct Config {
     /// Override which decisions the filter records
     #[arg(long, value_name = "LOG", value_parser = ["all", "deny", "none"])]
     audit_log: Option<String>,
-    /// Size of the filter's per-worker parsed-certificate cache
-    #[arg(long, value_name = "N")]
+    /// Size of the filter's per-worker parsed-certificate cache (at most 65536)
+    #[arg(long, value_name = "N", value_parser = cert_cache_size)]
     cert_cache_size: Option<u64>,
     /// Log every decision at info level (costly: about a third more Envoy CPU per connection; for troubleshooting)
     #[arg(long)]
@@ -353,6 +353,21 @@ fn filter_config(c: &Config, server_first: bool) -> anyhow::Result<Y> {
         entries.push(("logAllDecisions", Y::Bool(true)));
     }
     Ok(map(entries))
+}
+
+/// Parses `--cert-cache-size`: the filter refuses a configuration whose `certCacheSize` is
+/// above [`ruleset::MAX_CERT_CACHE_SIZE`], so emit must not print one.
+fn cert_cache_size(value: &str) -> Result<u64, String> {
+    let n: u64 = value
+        .parse()
+        .map_err(|e| format!("not a non-negative integer ({e})"))?;
+    let max = ruleset::MAX_CERT_CACHE_SIZE;
+    if usize::try_from(n).map_or(true, |n| n > max) {
+        return Err(format!(
+            "at most {max}: the filter refuses a larger certCacheSize"
+        ));
+    }
+    Ok(n)
 }
 
 fn print(v: &Y, syntax: Syntax) {

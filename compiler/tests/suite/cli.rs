@@ -594,6 +594,57 @@ fn emit_envoy_carries_the_table() {
     );
 }
 
+/// Regression: `--cert-cache-size 100000` printed a configuration the filter refuses at
+/// load (its `certCacheSize` maximum is 65536), so the proxy failed closed on every
+/// connection. Emit now refuses it up front and prints nothing.
+#[test]
+fn emit_refuses_a_cert_cache_the_filter_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = compile_example("zero-trust", dir.path());
+    let emit = |size: &str| {
+        certgate(&[
+            "emit",
+            "envoy",
+            "--table",
+            t.to_str().unwrap(),
+            "--format",
+            "json",
+            "--cert-cache-size",
+            size,
+        ])
+    };
+    let largest = emit("65536");
+    assert_eq!(largest.code, 0, "{}", largest.stderr);
+    let v = json(&largest.stdout);
+    let fc = filter_config(
+        v["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(fc["certCacheSize"], 65536);
+    assert_eq!(
+        ruleset::MAX_CERT_CACHE_SIZE,
+        65536,
+        "docs/filter.md states 0..65536"
+    );
+
+    for too_large in ["65537", "100000", "18446744073709551615"] {
+        let run = emit(too_large);
+        assert_eq!(run.code, 2, "{too_large}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{too_large}: {}", run.stdout);
+        assert!(
+            run.stderr.contains(&format!(
+                "invalid value '{too_large}' for '--cert-cache-size <N>'"
+            )) && run.stderr.contains("at most 65536"),
+            "{}",
+            run.stderr
+        );
+    }
+    let negative = emit("-1");
+    assert_eq!(negative.code, 2, "{}", negative.stderr);
+    assert!(negative.stdout.is_empty(), "{}", negative.stdout);
+}
+
 #[test]
 fn emit_istio_wasmplugin() {
     let dir = tempfile::tempdir().unwrap();

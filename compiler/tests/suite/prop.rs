@@ -1,6 +1,6 @@
 //! For random small policies, the compiled table (encoded, decoded, evaluated by the
 //! ruleset engine) decides exactly as a straightforward interpreter over the parsed policy
-//! model, for random peers. The interpreter follows DESIGN.md's decision order literally.
+//! model, for random peers. The interpreter follows ARCHITECTURE.md's "Decision order" literally.
 
 use std::net::IpAddr;
 

@@ -1,4 +1,4 @@
-//! The decision order of DESIGN.md, one reason at a time.
+//! The decision order of ARCHITECTURE.md ("Decision order"), one reason at a time.
 
 use ruleset::*;
 
