@@ -392,7 +392,7 @@ impl Shared {
             strictness,
             expiry,
             policy_digest: ruleset::cert::hex_lower(&table.policy_digest),
-            needs: peer::Needs::of(&table),
+            needs: table.inputs(),
             engine: Engine::new(table),
         }
     }

@@ -25,46 +25,11 @@ pub const CONNECTION_ID: &[&str] = &["connection", "id"];
 pub const DESTINATION_PORT: &[&str] = &["destination", "port"];
 pub const SOURCE_ADDRESS: &[&str] = &["source", "address"];
 
-/// Which connection attributes to read. Every read is a host call that allocates its
-/// answer in the VM, so a decision reads only what the table's rules and constraints
-/// look at; a record (which shows them all) completes the rest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Needs {
-    pub tls_version: bool,
-    pub port: bool,
-    pub sni: bool,
-    pub source: bool,
-}
-
-impl Needs {
-    /// No attribute: the table decides on the certificate alone.
-    pub const NONE: Needs = Needs {
-        tls_version: false,
-        port: false,
-        sni: false,
-        source: false,
-    };
-
-    /// Every attribute.
-    pub const ALL: Needs = Needs {
-        tls_version: true,
-        port: true,
-        sni: true,
-        source: true,
-    };
-
-    /// What `table` decides with: the TLS version under `minVersion`, and the port, SNI
-    /// and source address when some rule has that condition.
-    pub fn of(table: &ruleset::Table) -> Needs {
-        let rules = &table.rules;
-        Needs {
-            tls_version: table.constraints.min_tls.is_some(),
-            port: rules.iter().any(|r| !r.ports.is_empty()),
-            sni: rules.iter().any(|r| !r.sni.is_empty()),
-            source: rules.iter().any(|r| !r.source_cidrs.is_empty()),
-        }
-    }
-}
+/// Which connection attributes to read: what the table decides with
+/// ([`ruleset::Table::inputs`]). Every read is a host call that allocates its answer in
+/// the VM, so a decision reads only those; a record (which shows them all) completes the
+/// rest.
+pub use ruleset::Inputs as Needs;
 
 /// Reads the attributes `needs` asks for that `peer` does not have yet.
 pub fn complete(host: &dyn Host, peer: &mut Peer, needs: Needs) {

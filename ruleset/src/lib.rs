@@ -44,8 +44,8 @@ pub use encode::{encode, EncodeError};
 pub use eval::Engine;
 pub use format::{MAGIC, VERSION};
 pub use model::{
-    Action, AuditLog, Cidr, CidrError, Constraints, Curve, KeyPolicy, Mode, PortRange, Rule,
-    SigHash, Table, TlsVersion,
+    Action, AuditLog, Cidr, CidrError, Constraints, Curve, Inputs, KeyPolicy, Mode, PortRange,
+    Rule, SigHash, Table, TlsVersion,
 };
 pub use pattern::{Pattern, Segment};
 pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, RevocationKeys, SigInfo, Vouched};

@@ -357,10 +357,56 @@ impl std::fmt::Display for Cidr {
     }
 }
 
+/// The connection facts beyond the certificate that a table decides with. A host reads
+/// only these for a decision (every read of a connection attribute costs it something);
+/// an audit record, which shows them all, may read the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inputs {
+    /// The negotiated TLS version (`minVersion`).
+    pub tls_version: bool,
+    /// The destination port (a rule with `ports`).
+    pub port: bool,
+    /// The requested server name (a rule with `sni`).
+    pub sni: bool,
+    /// The source address (a rule with `sourceCidrs`).
+    pub source: bool,
+}
+
+impl Inputs {
+    /// No connection fact: the table decides on the certificate alone.
+    pub const NONE: Inputs = Inputs {
+        tls_version: false,
+        port: false,
+        sni: false,
+        source: false,
+    };
+
+    /// Every connection fact.
+    pub const ALL: Inputs = Inputs {
+        tls_version: true,
+        port: true,
+        sni: true,
+        source: true,
+    };
+}
+
 impl Table {
     /// Establishes the table invariants (see [`Revocation::normalize`]).
     pub fn normalize(&mut self) {
         self.revocation.normalize();
+    }
+
+    /// The connection facts this table decides with: the TLS version under
+    /// `minVersion`, and the port, server name and source address when some rule has
+    /// that condition (a rule's conditions are exactly these and its principals).
+    pub fn inputs(&self) -> Inputs {
+        let rules = &self.rules;
+        Inputs {
+            tls_version: self.constraints.min_tls.is_some(),
+            port: rules.iter().any(|r| !r.ports.is_empty()),
+            sni: rules.iter().any(|r| !r.sni.is_empty()),
+            source: rules.iter().any(|r| !r.source_cidrs.is_empty()),
+        }
     }
 }
 

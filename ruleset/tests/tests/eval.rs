@@ -447,3 +447,68 @@ fn a_vouched_certificate_is_denied_as_unavailable_when_the_table_needs_the_certi
     }
     assert!(engine(base()).decides_without_certificate());
 }
+
+/// The connection facts a table decides with: one per condition kind, and none for a
+/// table that decides on the certificate alone (hosts read only these per decision).
+#[test]
+fn a_table_names_the_connection_facts_it_decides_with() {
+    let plain = table(vec![rule("web", Action::Allow, &[WEB])]);
+    assert_eq!(plain.inputs(), Inputs::NONE);
+    let mut t = plain.clone();
+    t.constraints.min_tls = Some(TlsVersion::V1_3);
+    assert_eq!(
+        t.inputs(),
+        Inputs {
+            tls_version: true,
+            ..Inputs::NONE
+        }
+    );
+    let mut ports = rule("p", Action::Deny, &[WEB]);
+    ports.ports = vec![PortRange {
+        start: 8443,
+        end: 8443,
+    }];
+    let mut sni = rule("s", Action::Allow, &[WEB]);
+    sni.sni = vec!["a.example.com".into()];
+    let mut source = rule("c", Action::Allow, &[WEB]);
+    source.source_cidrs = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+    for (r, want) in [
+        (
+            ports,
+            Inputs {
+                port: true,
+                ..Inputs::NONE
+            },
+        ),
+        (
+            sni,
+            Inputs {
+                sni: true,
+                ..Inputs::NONE
+            },
+        ),
+        (
+            source,
+            Inputs {
+                source: true,
+                ..Inputs::NONE
+            },
+        ),
+    ] {
+        let mut t = plain.clone();
+        t.rules.push(r);
+        assert_eq!(t.inputs(), want);
+    }
+    let mut all = table(vec![]);
+    all.constraints.min_tls = Some(TlsVersion::V1_2);
+    for (i, r) in [(0, "p"), (1, "s"), (2, "c")] {
+        let mut x = rule(r, Action::Allow, &[WEB]);
+        match i {
+            0 => x.ports = vec![PortRange { start: 1, end: 2 }],
+            1 => x.sni = vec!["*.example.com".into()],
+            _ => x.source_cidrs = vec![Cidr::parse("fd00::/8").unwrap()],
+        }
+        all.rules.push(x);
+    }
+    assert_eq!(all.inputs(), Inputs::ALL);
+}
