@@ -428,34 +428,6 @@ fn bit_len(magnitude: &[u8]) -> u32 {
     }
 }
 
-fn key_info(cert: &X509Certificate<'_>) -> KeyInfo {
-    let spki = cert.public_key();
-    let other = || KeyInfo::Other {
-        oid: spki.algorithm.algorithm.to_id_string(),
-    };
-    match find_oid(&spki.algorithm.algorithm, KEY_ALGORITHMS) {
-        // rsaEncryption and RSASSA-PSS keys hold the same RSAPublicKey; x509-parser's
-        // `parsed()` reads only the former, so the key is read here for both.
-        Some(KeyAlg::Rsa) => match RSAPublicKey::from_der(&spki.subject_public_key.data) {
-            Ok((_, rsa)) => KeyInfo::Rsa {
-                bits: bit_len(rsa.modulus),
-            },
-            Err(_) => other(),
-        },
-        Some(KeyAlg::Ecdsa) => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .and_then(|c| find_oid(&c, CURVES).copied());
-            KeyInfo::Ecdsa { curve }
-        }
-        Some(KeyAlg::Ed25519) => KeyInfo::Ed25519,
-        None => other(),
-    }
-}
-
 /// SHA-256 of `bytes`.
 fn sha256_of(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
@@ -479,46 +451,66 @@ pub fn public_key_sha256(spki: &SubjectPublicKeyInfo<'_>) -> [u8; 32] {
 /// The canonical form [`public_key_sha256`] hashes: built when a certificate is read,
 /// hashed only when a table revokes keys.
 fn canonical_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Vec<u8> {
+    key_facts(spki).1
+}
+
+/// What policy sees of a key ([`KeyInfo`]) and its canonical form, read together: one
+/// algorithm lookup and one parse of the key serve both.
+fn key_facts(spki: &SubjectPublicKeyInfo<'_>) -> (KeyInfo, Vec<u8>) {
     let mut h = Vec::with_capacity(spki.raw.len().saturating_add(24));
     let key = spki.subject_public_key.data.as_ref();
-    match find_oid(&spki.algorithm.algorithm, KEY_ALGORITHMS) {
+    let info = match find_oid(&spki.algorithm.algorithm, KEY_ALGORITHMS) {
         Some(KeyAlg::Ecdsa) => {
             let curve = spki
                 .algorithm
                 .parameters
                 .as_ref()
                 .and_then(|p| p.as_oid().ok());
-            if let (Some(curve), Some(x)) = (curve, ec_x(key)) {
+            if let (Some(curve), Some(x)) = (&curve, ec_x(key)) {
                 let oid = curve.as_bytes();
                 h.extend_from_slice(b"certgate-pk-ec\0");
                 h.push(u8::try_from(oid.len()).unwrap_or(u8::MAX));
                 h.extend_from_slice(oid);
                 h.extend_from_slice(strip_leading_zeros(x));
-                return h;
+            }
+            KeyInfo::Ecdsa {
+                curve: curve.and_then(|c| find_oid(&c, CURVES).copied()),
             }
         }
-        Some(KeyAlg::Rsa) => {
-            // Read directly, not through `parsed()`, which knows only rsaEncryption: an
-            // RSASSA-PSS SPKI holds the same RSAPublicKey.
-            if let Ok((_, rsa)) = x509_parser::public_key::RSAPublicKey::from_der(key) {
+        // rsaEncryption and RSASSA-PSS keys hold the same RSAPublicKey; x509-parser's
+        // `parsed()` reads only the former, so the key is read here for both.
+        Some(KeyAlg::Rsa) => match RSAPublicKey::from_der(key) {
+            Ok((_, rsa)) => {
                 let n = strip_leading_zeros(rsa.modulus);
                 h.extend_from_slice(b"certgate-pk-rsa\0");
                 h.extend_from_slice(&u32::try_from(n.len()).unwrap_or(u32::MAX).to_be_bytes());
                 h.extend_from_slice(n);
                 h.extend_from_slice(strip_leading_zeros(rsa.exponent));
-                return h;
+                KeyInfo::Rsa {
+                    bits: bit_len(rsa.modulus),
+                }
             }
+            Err(_) => KeyInfo::Other {
+                oid: spki.algorithm.algorithm.to_id_string(),
+            },
+        },
+        Some(KeyAlg::Ed25519) => {
+            if key.len() == 32 {
+                h.extend_from_slice(b"certgate-pk-ed25519\0");
+                h.extend_from_slice(key);
+            }
+            KeyInfo::Ed25519
         }
-        Some(KeyAlg::Ed25519) if key.len() == 32 => {
-            h.extend_from_slice(b"certgate-pk-ed25519\0");
-            h.extend_from_slice(key);
-            return h;
-        }
-        _ => {}
+        None => KeyInfo::Other {
+            oid: spki.algorithm.algorithm.to_id_string(),
+        },
+    };
+    // A key without a canonical form above is named by its whole SPKI.
+    if h.is_empty() {
+        h.extend_from_slice(b"certgate-pk-spki\0");
+        h.extend_from_slice(spki.raw);
     }
-    h.extend_from_slice(b"certgate-pk-spki\0");
-    h.extend_from_slice(spki.raw);
-    h
+    (info, h)
 }
 
 /// The x coordinate of a SEC 1 point: `02|03 x`, `04 x y` or the hybrid `06|07 x y`.
@@ -604,6 +596,7 @@ pub fn parse_der_with_sha256(der: &[u8], sha256: [u8; 32]) -> Result<CertFacts, 
     let subject = remembered(&LAST_SUBJECT, cert.subject(), crate::dn::format_name);
     let (subject_key_id, authority_key_id) = key_ids(&cert)?;
     let spki = cert.public_key();
+    let (key, canonical_key) = key_facts(spki);
     Ok(CertFacts {
         serial,
         issuer,
@@ -611,7 +604,7 @@ pub fn parse_der_with_sha256(der: &[u8], sha256: [u8; 32]) -> Result<CertFacts, 
         subject,
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
-        key: key_info(&cert),
+        key,
         signature: signature_info(&cert),
         uri_sans,
         dns_sans,
@@ -619,7 +612,7 @@ pub fn parse_der_with_sha256(der: &[u8], sha256: [u8; 32]) -> Result<CertFacts, 
         revocation_keys: RevocationKeys::new(
             cert.tbs_certificate.as_ref(),
             spki.raw,
-            canonical_public_key(spki),
+            canonical_key,
         ),
         subject_key_id,
         authority_key_id,
