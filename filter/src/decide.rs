@@ -213,6 +213,15 @@ struct Trust {
     allow_loosening: bool,
 }
 
+/// What `install` judges by without a feed configuration: no key, no lineage, nothing
+/// allowed (install is only reached with a feed).
+static NO_TRUST: Trust = Trust {
+    public_keys: Vec::new(),
+    lineage: None,
+    allow_unsigned: false,
+    allow_loosening: false,
+};
+
 /// The table being enforced, swapped as a whole when the feed delivers a newer one.
 #[derive(Debug)]
 pub struct Active {
@@ -413,17 +422,13 @@ impl Shared {
         self.max_stale_nanos.is_some() || active.is_some_and(|a| a.expiry.is_some())
     }
 
-    /// Whether the revocation data is stale: the table in force is past its expiry, or
-    /// the feed has gone without a confirmed fetch for longer than `maxStale`.
-    pub fn is_stale(&self, now: Clocks) -> bool {
+    /// Whether the revocation data is stale: `active` (the table in force) is past its
+    /// expiry, or the feed has gone without a confirmed fetch for longer than `maxStale`.
+    fn is_stale(&self, active: Option<&Active>, now: Clocks) -> bool {
         let unconfirmed = self
             .max_stale_nanos
             .is_some_and(|max| now.mono.saturating_sub(self.last_good_mono.get()) > max);
-        unconfirmed
-            || self
-                .active()
-                .and_then(|a| a.expiry)
-                .is_some_and(|e| e.passed(now))
+        unconfirmed || active.and_then(|a| a.expiry).is_some_and(|e| e.passed(now))
     }
 
     /// From the tick: logs once when the revocation data goes stale (and again after
@@ -433,7 +438,7 @@ impl Shared {
         if !self.can_go_stale(active.as_deref()) {
             return;
         }
-        let stale = self.is_stale(Clocks::read(host));
+        let stale = self.is_stale(active.as_deref(), Clocks::read(host));
         if stale && !self.stale_logged.get() {
             let keep = active
                 .as_deref()
@@ -464,12 +469,7 @@ impl Shared {
     pub fn install(&self, host: &dyn Host, bytes: Vec<u8>) -> Result<Installed, Refusal> {
         use ruleset::signature::{self, SignatureError};
         let now = Clocks::read(host);
-        let trust = self.trust.clone().unwrap_or(Trust {
-            public_keys: Vec::new(),
-            lineage: None,
-            allow_unsigned: false,
-            allow_loosening: false,
-        });
+        let trust = self.trust.as_ref().unwrap_or(&NO_TRUST);
         // No pinned keys is only configurable with `allowUnsigned`.
         if !trust.public_keys.is_empty() {
             match signature::verify(&bytes, &trust.public_keys) {
@@ -588,7 +588,7 @@ impl Shared {
                  connection.subject_peer_certificate"
             }
             _ => {
-                "this table needs the certificate (revocation by serial, key, \
+                "this table needs the certificate (revocation entries, or key, \
                  signature or lifetime rules), so connections with a certificate are \
                  denied as peer_certificate_unavailable"
             }
@@ -626,7 +626,7 @@ impl Shared {
             .can_go_stale(active.as_deref())
             .then(|| Clocks::read(host));
         let in_force = active.as_deref().filter(|a| {
-            !clocks.is_some_and(|now| self.is_stale(now))
+            !clocks.is_some_and(|now| self.is_stale(Some(a), now))
                 || a.engine.table().revocation.on_stale() == OnStale::Keep
         });
         let memo = match (in_force, &known) {

@@ -11,7 +11,7 @@ pub enum Reason {
     /// The peer certificate could not be parsed.
     BadPeerCert,
     /// The host verified a certificate but does not hand it over (Envoy before 1.38),
-    /// and the table needs more than the host vouches for (revocation by serial, key,
+    /// and the table needs more than the host vouches for (any revocation entry, key,
     /// signature or lifetime constraints, or a first URI SAN that is no SPIFFE ID).
     PeerCertificateUnavailable,
     /// The certificate has no `spiffe://` URI SAN.
