@@ -36,7 +36,7 @@ $(TOOLS)/envoy-%/envoy: scripts/install-envoy.sh
 
 .PHONY: cli
 cli: ## build the certgate CLI (target/debug/certgate, or under CARGO_TARGET_DIR)
-	cargo build -p certgate-compiler --bin certgate
+	cargo build -p certgate-cli --bin certgate
 
 -include mk/*.mk
 

@@ -1,10 +1,12 @@
 //! `certgate`: compile mTLS policies into tables, check them in CI, explain decisions, and
 //! emit the Envoy and Istio configuration that carries a table to the filter.
 //!
-//! This file only parses arguments and dispatches; each subcommand lives in `cli/<name>.rs`
-//! and returns its exit code (0 ok, 1 policy findings, 2 usage or I/O).
+//! This file only parses arguments and dispatches; each subcommand lives in
+//! `commands/<name>.rs` and returns its exit code (0 ok, 1 policy findings, 2 usage or I/O).
+//! The policy language itself is the `certgate-compiler` library; `oci` packages the filter.
 
-mod cli;
+mod commands;
+mod oci;
 
 use std::process::ExitCode;
 
@@ -29,46 +31,46 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Compile(cli::compile::Args),
-    Keygen(cli::keygen::Args),
-    Check(cli::check::Args),
-    Inspect(cli::inspect::Args),
-    Eval(cli::eval::Args),
-    Cert(cli::cert::Args),
-    Crl(cli::crl::Args),
+    Compile(commands::compile::Args),
+    Keygen(commands::keygen::Args),
+    Check(commands::check::Args),
+    Inspect(commands::inspect::Args),
+    Eval(commands::eval::Args),
+    Cert(commands::cert::Args),
+    Crl(commands::crl::Args),
     // Boxed: its flags (the feed's trust options among them) make it the largest.
-    Emit(Box<cli::emit::Args>),
-    Package(cli::package::Args),
-    Serve(cli::serve::Args),
-    Test(cli::test::Args),
-    Diff(cli::diff::Args),
-    Report(cli::report::Args),
+    Emit(Box<commands::emit::Args>),
+    Package(commands::package::Args),
+    Serve(commands::serve::Args),
+    Test(commands::test::Args),
+    Diff(commands::diff::Args),
+    Report(commands::report::Args),
 }
 
 fn main() -> ExitCode {
     // clap exits with 2 on usage errors and 0 for --help/--version.
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Compile(a) => cli::compile::run(a),
-        Command::Keygen(a) => cli::keygen::run(a),
-        Command::Check(a) => cli::check::run(a),
-        Command::Inspect(a) => cli::inspect::run(a),
-        Command::Eval(a) => cli::eval::run(a),
-        Command::Cert(a) => cli::cert::run(a),
-        Command::Crl(a) => cli::crl::run(a),
-        Command::Emit(a) => cli::emit::run(*a),
-        Command::Package(a) => cli::package::run(a),
-        Command::Serve(a) => cli::serve::run(a),
-        Command::Test(a) => cli::test::run(a),
-        Command::Diff(a) => cli::diff::run(a),
-        Command::Report(a) => cli::report::run(a),
+        Command::Compile(a) => commands::compile::run(a),
+        Command::Keygen(a) => commands::keygen::run(a),
+        Command::Check(a) => commands::check::run(a),
+        Command::Inspect(a) => commands::inspect::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Cert(a) => commands::cert::run(a),
+        Command::Crl(a) => commands::crl::run(a),
+        Command::Emit(a) => commands::emit::run(*a),
+        Command::Package(a) => commands::package::run(a),
+        Command::Serve(a) => commands::serve::run(a),
+        Command::Test(a) => commands::test::run(a),
+        Command::Diff(a) => commands::diff::run(a),
+        Command::Report(a) => commands::report::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // One line: the context chain joined, so scripts can grep it.
-            eprintln!("error: {}", cli::one_line(&e));
-            ExitCode::from(cli::EXIT_USAGE)
+            eprintln!("error: {}", commands::one_line(&e));
+            ExitCode::from(commands::EXIT_USAGE)
         }
     }
 }

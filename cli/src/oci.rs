@@ -153,7 +153,7 @@ pub fn package(form: Form, module: &[u8], opts: &Options) -> Result<Layout, Erro
             let config = Blob::new(json_bytes(&json!({
                 "architecture": "wasm",
                 "os": "wasip1",
-                "created": crate::time::rfc3339(opts.epoch),
+                "created": certgate_compiler::time::rfc3339(opts.epoch),
                 "config": {},
                 "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{tar_hex}")]},
             })));

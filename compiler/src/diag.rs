@@ -1,6 +1,13 @@
 //! Diagnostics: what the compiler tells a person about a policy. Every finding has a stable
 //! code, a lowercase message with user input in backticks, a `help` line and, when it comes
 //! from a policy file, the span of the YAML node at fault.
+//!
+//! How they reach a person: [`report`] (the versioned JSON report and SARIF) and, with the
+//! `fancy` feature, [`render`] (the graphical text with source snippets).
+
+#[cfg(feature = "fancy")]
+pub mod render;
+pub mod report;
 
 use std::fmt;
 

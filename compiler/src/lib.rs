@@ -2,8 +2,11 @@
 //! with every problem reported at once as a [`Diagnostic`] with a source span.
 //!
 //! The library does no I/O of its own: callers hand it the policy texts ([`Input`]) and a
-//! [`Loader`] for the CRL and certificate files the policies name, so the same code runs in the CLI and in
-//! the browser playground.
+//! [`Loader`] for the CRL and certificate files the policies name, so the same code runs in the
+//! `certgate` CLI (the `cli/` crate) and in the browser playground (the `playground/` crate).
+//!
+//! Beside the language itself: the diagnostics and their renderers ([`diag`]), and the CI
+//! tooling over compiled policies ([`ci`]: policy tests, semantic diff, compliance report).
 //!
 //! ```text
 //! Input texts --yaml--> nodes --parse--> Policy model --check--> Merged settings + warnings
@@ -18,26 +21,18 @@
 
 pub mod certinfo;
 pub mod check;
-pub mod compliance;
+pub mod ci;
 pub mod crl;
 pub mod diag;
-pub mod diff;
 pub mod duration;
 pub mod inspect;
 mod lower;
 pub mod model;
-#[cfg(feature = "oci")]
-pub mod oci;
 mod parse;
-pub mod policytest;
-#[cfg(feature = "fancy")]
-pub mod render;
-pub mod report;
 pub mod revfiles;
 pub mod source;
 mod suggest;
 pub mod time;
-pub mod wasm;
 mod yaml;
 
 pub use check::Merged;

@@ -1,12 +1,18 @@
 //! The browser playground's entry points: the compiler, the table inspector, the
-//! certificate reader and the decision engine, exported through wasm-bindgen with the
-//! `wasm` feature (without it they are plain functions, so native tests cover them). Each function takes and returns JSON text, so the JavaScript side needs
+//! certificate reader and the decision engine, exported through wasm-bindgen (on a native
+//! target they are plain functions, so native tests cover them). Each function takes and returns JSON text, so the JavaScript side needs
 //! no generated types and every error reaches the page as data, never as an exception.
 //!
-//! These are thin adapters over the same code the CLI runs ([`crate::compile`],
-//! [`crate::report`], [`crate::inspect`], [`ruleset::cert::parse_pem_or_der`],
+//! These are thin adapters over the same code the CLI runs ([`certgate_compiler::compile`],
+//! [`certgate_compiler::diag::report`], [`certgate_compiler::inspect`], [`ruleset::cert::parse_pem_or_der`],
 //! [`ruleset::Engine::evaluate`]); the playground's browser test checks that its decisions
 //! and tables equal `certgate eval`'s and `certgate compile`'s.
+
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,10 +20,9 @@ use std::net::IpAddr;
 use ruleset::{Engine, Peer, PeerCert, TlsVersion};
 use serde::Deserialize;
 use serde_json::{json, Value};
-#[cfg(feature = "wasm")]
 use wasm_bindgen::prelude::wasm_bindgen;
 
-use crate::{Input, Loader, Options};
+use certgate_compiler::{Input, Loader, Options};
 
 /// The version of the JSON shapes these functions return.
 pub const VERSION: u32 = 1;
@@ -91,7 +96,7 @@ fn error(message: impl Into<String>) -> String {
 }
 
 /// The compilation and whether warnings count as failures.
-fn run_compile(request: &str) -> Result<(crate::Compilation, bool), String> {
+fn run_compile(request: &str) -> Result<(certgate_compiler::Compilation, bool), String> {
     let req: CompileRequest =
         serde_json::from_str(request).map_err(|e| format!("bad request: {e}"))?;
     let inputs = req
@@ -99,7 +104,7 @@ fn run_compile(request: &str) -> Result<(crate::Compilation, bool), String> {
         .into_iter()
         .map(|p| Input::new(p.path, p.text))
         .collect();
-    let mut c = crate::compile(inputs, &MapLoader(&req.files), &Options { now: req.now });
+    let mut c = certgate_compiler::compile(inputs, &MapLoader(&req.files), &Options { now: req.now });
     // Issued now, as `certgate compile` would (the expiry then counts `maxAge` from it).
     c.stamp(u64::try_from(req.now).unwrap_or(0).saturating_mul(1000))
         .map_err(|e| format!("the table cannot be encoded: {e}"))?;
@@ -108,9 +113,9 @@ fn run_compile(request: &str) -> Result<(crate::Compilation, bool), String> {
 
 /// The diagnostics report of `certgate check --format json`, with each diagnostic's
 /// `label` (the short text under the offending span) added for the editor.
-fn report_json(c: &crate::Compilation, deny_warnings: bool) -> Value {
+fn report_json(c: &certgate_compiler::Compilation, deny_warnings: bool) -> Value {
     let mut report =
-        serde_json::to_value(crate::report::report(c, deny_warnings)).unwrap_or(Value::Null);
+        serde_json::to_value(certgate_compiler::diag::report::report(c, deny_warnings)).unwrap_or(Value::Null);
     if let Some(list) = report.get_mut("diagnostics").and_then(Value::as_array_mut) {
         for (d, source) in list.iter_mut().zip(&c.diagnostics) {
             if let Some(obj) = d.as_object_mut() {
@@ -125,7 +130,7 @@ fn report_json(c: &crate::Compilation, deny_warnings: bool) -> Value {
 /// in, `{version, report}` out, where `report` is `certgate check --format json`'s report
 /// (every diagnostic with `file`, `line`, `column`, `endLine`, `endColumn`, `help`,
 /// `label` and `related` locations). A malformed request gives `{version, error}`.
-#[cfg_attr(feature = "wasm", wasm_bindgen)]
+#[wasm_bindgen]
 pub fn check(request: &str) -> String {
     match run_compile(request) {
         Err(e) => error(e),
@@ -141,7 +146,7 @@ pub fn check(request: &str) -> String {
 /// there is no error: `table` (`certgate inspect --format json`), `tableText` (the text
 /// `certgate inspect` prints) and `tableHex` (the encoded table, byte for byte what
 /// `certgate compile` writes for the same file names, texts and CRLs).
-#[cfg_attr(feature = "wasm", wasm_bindgen)]
+#[wasm_bindgen]
 pub fn compile(request: &str) -> String {
     let (c, deny_warnings) = match run_compile(request) {
         Err(e) => return error(e),
@@ -149,8 +154,8 @@ pub fn compile(request: &str) -> String {
     };
     let (table, text, hex) = match (&c.table, &c.bytes) {
         (Some(t), Some(b)) => (
-            crate::inspect::to_json(t, b.len()),
-            json!(crate::inspect::to_text(t, b.len())),
+            certgate_compiler::inspect::to_json(t, b.len()),
+            json!(certgate_compiler::inspect::to_text(t, b.len())),
             json!(ruleset::cert::hex_lower(b)),
         ),
         _ => (Value::Null, Value::Null, Value::Null),
@@ -167,14 +172,14 @@ pub fn compile(request: &str) -> String {
 
 /// What an encoded table holds: `{version, table, tableText}` as `certgate inspect`
 /// shows it, or `{version, error}` when the bytes are not a valid table.
-#[cfg_attr(feature = "wasm", wasm_bindgen)]
+#[wasm_bindgen]
 pub fn inspect_table(table: &[u8]) -> String {
     match ruleset::decode(table) {
         Err(e) => error(format!("not a valid certgate table: {e}")),
         Ok(t) => json!({
             "version": VERSION,
-            "table": crate::inspect::to_json(&t, table.len()),
-            "tableText": crate::inspect::to_text(&t, table.len()),
+            "table": certgate_compiler::inspect::to_json(&t, table.len()),
+            "tableText": certgate_compiler::inspect::to_text(&t, table.len()),
         })
         .to_string(),
     }
@@ -182,13 +187,13 @@ pub fn inspect_table(table: &[u8]) -> String {
 
 /// The facts certgate reads from a PEM bundle: `{version, certificates}` as
 /// `certgate cert --format json` prints them, or `{version, error}`.
-#[cfg_attr(feature = "wasm", wasm_bindgen)]
+#[wasm_bindgen]
 pub fn inspect_cert(pem: &str) -> String {
     match ruleset::cert::parse_pem_or_der(pem.as_bytes()) {
         Err(e) => error(format!("not a certificate: {e}")),
         Ok(certs) => json!({
             "version": VERSION,
-            "certificates": certs.iter().map(crate::certinfo::to_json).collect::<Vec<_>>(),
+            "certificates": certs.iter().map(certgate_compiler::certinfo::to_json).collect::<Vec<_>>(),
         })
         .to_string(),
     }
@@ -237,7 +242,7 @@ fn peer(req: PeerRequest) -> Result<Peer, String> {
 /// the first six are what `certgate eval` prints and `admitted` says whether the host
 /// lets the connection through (every decision in audit mode). Bad input gives
 /// `{version, error}`.
-#[cfg_attr(feature = "wasm", wasm_bindgen)]
+#[wasm_bindgen]
 pub fn evaluate(table: &[u8], request: &str) -> String {
     let engine = match Engine::from_bytes(table) {
         Ok(e) => e,
@@ -266,7 +271,7 @@ pub fn evaluate(table: &[u8], request: &str) -> String {
 }
 
 /// The compiler's version, shown on the page.
-#[cfg_attr(feature = "wasm", wasm_bindgen)]
+#[wasm_bindgen]
 pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
@@ -371,7 +376,7 @@ mod tests {
 
     #[test]
     fn certificates_read_like_certgate_cert() {
-        let pem = include_str!("../tests/fixtures/web.pem");
+        let pem = include_str!("../../compiler/tests/fixtures/web.pem");
         let v = parse(&inspect_cert(pem));
         let c = &v["certificates"][0];
         assert_eq!(c["spiffeId"], "spiffe://cluster.local/ns/web/sa/web");

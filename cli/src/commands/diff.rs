@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use certgate_compiler::diff::{self, RevocationEntries, Side};
+use certgate_compiler::ci::diff::{self, RevocationEntries, Side};
 
 use super::{DiagFormat, EXIT_FINDINGS, EXIT_OK};
 

@@ -156,18 +156,18 @@ pub fn compile_paths(paths: &[PathBuf]) -> anyhow::Result<Compilation> {
 /// Prints diagnostics: human on stderr, JSON and SARIF on stdout.
 pub fn report(c: &Compilation, format: DiagFormat, deny_warnings: bool) {
     match format {
-        DiagFormat::Json => println!("{}", certgate_compiler::report::to_json(c, deny_warnings)),
-        DiagFormat::Sarif => println!("{}", certgate_compiler::report::to_sarif(c)),
+        DiagFormat::Json => println!("{}", certgate_compiler::diag::report::to_json(c, deny_warnings)),
+        DiagFormat::Sarif => println!("{}", certgate_compiler::diag::report::to_sarif(c)),
         DiagFormat::Human => {
             let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             let width = std::env::var("COLUMNS")
                 .ok()
                 .and_then(|w| w.parse().ok())
                 .unwrap_or(100);
-            let style = certgate_compiler::render::Style { color, width };
+            let style = certgate_compiler::diag::render::Style { color, width };
             eprint!(
                 "{}",
-                certgate_compiler::render::render(c, deny_warnings, style)
+                certgate_compiler::diag::render::render(c, deny_warnings, style)
             );
         }
     }

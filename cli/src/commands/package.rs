@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use certgate_compiler::oci::{self, Form, Options};
+use crate::oci::{self, Form, Options};
 use serde_json::json;
 
 use super::{Format, EXIT_OK};

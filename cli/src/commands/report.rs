@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use certgate_compiler::compliance::{self, Level, Status};
+use certgate_compiler::ci::compliance::{self, Level, Status};
 
 use super::{DiagFormat, EXIT_FINDINGS, EXIT_OK};
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use certgate_compiler::policytest::{self, Summary, Uncovered};
+use certgate_compiler::ci::test::{self as policytest, TestSummary, Uncovered};
 use certgate_compiler::{Compilation, Input};
 
 use super::{FsLoader, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
@@ -251,7 +251,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     } else {
         None
     };
-    let summary = Summary::new(results, uncovered);
+    let summary = TestSummary::new(results, uncovered);
     if let Some(path) = &args.junit {
         std::fs::write(path, summary.to_junit())
             .with_context(|| format!("cannot write `{}`", path.display()))?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use base64::Engine as _;
 
 use crate::common::{
-    certgate, certgate_in, check_wasmplugin, check_wasmplugins, crate_dir, emit_istio,
+    certgate, certgate_in, check_wasmplugin, check_wasmplugins, data_dir, emit_istio,
     emit_istio_unchecked, repo_dir,
 };
 use crate::examples::compile_example;
@@ -462,7 +462,7 @@ fn malformed_files_give_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = write(dir.path(), "garbage", "hello, world\n");
     let empty = write(dir.path(), "empty", "");
-    let cert = crate_dir().join("tests/fixtures/web.pem");
+    let cert = data_dir().join("tests/fixtures/web.pem");
     for args in [
         vec!["cert", garbage.as_str()],
         vec!["cert", empty.as_str()],
@@ -1431,7 +1431,7 @@ fn issuer_names_in_wide_string_types_revoke_through_crls_and_policy_serials() {
 fn certgate_env(args: &[&str], env: &[(&str, &str)]) -> crate::common::Run {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
         .args(args)
-        .current_dir(crate_dir())
+        .current_dir(data_dir())
         .env("NO_COLOR", "1")
         .env_remove("SOURCE_DATE_EPOCH")
         .envs(env.iter().copied())

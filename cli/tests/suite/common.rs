@@ -1,5 +1,5 @@
-//! Running the built `certgate` binary from the crate directory, so paths in its output are
-//! relative and stable.
+//! Running the built `certgate` binary from the compiler crate's directory, where the test
+//! data lives, so paths in its output are relative and stable.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,12 +12,17 @@ pub struct Run {
     pub stderr: String,
 }
 
-pub fn crate_dir() -> PathBuf {
+pub fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
-pub fn repo_dir() -> PathBuf {
-    crate_dir().parent().unwrap().to_path_buf()
+/// The compiler crate's directory: the golden inputs (`tests/ui`), certificates
+/// (`tests/fixtures`) and policy-CI inputs (`tests/policy-ci`) the binary runs on.
+pub fn data_dir() -> PathBuf {
+    repo_dir().join("compiler")
 }
 
 /// Runs `certgate` in `dir` with a fixed, colourless, 100-column environment.
@@ -36,14 +41,14 @@ pub fn certgate_in(dir: &Path, args: &[&str]) -> Run {
     }
 }
 
-/// Runs `certgate` in the crate directory.
+/// Runs `certgate` in the compiler crate's directory ([`data_dir`]).
 pub fn certgate(args: &[&str]) -> Run {
-    certgate_in(&crate_dir(), args)
+    certgate_in(&data_dir(), args)
 }
 
 /// The pinned WasmPlugin CRD (from istio/api; the source commit is in its header).
 pub fn wasmplugin_crd() -> PathBuf {
-    crate_dir().join("tests/fixtures/istio/wasmplugin-crd.yaml")
+    data_dir().join("tests/fixtures/istio/wasmplugin-crd.yaml")
 }
 
 /// Runs `scripts/validate-crd.py` (PyPI `jsonschema`, in the venv `make venv` builds and

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::common::{certgate, crate_dir};
+use crate::common::{certgate, data_dir};
 
 fn ui_files() -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(crate_dir().join("tests/ui"))
+    let mut files: Vec<String> = std::fs::read_dir(data_dir().join("tests/ui"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".yaml") || n.ends_with(".d"))

@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{certgate_in, crate_dir, repo_dir};
+use crate::common::{certgate_in, data_dir, repo_dir};
 
 fn golden() -> PathBuf {
-    crate_dir().join("tests/policy-ci")
+    data_dir().join("tests/policy-ci")
 }
 
 fn snapshots(f: impl FnOnce()) {

@@ -81,7 +81,7 @@ pub struct Score {
 
 /// The report.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct ComplianceReport {
     /// Schema version, [`VERSION`].
     pub version: u32,
     /// The policy files, as given.
@@ -153,12 +153,12 @@ fn check(
 
 /// Scores a compilation without errors (`merged` present). `now` is seconds since the
 /// Unix epoch, for CRL freshness.
-pub fn report(c: &Compilation, now: i64) -> Report {
+pub fn report(c: &Compilation, now: i64) -> ComplianceReport {
     let x = Ctx { c };
     let mut checks = Vec::new();
     // `merged` is always present after `compile`; without it there is nothing to score.
     let Some(m) = c.merged.clone() else {
-        return Report {
+        return ComplianceReport {
             version: VERSION,
             files: c.inputs.iter().map(|i| i.path.clone()).collect(),
             policies: Vec::new(),
@@ -479,7 +479,7 @@ pub fn report(c: &Compilation, now: i64) -> Report {
     };
     let required = score(Level::Required);
     let recommended = score(Level::Recommended);
-    Report {
+    ComplianceReport {
         version: VERSION,
         files: c.inputs.iter().map(|i| i.path.clone()).collect(),
         policies: c.policies.iter().map(|p| p.name.value.clone()).collect(),
@@ -501,7 +501,7 @@ fn curves(k: &ruleset::KeyPolicy) -> String {
         .join(", ")
 }
 
-impl Report {
+impl ComplianceReport {
     /// Pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
@@ -604,7 +604,7 @@ impl Report {
                 })
             })
             .collect();
-        crate::report::sarif_log("certgate-report", rules, results)
+        crate::diag::report::sarif_log("certgate-report", rules, results)
     }
 }
 
@@ -613,7 +613,7 @@ mod tests {
     use super::*;
     use crate::{compile, Input, NoFiles, Options};
 
-    fn run(body: &str) -> Report {
+    fn run(body: &str) -> ComplianceReport {
         let text = format!("apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: p}}\nspec:\n{body}");
         let c = compile(
             vec![Input::new("p.yaml", text)],
@@ -623,7 +623,7 @@ mod tests {
         report(&c, 0)
     }
 
-    fn status(r: &Report, id: &str) -> Status {
+    fn status(r: &ComplianceReport, id: &str) -> Status {
         r.checks.iter().find(|c| c.id == id).unwrap().status
     }
 

@@ -125,12 +125,12 @@ pub struct Expect {
     pub policy: Option<Option<String>>,
 }
 
-struct Walker<'a> {
+struct TestFileWalker<'a> {
     text: &'a str,
     errors: Vec<TestFileError>,
 }
 
-impl Walker<'_> {
+impl TestFileWalker<'_> {
     fn err(&mut self, span: Span, message: String) {
         self.errors.push(TestFileError { span, message });
     }
@@ -617,7 +617,7 @@ pub fn parse(file: usize, text: &str) -> Result<TestFile, Vec<TestFileError>> {
             message: "the test file is empty".into(),
         }]);
     };
-    let mut w = Walker {
+    let mut w = TestFileWalker {
         text,
         errors: Vec::new(),
     };
@@ -834,7 +834,7 @@ pub struct Uncovered {
 
 /// The whole run, for every output format.
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
+pub struct TestSummary {
     /// Schema version, [`VERSION`].
     pub version: u32,
     /// Every case, in file order.
@@ -847,11 +847,11 @@ pub struct Summary {
     pub uncovered: Option<Vec<Uncovered>>,
 }
 
-impl Summary {
+impl TestSummary {
     /// Counts the results.
-    pub fn new(cases: Vec<CaseResult>, uncovered: Option<Vec<Uncovered>>) -> Summary {
+    pub fn new(cases: Vec<CaseResult>, uncovered: Option<Vec<Uncovered>>) -> TestSummary {
         let passed = cases.iter().filter(|c| c.passed).count();
-        Summary {
+        TestSummary {
             version: VERSION,
             failed: cases.len() - passed,
             passed,
@@ -1061,7 +1061,7 @@ mod tests {
 
     #[test]
     fn junit_escapes_names() {
-        let s = Summary::new(
+        let s = TestSummary::new(
             vec![CaseResult {
                 name: "a <b> & \"c\"".into(),
                 file: "t.test.yaml".into(),
