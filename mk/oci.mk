@@ -1,4 +1,4 @@
-# The filter as an OCI image (`certgate package`, compiler/src/oci.rs) and the real registry
+# The filter as an OCI image (`certgate package`, cli/src/oci.rs) and the real registry
 # and client its test pushes to. Included by the root Makefile.
 OCI_OUT ?= $(TARGET_DIR)/oci
 # Debian's distribution registry and skopeo: the OCI test (e2e/tests/oci.rs) runs

@@ -1,12 +1,13 @@
-# The browser playground (playground/): the compiler and engine built for the browser with
-# wasm-bindgen, plus a static page. Included by the root Makefile.
+# The browser playground (playground/): the certgate-playground crate (the compiler and
+# engine built for the browser with wasm-bindgen), plus a static page. Included by the root
+# Makefile.
 PLAYGROUND_OUT := $(TARGET_DIR)/playground
 PLAYGROUND_SITE := $(PLAYGROUND_OUT)/site
-PLAYGROUND_WASM := $(TARGET_DIR)/wasm32-unknown-unknown/wasm-release/certgate_compiler.wasm
+PLAYGROUND_WASM := $(TARGET_DIR)/wasm32-unknown-unknown/wasm-release/certgate_playground.wasm
 PLAYGROUND_PORT ?= 8000
 # The generated JavaScript glue must come from the same wasm-bindgen as the crate: read the
-# exact pin from compiler/Cargo.toml so there is one place to bump it.
-WASM_BINDGEN_VERSION := $(shell sed -n 's/^wasm-bindgen = { version = "=\([0-9.]*\)".*/\1/p' compiler/Cargo.toml)
+# exact pin from playground/Cargo.toml so there is one place to bump it.
+WASM_BINDGEN_VERSION := $(shell sed -n 's/^wasm-bindgen = "=\([0-9.]*\)".*/\1/p' playground/Cargo.toml)
 WASM_BINDGEN := $(TOOLS)/bin/wasm-bindgen
 # As for the filter: no local path in the shipped module.
 PLAYGROUND_RUSTFLAGS := --remap-path-prefix=$(or $(CARGO_HOME),$(HOME)/.cargo)=/cargo --remap-path-prefix=$(CURDIR)=/certgate
@@ -21,7 +22,7 @@ playground-target:
 # cannot resolve, install with freshly resolved dependencies.
 .PHONY: wasm-bindgen-tool
 wasm-bindgen-tool:
-	@[ -n "$(WASM_BINDGEN_VERSION)" ] || { echo "no exact wasm-bindgen pin in compiler/Cargo.toml" >&2; exit 1; }
+	@[ -n "$(WASM_BINDGEN_VERSION)" ] || { echo "no exact wasm-bindgen pin in playground/Cargo.toml" >&2; exit 1; }
 	@[ "$$($(WASM_BINDGEN) --version 2>/dev/null)" = "wasm-bindgen $(WASM_BINDGEN_VERSION)" ] || { \
 	  echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) into $(TOOLS) (a few minutes, once)"; \
 	  cargo install --locked --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) || \
@@ -33,14 +34,14 @@ wasm-bindgen-tool:
 # fails at load), and it saved only 6%.
 .PHONY: playground
 playground: playground-target wasm-bindgen-tool ## build the browser playground into target/playground/site (under CARGO_TARGET_DIR when set)
-	CARGO_PROFILE_WASM_RELEASE_STRIP=false RUSTFLAGS="$(PLAYGROUND_RUSTFLAGS)" cargo rustc -p certgate-compiler --lib --crate-type cdylib \
-	  --no-default-features --features wasm --target wasm32-unknown-unknown --profile wasm-release
+	CARGO_PROFILE_WASM_RELEASE_STRIP=false RUSTFLAGS="$(PLAYGROUND_RUSTFLAGS)" cargo rustc -p certgate-playground --lib --crate-type cdylib \
+	  --target wasm32-unknown-unknown --profile wasm-release
 	rm -rf $(PLAYGROUND_SITE) && mkdir -p $(PLAYGROUND_SITE)/pkg
 	$(WASM_BINDGEN) --target web --no-typescript --remove-name-section --remove-producers-section \
 	  --out-dir $(PLAYGROUND_SITE)/pkg $(PLAYGROUND_WASM)
 	cp playground/index.html playground/style.css playground/app.js $(PLAYGROUND_SITE)/
 	python3 playground/bundle_examples.py $(PLAYGROUND_SITE)/examples.json
-	@echo "$(PLAYGROUND_SITE): $$(du -sk $(PLAYGROUND_SITE) | cut -f1) KB ($$(stat -c %s $(PLAYGROUND_SITE)/pkg/certgate_compiler_bg.wasm) bytes of wasm)"
+	@echo "$(PLAYGROUND_SITE): $$(du -sk $(PLAYGROUND_SITE) | cut -f1) KB ($$(stat -c %s $(PLAYGROUND_SITE)/pkg/certgate_playground_bg.wasm) bytes of wasm)"
 
 .PHONY: playground-serve
 playground-serve: playground ## serve the playground on http://localhost:8000/ (PLAYGROUND_PORT=N to change; Ctrl+C stops)

@@ -1,5 +1,5 @@
 # Policy CI for the example policies (policies/): what docs/ci.md runs in a pipeline, for
-# people. `cargo test` runs the same tests (compiler/tests/suite/policy_ci.rs). Included by
+# people. `cargo test` runs the same tests (cli/tests/suite/policy_ci.rs). Included by
 # the root Makefile; each example is its own table, so check and report go file by file.
 POLICY_FILES := $(filter-out %.test.yaml,$(wildcard policies/*.yaml))
 

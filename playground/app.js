@@ -1,9 +1,9 @@
 // The certgate playground: an editor over the compiler and the decision engine, both
-// compiled to WebAssembly from the Rust crates (compiler/src/wasm.rs). This file only moves
+// compiled to WebAssembly from the Rust crates (playground/src/lib.rs). This file only moves
 // text between the page and those functions and draws their answers; it holds no rule of
 // the policy language (the diagnostics, tables and decisions all come from the wasm module).
 
-import init, * as certgate from "./pkg/certgate_compiler.js";
+import init, * as certgate from "./pkg/certgate_playground.js";
 
 const $ = (id) => document.getElementById(id);
 

@@ -94,7 +94,7 @@ impl Tools {
         if !missing.is_empty() {
             bail!(
                 "the end-to-end tests need Envoy, the filter and the CLI:\n{}\n\
-                 run `make envoy filter` and `cargo build -p certgate-compiler` \
+                 run `make envoy filter` and `cargo build -p certgate-cli` \
                  (or `make e2e`, which does all of it)",
                 missing.join("\n")
             );
