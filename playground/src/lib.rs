@@ -104,7 +104,8 @@ fn run_compile(request: &str) -> Result<(certgate_compiler::Compilation, bool), 
         .into_iter()
         .map(|p| Input::new(p.path, p.text))
         .collect();
-    let mut c = certgate_compiler::compile(inputs, &MapLoader(&req.files), &Options { now: req.now });
+    let mut c =
+        certgate_compiler::compile(inputs, &MapLoader(&req.files), &Options { now: req.now });
     // Issued now, as `certgate compile` would (the expiry then counts `maxAge` from it).
     c.stamp(u64::try_from(req.now).unwrap_or(0).saturating_mul(1000))
         .map_err(|e| format!("the table cannot be encoded: {e}"))?;
@@ -115,7 +116,8 @@ fn run_compile(request: &str) -> Result<(certgate_compiler::Compilation, bool), 
 /// `label` (the short text under the offending span) added for the editor.
 fn report_json(c: &certgate_compiler::Compilation, deny_warnings: bool) -> Value {
     let mut report =
-        serde_json::to_value(certgate_compiler::diag::report::report(c, deny_warnings)).unwrap_or(Value::Null);
+        serde_json::to_value(certgate_compiler::diag::report::report(c, deny_warnings))
+            .unwrap_or(Value::Null);
     if let Some(list) = report.get_mut("diagnostics").and_then(Value::as_array_mut) {
         for (d, source) in list.iter_mut().zip(&c.diagnostics) {
             if let Some(obj) = d.as_object_mut() {

@@ -1,13 +1,13 @@
 //! `certgate package`: the filter module as OCI image layouts istio-agent can pull
-//! (the image building is `certgate_compiler::oci`; this file reads, writes and prints).
+//! (the image building is `crate::oci`; this file reads, writes and prints).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use crate::oci::{self, Form, Options};
 use serde_json::json;
 
 use super::{Format, EXIT_OK};
+use crate::oci::{self, Form, Options};
 
 /// Package the filter module as OCI images.
 #[derive(Debug, clap::Args)]
