@@ -24,7 +24,6 @@ mod budget;
 pub mod cert;
 mod decision;
 pub mod decode;
-pub mod dn;
 pub mod encode;
 mod eval;
 mod format;
@@ -38,6 +37,7 @@ pub mod sni;
 pub mod spiffe;
 
 pub use budget::{decoded_cost, MAX_DECODED_BYTES};
+pub use cert::name as dn;
 pub use decision::{Decision, Reason};
 pub use decode::{decode, decode_owned, DecodeError};
 pub use encode::{encode, EncodeError};

@@ -24,6 +24,8 @@ use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
 
 use crate::{CertFacts, Curve, KeyInfo, PeerCert, RevocationKeys, SigHash, SigInfo};
 
+pub mod name;
+
 /// Longest accepted serial number, in bytes (RFC 5280 allows 20; some CAs exceed it).
 pub const MAX_SERIAL_LEN: usize = 64;
 
