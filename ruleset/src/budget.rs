@@ -10,7 +10,7 @@
 //! place from the table's bytes. `ruleset/FORMAT.md` ("Limits and failure") documents the
 //! figures.
 
-use crate::DecodeError;
+use crate::decode_error::DecodeError;
 
 /// Most memory, in bytes, the decoded form of a table may take besides the table's own
 /// bytes (rules, patterns, strings and the engine's index over them).

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::format::*;
-use crate::{Action, AuditLog, Curve, Mode, SigHash, Table, TlsVersion};
+use crate::{Action, AuditLog, Mode, Table, TlsVersion};
 
 /// Why a table could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,17 +65,6 @@ pub(crate) fn tls_byte(v: Option<TlsVersion>) -> u8 {
         Some(TlsVersion::V1_3) => 4,
     }
 }
-pub(crate) const CURVE_BITS: [(Curve, u8); 3] =
-    [(Curve::P256, 1), (Curve::P384, 2), (Curve::P521, 4)];
-pub(crate) const HASH_BITS: [(SigHash, u8); 7] = [
-    (SigHash::Md5, 1),
-    (SigHash::Sha1, 2),
-    (SigHash::Sha224, 4),
-    (SigHash::Sha256, 8),
-    (SigHash::Sha384, 16),
-    (SigHash::Sha512, 32),
-    (SigHash::Other, 64),
-];
 
 struct Writer(Vec<u8>);
 

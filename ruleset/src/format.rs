@@ -1,6 +1,8 @@
 //! Constants of the binary table format shared by the encoder and the decoder.
 //! `ruleset/FORMAT.md` documents the bytes; keep the two in step.
 
+use crate::{Curve, SigHash};
+
 /// First four bytes of every table.
 pub const MAGIC: [u8; 4] = *b"CGT\x01";
 /// The only format version this build reads and writes.
@@ -40,6 +42,20 @@ pub const REVOCATION_LISTS: [&str; 6] = [
     "revoked public keys",
     "revoked issuers (name and key id)",
     "revoked issuers (name)",
+];
+
+/// The bit of each curve in the constraints section's curve mask.
+pub(crate) const CURVE_BITS: [(Curve, u8); 3] =
+    [(Curve::P256, 1), (Curve::P384, 2), (Curve::P521, 4)];
+/// The bit of each signature hash in the constraints section's forbidden-hash mask.
+pub(crate) const HASH_BITS: [(SigHash, u8); 7] = [
+    (SigHash::Md5, 1),
+    (SigHash::Sha1, 2),
+    (SigHash::Sha224, 4),
+    (SigHash::Sha256, 8),
+    (SigHash::Sha384, 16),
+    (SigHash::Sha512, 32),
+    (SigHash::Other, 64),
 ];
 
 /// CRC-32 (IEEE 802.3, reflected, as in zlib and PNG) of `bytes`.

@@ -24,14 +24,14 @@ pub struct RevokedSerial {
 }
 
 /// Longest hash input: the domain tag and the longest serial.
-const MAX_INPUT: usize = 1 + crate::cert::MAX_SERIAL_LEN;
+const MAX_INPUT: usize = 1 + crate::cert::serial::MAX_SERIAL_LEN;
 
 /// SipHash-2-4 of `"S" || serial magnitude`: the one hash a serial lookup computes.
 pub fn serial_hash(serial: &[u8]) -> u64 {
-    let magnitude = crate::cert::strip_leading_zeros(serial);
+    let magnitude = crate::cert::serial::strip_leading_zeros(serial);
     let mut buf = [0u8; MAX_INPUT];
     buf[0] = b'S';
-    let len = magnitude.len().min(crate::cert::MAX_SERIAL_LEN);
+    let len = magnitude.len().min(crate::cert::serial::MAX_SERIAL_LEN);
     if let (Some(dst), Some(src)) = (buf.get_mut(1..=len), magnitude.get(..len)) {
         dst.copy_from_slice(src);
     }
@@ -568,27 +568,24 @@ impl Revocation {
             || (!self.any_issuer.is_empty() && self.any_issuer.contains(h))
     }
 
-    /// Whether the certificate with these facts is revoked, and why, checked in the
-    /// order certificate, key, serial, issuer. An empty list costs nothing.
-    pub fn check(&self, facts: &crate::CertFacts) -> Option<Revoked> {
-        if !self.certificates.is_empty()
-            && self.certificates.contains(sha256_key(&facts.tbs_sha256()))
-        {
-            return Some(Revoked::Certificate);
-        }
-        if !self.keys.is_empty()
-            && (self.keys.contains(sha256_key(&facts.public_key_sha256()))
-                || self.keys.contains(sha256_key(&facts.spki_sha256())))
-        {
-            return Some(Revoked::Key);
-        }
-        if self.is_serial_revoked(facts.issuer_id, &facts.serial) {
-            return Some(Revoked::Serial);
-        }
-        if self.is_issuer_revoked(facts.issuer_id, facts.authority_key_id.as_deref()) {
-            return Some(Revoked::Issuer);
-        }
-        None
+    /// Whether a certificate is revoked by what its CA signed. `tbs_sha256` gives its
+    /// [`crate::CertFacts::tbs_sha256`], asked for only when any certificate is revoked:
+    /// hashing costs a new certificate microseconds in wasm.
+    pub(crate) fn is_certificate_revoked(&self, tbs_sha256: impl FnOnce() -> [u8; 32]) -> bool {
+        !self.certificates.is_empty() && self.certificates.contains(sha256_key(&tbs_sha256()))
+    }
+
+    /// Whether a certificate's public key is revoked, by its canonical form or its SPKI
+    /// DER ([`crate::CertFacts::public_key_sha256`], [`crate::CertFacts::spki_sha256`]),
+    /// each asked for only when needed.
+    pub(crate) fn is_key_revoked(
+        &self,
+        public_key_sha256: impl FnOnce() -> [u8; 32],
+        spki_sha256: impl FnOnce() -> [u8; 32],
+    ) -> bool {
+        !self.keys.is_empty()
+            && (self.keys.contains(sha256_key(&public_key_sha256()))
+                || self.keys.contains(sha256_key(&spki_sha256())))
     }
 
     /// Whether a certificate issued under the name with id `name` and with this

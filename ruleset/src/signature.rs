@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::decode::DecodeError;
+use crate::decode_error::DecodeError;
 use crate::format::{HEADER_LEN, MAGIC, VERSION};
 
 /// First four bytes of the signature trailer.
@@ -50,12 +50,12 @@ impl fmt::Display for SignatureError {
             SignatureError::UnknownKey(k) => write!(
                 f,
                 "the table is signed by key {} (hex), which is not pinned",
-                crate::cert::hex_lower(k)
+                crate::cert::hex::hex_lower(k)
             ),
             SignatureError::BadSignature(k) => write!(
                 f,
                 "the signature by key {} (hex) does not verify",
-                crate::cert::hex_lower(k)
+                crate::cert::hex::hex_lower(k)
             ),
         }
     }

@@ -1,7 +1,8 @@
-//! Issuer identity for revocation: one 64-bit id per distinguished name, computed the
-//! same way from a policy string (`CN=Intermediate CA,O=Example`), a CRL's issuer and
-//! a certificate's issuer, so that attribute order, spacing and letter case in the
-//! policy do not decide whether a revocation entry applies.
+//! Distinguished names (also `ruleset::dn`): their display form, and the issuer identity
+//! revocation looks them up by: one 64-bit id per name, computed the same way from a
+//! policy string (`CN=Intermediate CA,O=Example`), a CRL's issuer and a certificate's
+//! issuer, so that attribute order, spacing and letter case in the policy do not decide
+//! whether a revocation entry applies.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -10,6 +11,9 @@ use sha2::{Digest, Sha256};
 use x509_parser::asn1_rs::Tag;
 use x509_parser::der_parser::oid::Oid;
 use x509_parser::x509::{AttributeTypeAndValue, X509Name};
+
+use super::hex::hex_lower;
+use super::oid::find_row;
 
 /// Attribute names accepted in policy strings, with their OIDs as DER content bytes
 /// (what a parsed certificate holds, compared without formatting) and dotted.
@@ -55,7 +59,7 @@ const ATTRIBUTE_NAMES: &[(&[u8], &str, &str)] = &[
 /// dotted OID, found by the OID's DER bytes (formatting every OID of every name cost
 /// the filter more than the rest of the name).
 fn known_attribute(oid: &Oid<'_>) -> Option<(&'static str, &'static str)> {
-    crate::cert::find_row(oid, ATTRIBUTE_NAMES).map(|(_, dotted, name)| (*name, *dotted))
+    find_row(oid, ATTRIBUTE_NAMES).map(|(_, dotted, name)| (*name, *dotted))
 }
 
 /// The dotted form of an attribute type, without formatting the common ones.
@@ -218,7 +222,7 @@ pub fn issuer_id_of(name: &X509Name<'_>) -> u64 {
         .map(|a| {
             let value = match attribute_text(a) {
                 Some(s) => normalize_value(&s),
-                None => format!("#{}", crate::cert::hex_lower(a.as_slice())),
+                None => format!("#{}", hex_lower(a.as_slice())),
             };
             (dotted(a.attr_type()), value)
         })
@@ -251,7 +255,7 @@ pub fn format_name(name: &X509Name<'_>) -> String {
                 Some(v) => escape_value(&v, &mut out),
                 None => {
                     out.push('#');
-                    out.push_str(&crate::cert::hex_lower(attr.as_slice()));
+                    out.push_str(&hex_lower(attr.as_slice()));
                 }
             }
         }
@@ -513,7 +517,7 @@ mod tests {
             (UNIVERSAL, vec![0x00, 0x11, 0x00, 0x00]),
         ] {
             let (_, display) = id_and_display(&der_name(&[(CN, tag, bytes.clone())]));
-            assert_eq!(display, format!("CN=#{}", crate::cert::hex_lower(&bytes)));
+            assert_eq!(display, format!("CN=#{}", hex_lower(&bytes)));
         }
     }
 
