@@ -5,7 +5,7 @@
 //! to every stream context through an `Rc`; it holds the table in force, which a live
 //! feed may replace (see `feed.rs`), and the open connections a newer table may close.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -16,6 +16,7 @@ use crate::cache::CertCache;
 use crate::config::{Config, ConfigError};
 use crate::host::{Host, Level};
 use crate::json;
+use crate::memo::Memo;
 use crate::metrics::Metrics;
 use crate::peer;
 
@@ -232,56 +233,6 @@ pub struct Active {
     /// The table's own settings, before overrides (what a fed table may not loosen).
     pub strictness: Strictness,
     expiry: Option<Expiry>,
-}
-
-/// The decision for one certificate under one table generation, kept in the
-/// certificate's cache entry. Only made while the table decides on the certificate
-/// alone (its [`peer::Needs`] are none): then every connection that presents the
-/// certificate gets this decision, and a warm connection skips evaluation (the
-/// revocation lookups and the rule index) and rebuilds none of the record's
-/// certificate members.
-#[derive(Debug)]
-pub struct Memo {
-    generation: u64,
-    action: Action,
-    reason: Reason,
-    mode: Mode,
-    rule: Option<Box<str>>,
-    policy: Option<Box<str>>,
-    identity: Option<Box<str>>,
-    /// [`audit::head`] of the decision, built at the first record that needs it.
-    record_head: OnceCell<String>,
-}
-
-impl Memo {
-    fn new(generation: u64, decision: &Decision<'_>) -> Memo {
-        Memo {
-            generation,
-            action: decision.action,
-            reason: decision.reason,
-            mode: decision.mode,
-            rule: decision.rule.map(Box::from),
-            policy: decision.policy.map(Box::from),
-            identity: decision.identity.map(Box::from),
-            record_head: OnceCell::new(),
-        }
-    }
-
-    /// The table generation this decision holds for.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    fn decision(&self) -> Decision<'_> {
-        Decision {
-            action: self.action,
-            reason: self.reason,
-            rule: self.rule.as_deref(),
-            policy: self.policy.as_deref(),
-            mode: self.mode,
-            identity: self.identity.as_deref(),
-        }
-    }
 }
 
 /// An admitted network connection, kept so a newer table can close it.
@@ -699,8 +650,7 @@ impl Shared {
             };
             let head = match &memo {
                 Some(memo) => json::ObjectWriter::resume(
-                    memo.record_head
-                        .get_or_init(|| audit::head(&decision, &peer.cert).unfinished()),
+                    memo.record_head(|| audit::head(&decision, &peer.cert).unfinished()),
                 ),
                 None => audit::head(&decision, &peer.cert),
             };

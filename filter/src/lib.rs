@@ -25,6 +25,7 @@ pub mod host;
 pub mod http;
 pub mod json;
 pub mod lift;
+pub mod memo;
 pub mod metrics;
 pub mod network;
 pub mod peer;
