@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use ruleset::PeerCert;
 
-use crate::decide::Memo;
+use crate::memo::Memo;
 
 /// A certificate the cache knows: its parsed facts (or why it did not parse), and the
 /// decision last made for it.

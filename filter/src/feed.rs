@@ -10,9 +10,10 @@
 use std::cell::{Cell, RefCell};
 
 use crate::config::FeedConfig;
-use crate::decide::{Installed, Shared};
 use crate::host::{Host, Level};
 use crate::metrics::Metrics;
+use crate::shared::Shared;
+use crate::table::Installed;
 
 /// Largest table accepted from the feed (the format's own limits are checked again by
 /// the decoder): 64 MiB, about 8 million revoked serials.
@@ -154,7 +155,7 @@ impl Feed {
             // A `304` says "what you named is current"; to a poll that named nothing it
             // confirms nothing (a broken or hostile server must not keep a table fresh).
             b"304" if sent_etag => {
-                shared.confirm(host.monotonic_nanos());
+                shared.table.confirm(host.monotonic_nanos());
                 *self.refused.borrow_mut() = None;
                 Ok(())
             }
@@ -169,7 +170,7 @@ impl Feed {
                 match shared.install(host, body) {
                     Ok(outcome) => {
                         if outcome == Installed::Unchanged {
-                            shared.confirm(host.monotonic_nanos());
+                            shared.table.confirm(host.monotonic_nanos());
                         }
                         *self.refused.borrow_mut() = None;
                         *self.etag.borrow_mut() = host

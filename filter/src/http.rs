@@ -8,8 +8,8 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use crate::audit;
-use crate::decide::Shared;
 use crate::host::Host;
+use crate::shared::Shared;
 
 /// Header carrying the decision id on a refused request.
 pub const DECISION_ID_HEADER: &str = "x-certgate-decision-id";

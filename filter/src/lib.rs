@@ -2,8 +2,9 @@
 //! compiled certgate table on every downstream mTLS connection.
 //!
 //! This file is the entry point only. The root context (`root.rs`) parses the
-//! configuration and builds the shared state; `network.rs` and `http.rs` are the two
-//! front ends; every decision goes through `decide.rs` to the `ruleset` engine.
+//! configuration and builds the shared state (`shared.rs`); `network.rs` and `http.rs`
+//! are the two front ends; every decision goes through `decide.rs` to the `ruleset`
+//! engine. ARCHITECTURE.md has the module map.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -19,16 +20,22 @@
 pub mod audit;
 pub mod cache;
 pub mod config;
+pub mod connections;
 pub mod decide;
 pub mod feed;
 pub mod host;
 pub mod http;
 pub mod json;
 pub mod lift;
+pub mod log;
+pub mod memo;
 pub mod metrics;
 pub mod network;
 pub mod peer;
 pub mod root;
+pub mod shared;
+pub mod table;
+pub mod verdict;
 
 #[cfg(test)]
 mod tests;

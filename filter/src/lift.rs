@@ -7,7 +7,8 @@
 //! context reads the configuration in chunks and feeds them here: the top-level
 //! `table` string is base64-decoded as it streams past, straight into the one buffer
 //! the table will live in, and everything else (a few hundred bytes) is kept as JSON
-//! with `"table":""` in its place for [`crate::config::Config`] to validate as usual.
+//! with `"table":""` in its place for the configuration reader (`config.rs`) to
+//! validate as usual.
 
 use std::fmt;
 

@@ -2,7 +2,7 @@
 //! the first downstream data (the TLS attributes are complete by then) or, in
 //! `serverFirst` mode, from the root context's tick before any upstream connection.
 //! With a live feed, an admitted connection stays registered so that a newer table
-//! that denies it closes it (see `Shared::install`).
+//! that denies it closes it (see `Shared::install` and `connections.rs`).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -10,8 +10,9 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::Action;
 
-use crate::decide::{Pending, Phase, Shared};
+use crate::connections::{Pending, Phase};
 use crate::host::Host;
+use crate::shared::Shared;
 
 /// Per-connection state of the network filter.
 pub struct NetworkFilter {
@@ -51,7 +52,7 @@ impl NetworkFilter {
             // Unconfigured (Envoy normally never gets here): fail closed.
             None => self.deny(),
             Some(shared) if shared.server_first => {
-                shared.add_pending(
+                shared.connections.add_pending(
                     self.context_id,
                     Pending {
                         phase: Rc::clone(&self.phase),
@@ -73,11 +74,13 @@ impl NetworkFilter {
                 let Some(shared) = &self.shared else {
                     return self.deny();
                 };
-                shared.remove_pending(self.context_id);
+                shared.connections.remove_pending(self.context_id);
                 let (verdict, peer) = shared.decide_peer(&*self.host);
                 if verdict.admit {
                     self.phase.set(Phase::Admitted);
-                    shared.add_live(self.context_id, Rc::clone(&self.phase), peer);
+                    shared
+                        .connections
+                        .add_live(self.context_id, Rc::clone(&self.phase), peer);
                     Action::Continue
                 } else {
                     self.deny()
@@ -95,8 +98,8 @@ impl NetworkFilter {
     /// The connection is gone: forget it.
     pub fn done(&mut self) {
         if let Some(shared) = &self.shared {
-            shared.remove_pending(self.context_id);
-            shared.remove_live(self.context_id);
+            shared.connections.remove_pending(self.context_id);
+            shared.connections.remove_live(self.context_id);
         }
     }
 }

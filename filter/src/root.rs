@@ -9,12 +9,13 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 
 use crate::config::Config;
-use crate::decide::{Phase, Shared};
+use crate::connections::Phase;
 use crate::feed::Feed;
 use crate::host::{Host, Level};
 use crate::http::HttpFilter;
 use crate::network::NetworkFilter;
 use crate::peer;
+use crate::shared::Shared;
 
 /// Root id that selects the HTTP filter; any other root id (the default `certgate`)
 /// makes network filter contexts. proxy-wasm creates a context before it knows which
@@ -89,7 +90,10 @@ impl Root {
                         .map_or(LOG_LEVEL_TICK_MILLIS, |f| f.tick_millis())
                         .min(LOG_LEVEL_TICK_MILLIS)
                 });
-                let rules = shared.active().map_or(0, |a| a.engine.table().rules.len());
+                let rules = shared
+                    .table
+                    .active()
+                    .map_or(0, |a| a.engine.table().rules.len());
                 host.log(
                     Level::Info,
                     &format!(
@@ -98,12 +102,13 @@ impl Root {
                             Kind::Network => "network",
                             Kind::Http => "http",
                         },
-                        if shared.audit_mode() {
+                        if shared.table.audit_mode() {
                             "audit"
                         } else {
                             "enforce"
                         },
                         shared
+                            .table
                             .active()
                             .map_or_else(|| "none yet".to_owned(), |a| a.policy_digest.clone()),
                         rules,
@@ -128,23 +133,17 @@ impl Root {
     pub fn tick(&self) {
         let Some(shared) = &self.shared else { return };
         let host = &*self.host;
-        shared.read_log_level(host);
+        shared.decider.log.read_level(host);
         // First: the HTTP call must be dispatched from the root context, before the
         // loop below enters stream contexts.
         if let Some(feed) = &self.feed {
             feed.tick(host, shared);
         }
-        shared.log_staleness(host);
+        shared.table.log_staleness(host);
         let now = host.monotonic_nanos();
-        let pending: Vec<_> = shared
-            .pending
-            .borrow()
-            .iter()
-            .map(|(id, p)| (*id, p.clone()))
-            .collect();
-        for (id, p) in pending {
+        for (id, p) in shared.connections.pending() {
             if p.phase.get() != Phase::Waiting || !host.enter_context(id) {
-                shared.remove_pending(id);
+                shared.connections.remove_pending(id);
                 continue;
             }
             // `connection.mtls` is safe to poll before the handshake ends (it is not
@@ -154,7 +153,7 @@ impl Root {
             if !ready && !expired {
                 continue;
             }
-            shared.remove_pending(id);
+            shared.connections.remove_pending(id);
             if !ready {
                 // Seen in Envoy 1.40: without tcp_proxy `max_early_data_bytes`, tcp_proxy
                 // disables reading until its upstream connects, so the handshake stalls.
@@ -167,7 +166,7 @@ impl Root {
             let (verdict, peer) = shared.decide_peer(host);
             if verdict.admit {
                 p.phase.set(Phase::Admitted);
-                shared.add_live(id, Rc::clone(&p.phase), peer);
+                shared.connections.add_live(id, Rc::clone(&p.phase), peer);
                 host.resume_downstream();
             } else {
                 p.phase.set(Phase::Denied);

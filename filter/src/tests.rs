@@ -7,7 +7,7 @@ use base64::Engine as _;
 use proxy_wasm::types::Action;
 use ruleset::{Action as Act, AuditLog, Constraints, Mode, Pattern, Revocation, Rule, Table};
 
-use crate::decide::Phase;
+use crate::connections::Phase;
 use crate::host::fake::FakeHost;
 use crate::host::Level;
 use crate::root::{Kind, Root, HTTP_ROOT_ID};
@@ -322,7 +322,7 @@ fn first_data(e: &Env, ctx: u32) -> Action {
 /// `Env::connection` set on `ctx`, under `decision_id`: what the filter must write
 /// whether it evaluated or remembered the decision.
 fn fresh_record(e: &Env, ctx: u32, pem: &str, decision_id: &str) -> String {
-    let active = e.root.shared().unwrap().active().unwrap();
+    let active = e.root.shared().unwrap().table.active().unwrap();
     let host = &e.host;
     let text = |path: &str| host.get(ctx, path).map(|v| String::from_utf8(v).unwrap());
     let peer = ruleset::Peer {
@@ -945,7 +945,7 @@ fn feed_swaps_in_a_new_table_and_closes_open_connections_it_denies() {
     assert_eq!(e.host.tick_millis.get(), Some(1000));
     let (mut open, a) = e.admit_network(2, WEB);
     assert_eq!(a, Action::Continue);
-    assert_eq!(e.root.shared().unwrap().live_count(), 1);
+    assert_eq!(e.root.shared().unwrap().connections.live_count(), 1);
 
     e.tick_at(2 * SECOND);
     {
@@ -964,7 +964,7 @@ fn feed_swaps_in_a_new_table_and_closes_open_connections_it_denies() {
     assert_eq!(open.phase(), Phase::Denied);
     e.enter(2);
     assert_eq!(open.downstream_data(), Action::Pause);
-    assert_eq!(e.root.shared().unwrap().live_count(), 0);
+    assert_eq!(e.root.shared().unwrap().connections.live_count(), 0);
 
     // new connections are decided by the new table
     let (_, a) = e.admit_network(3, WEB);
@@ -1130,7 +1130,7 @@ fn fed_tables_are_refused_unless_signed_newer_same_lineage_fresh_and_no_looser()
         &signed_by(&newer(&|t| t.mode = Mode::Audit), 3),
     );
     assert_eq!(e.host.counter("certgate.feed_updates"), 1);
-    assert!(e.root.shared().unwrap().audit_mode());
+    assert!(e.root.shared().unwrap().table.audit_mode());
 }
 
 #[test]

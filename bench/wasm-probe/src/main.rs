@@ -16,9 +16,9 @@ use std::time::Instant;
 use base64::Engine as _;
 use certgate_filter::cache::CertCache;
 use certgate_filter::config::Config;
-use certgate_filter::decide::Shared;
 use certgate_filter::host::{Host, Level};
 use certgate_filter::peer::{gather, Needs};
+use certgate_filter::shared::Shared;
 use ruleset::{cert, AuditLog};
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509CertificateParser;
@@ -296,7 +296,7 @@ fn main() -> Result<(), String> {
     time("  decide, known certificate (as (c))", n, || {
         shared.decide_peer(&host)
     });
-    let active = shared.active().ok_or("no table")?;
+    let active = shared.table.active().ok_or("no table")?;
     let peer = shared.decide_peer(&host).1;
     time("    evaluate (the decision it remembers)", n, || {
         active.engine.evaluate(&peer).admits()
