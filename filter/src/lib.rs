@@ -24,7 +24,6 @@ pub mod feed;
 pub mod host;
 pub mod http;
 pub mod json;
-pub mod lift;
 pub mod metrics;
 pub mod network;
 pub mod peer;
