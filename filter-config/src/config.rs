@@ -447,10 +447,8 @@ pub fn check_feed_lineage(names: &[String]) -> Result<(), ConfigError> {
 }
 
 /// `feed.interval` at least [`MIN_FEED_INTERVAL_MILLIS`], `feed.maxStale` at least the
-/// interval (both at most [`MAX_FEED_DURATION_MILLIS`], as [`parse_duration`] reads them).
+/// interval ([`parse_duration`] holds each to its range).
 pub fn check_feed_timing(interval_millis: u64, max_stale_millis: u64) -> Result<(), ConfigError> {
-    check_duration_range("feed.interval", interval_millis)?;
-    check_duration_range("feed.maxStale", max_stale_millis)?;
     if interval_millis < MIN_FEED_INTERVAL_MILLIS {
         return Err(ConfigError::BadValue {
             key: "feed.interval",
@@ -515,6 +513,8 @@ impl FeedConfig {
         if self.authority != self.cluster {
             check_feed_authority(&self.authority)?;
         }
+        check_duration_range("feed.interval", self.interval_millis)?;
+        check_duration_range("feed.maxStale", self.max_stale_millis)?;
         check_feed_timing(self.interval_millis, self.max_stale_millis)?;
         check_duration_range("feed.timeout", self.timeout_millis)?;
         check_feed_signing(&self.public_keys, self.allow_unsigned)?;
