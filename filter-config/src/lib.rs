@@ -3,8 +3,9 @@
 //!
 //! One crate for both ends, so they cannot disagree: the filter reads its configuration
 //! with [`Config::read`], and `certgate emit` builds a [`Config`], refuses what the
-//! filter would refuse ([`Config::check`]) and writes it with [`Config::serialise`].
-//! Every limit the filter enforces is a named constant and one check function here.
+//! filter would refuse ([`Config::check`], which runs the filter's parser on the
+//! serialised configuration) and writes it with [`Config::serialise`]. Every limit is a
+//! named constant and one test in the parser.
 //!
 //! The crate is built into the filter's wasm module, so it has no serde_json: its JSON
 //! reader and writer are [`json`], and the inline table is base64-decoded while the

@@ -366,8 +366,12 @@ fn cert_cache_size(value: &str) -> Result<usize, String> {
     let n: usize = value
         .parse()
         .map_err(|e| format!("not a non-negative integer ({e})"))?;
-    filter_config::config::check_cert_cache_size(n)
-        .map_err(|e| format!("the filter would refuse this configuration: {e}"))
+    let mut config = FilterConfig::with_table(Vec::new());
+    config.cert_cache_size = n;
+    match config.check() {
+        Ok(()) => Ok(n),
+        Err(e) => Err(format!("the filter would refuse this configuration: {e}")),
+    }
 }
 
 fn print(v: &Y, syntax: Syntax) {
