@@ -34,7 +34,8 @@ enum Target {
     #[command(
         after_help = "Put the printed entry in a listener's filter chain before `tcp_proxy` (or in \
 `http_filters` before the router with --http). The certgate module must be at --wasm on the Envoy host.\n\n\
-Exit codes: 0 printed, 2 usage or I/O error (unreadable or corrupt table).\n\n\
+Exit codes: 0 printed, 2 usage or I/O error (unreadable or corrupt table, or a setting the filter would \
+refuse; the error names the flag).\n\n\
 Examples:\n  certgate emit envoy --table table.cgt\n  certgate emit envoy --table table.cgt --server-first --mode audit\n  \
 certgate emit envoy --table table.cgt --feed-cluster certgate-feed --feed-public-key signing.key.pub --feed-max-stale 10m"
     )]
@@ -53,7 +54,8 @@ The table travels base64-encoded in `pluginConfig`; Kubernetes limits objects to
 refuses configurations above 1 MB, and warns above 256 KiB, where client-side `kubectl apply` can no longer \
 keep its copy in an annotation (use `kubectl apply --server-side`, or the feed). Warnings go to stderr.\n\n\
 Exit codes: 0 printed (possibly with warnings), 2 usage or I/O error, an invalid name, label, URL or digest, \
-a plugin that would select more than asked, or a table too large for a WasmPlugin.\n\n\
+a plugin that would select more than asked, a table too large for a WasmPlugin, or a setting the filter \
+would refuse (the error names the flag).\n\n\
 Examples:\n  \
 certgate emit istio --table t.cgt --name cg --namespace payments --url registry.example/cg:0.1\n  \
 certgate emit istio --table t.cgt --name certgate --namespace payments --selector app=payments \\\n    \
