@@ -180,6 +180,16 @@ impl Config {
         size: usize,
         mut chunk: impl FnMut(usize, usize) -> Option<Vec<u8>>,
     ) -> Result<Config, ConfigError> {
+        Config::read_from(size, &mut chunk)
+    }
+
+    // INVARIANT: not generic. A generic reader would be instantiated in the filter's
+    // crate, with its own copies of every small function it shares with the rest of
+    // this crate's parser, and the module would grow.
+    fn read_from(
+        size: usize,
+        chunk: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
+    ) -> Result<Config, ConfigError> {
         if size > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge(size));
         }
