@@ -180,16 +180,6 @@ impl Config {
         size: usize,
         mut chunk: impl FnMut(usize, usize) -> Option<Vec<u8>>,
     ) -> Result<Config, ConfigError> {
-        Config::read_from(size, &mut chunk)
-    }
-
-    // INVARIANT: not generic. A generic reader would be instantiated in the filter's
-    // crate, with its own copies of every small function it shares with the rest of
-    // this crate's parser, and the module would grow.
-    fn read_from(
-        size: usize,
-        chunk: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
-    ) -> Result<Config, ConfigError> {
         if size > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge(size));
         }
@@ -205,10 +195,17 @@ impl Config {
         if read == 0 {
             return Err(ConfigError::Empty);
         }
+        Config::from_lifted(lifter.finish())
+    }
+
+    // INVARIANT: not generic, unlike `read`. Generic code is instantiated in the crate
+    // that calls it (the filter's), with its own copies of every small function it
+    // shares with the rest of this crate's parser, and the module would grow.
+    fn from_lifted(lifted: Lifted) -> Result<Config, ConfigError> {
         let Lifted {
             rest,
             table: mut lifted,
-        } = lifter.finish();
+        } = lifted;
         let text = std::str::from_utf8(&rest).map_err(|_| ConfigError::NotUtf8)?;
         let members = match json::parse(text).map_err(|e| ConfigError::Json(e.0))? {
             Value::Object(m) => m,
