@@ -344,7 +344,11 @@ fn checked(config: FilterConfig) -> anyhow::Result<FilterConfig> {
         "feed.lineage" => ("--feed-lineage", ""),
         "mode" => ("--mode", ""),
         "audit.log" => ("--audit-log", ""),
-        _ => ("--table", ""),
+        "serverFirst" => ("--server-first", ""),
+        "logAllDecisions" => ("--log-all-decisions", ""),
+        "table" => ("--table", ""),
+        // Not a setting of one flag (emit wrote something the filter cannot read).
+        _ => bail!("certgate emit built a configuration the filter would refuse: {e}"),
     };
     bail!("`{flag}`: the filter would refuse this configuration: {e}{help}")
 }
