@@ -32,5 +32,5 @@ filter: wasm-target wasm-opt-tool ## build the Envoy wasm filter (release, optim
 	  else echo "$(FILTER_WASM): $$size bytes (limit $(FILTER_MAX_BYTES))"; fi
 
 .PHONY: clippy-wasm
-clippy-wasm: wasm-target ## clippy for the filter on the wasm target, warnings denied
-	cargo clippy -p certgate-filter --target wasm32-wasip1 -- -D warnings
+clippy-wasm: wasm-target ## clippy for the filter and its configuration crate on the wasm target, warnings denied
+	cargo clippy -p certgate-filter -p certgate-filter-config --target wasm32-wasip1 -- -D warnings

@@ -26,7 +26,6 @@ pub mod feed;
 pub mod host;
 pub mod http;
 pub mod json;
-pub mod lift;
 pub mod log;
 pub mod memo;
 pub mod metrics;

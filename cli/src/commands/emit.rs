@@ -1,12 +1,13 @@
 //! `certgate emit`: the configuration that carries a table to the filter, for Envoy (a
-//! filter entry) and for Istio (a `WasmPlugin`). Both hold the same filter configuration
-//! JSON: `{"table"?: base64, "feed"?: {...}, "mode"?, "audit"?: {"log"}, "serverFirst"?,
-//! "certCacheSize"?, "logAllDecisions"?}`.
+//! filter entry) and for Istio (a `WasmPlugin`). Both hold the same filter configuration,
+//! built as the `certgate-filter-config` crate's `Config` (the type the filter parses it
+//! into) and written by that crate, so emit refuses what the filter would refuse.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
-use base64::Engine as _;
+use filter_config::{json::Value, Config as FilterConfig, FeedConfig};
+use ruleset::{AuditLog, Mode};
 
 use super::yaml_out::{map, s, to_json, to_json_compact, to_yaml, Y};
 use super::EXIT_OK;
@@ -33,7 +34,8 @@ enum Target {
     #[command(
         after_help = "Put the printed entry in a listener's filter chain before `tcp_proxy` (or in \
 `http_filters` before the router with --http). The certgate module must be at --wasm on the Envoy host.\n\n\
-Exit codes: 0 printed, 2 usage or I/O error (unreadable or corrupt table).\n\n\
+Exit codes: 0 printed, 2 usage or I/O error (unreadable or corrupt table, or a setting the filter would \
+refuse; the error names the flag).\n\n\
 Examples:\n  certgate emit envoy --table table.cgt\n  certgate emit envoy --table table.cgt --server-first --mode audit\n  \
 certgate emit envoy --table table.cgt --feed-cluster certgate-feed --feed-public-key signing.key.pub --feed-max-stale 10m"
     )]
@@ -52,7 +54,8 @@ The table travels base64-encoded in `pluginConfig`; Kubernetes limits objects to
 refuses configurations above 1 MB, and warns above 256 KiB, where client-side `kubectl apply` can no longer \
 keep its copy in an annotation (use `kubectl apply --server-side`, or the feed). Warnings go to stderr.\n\n\
 Exit codes: 0 printed (possibly with warnings), 2 usage or I/O error, an invalid name, label, URL or digest, \
-a plugin that would select more than asked, or a table too large for a WasmPlugin.\n\n\
+a plugin that would select more than asked, a table too large for a WasmPlugin, or a setting the filter \
+would refuse (the error names the flag).\n\n\
 Examples:\n  \
 certgate emit istio --table t.cgt --name cg --namespace payments --url registry.example/cg:0.1\n  \
 certgate emit istio --table t.cgt --name certgate --namespace payments --selector app=payments \\\n    \
@@ -123,7 +126,7 @@ struct Config {
     audit_log: Option<String>,
     /// Size of the filter's per-worker parsed-certificate cache (at most 65536)
     #[arg(long, value_name = "N", value_parser = cert_cache_size)]
-    cert_cache_size: Option<u64>,
+    cert_cache_size: Option<usize>,
     /// Log every decision at info level (costly: about a third more Envoy CPU per connection; for troubleshooting)
     #[arg(long)]
     log_all_decisions: bool,
@@ -234,30 +237,18 @@ struct IstioArgs {
     server_first: bool,
 }
 
-/// A feed duration as the filter reads it: a whole number and `ms`, `s`, `m` or `h`, in
-/// milliseconds; the filter's own bounds (at most a day, not zero).
-fn feed_millis(flag: &str, text: &str) -> anyhow::Result<u64> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(0);
-    let (digits, unit) = text.split_at(split);
-    let scale = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => 0,
-    };
-    match digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-    {
-        Some(ms) if ms > 0 && ms <= 86_400_000 => Ok(ms),
-        _ => bail!("`{flag} {text}` must be a duration like `500ms`, `5s` or `10m`, at most `24h`"),
-    }
+/// A feed duration flag, in milliseconds, read as the filter reads the key it becomes.
+fn feed_millis(flag: &str, key: &'static str, text: &str) -> anyhow::Result<u64> {
+    filter_config::config::parse_duration(key, text).map_err(|_| {
+        anyhow::anyhow!(
+            "`{flag} {text}` must be a duration like `500ms`, `5s` or `10m`, at most `24h`"
+        )
+    })
 }
 
-/// The `feed` object, when `--feed-cluster` is given.
-fn feed_config(c: &Config, inline: Option<&ruleset::Table>) -> anyhow::Result<Option<Y>> {
+/// The `feed` settings, when `--feed-cluster` is given. Their limits are checked with the
+/// rest of the configuration ([`checked`]).
+fn feed_config(c: &Config, inline: Option<&ruleset::Table>) -> anyhow::Result<Option<FeedConfig>> {
     let Some(cluster) = &c.feed_cluster else {
         if !c.feed_public_key.is_empty()
             || !c.feed_lineage.is_empty()
@@ -268,38 +259,11 @@ fn feed_config(c: &Config, inline: Option<&ruleset::Table>) -> anyhow::Result<Op
         }
         return Ok(None);
     };
-    if cluster.is_empty() || !c.feed_path.starts_with('/') {
-        bail!("`--feed-cluster` must not be empty and `--feed-path` must start with `/`");
-    }
-    let interval = feed_millis("--feed-interval", &c.feed_interval)?;
-    let max_stale = feed_millis("--feed-max-stale", &c.feed_max_stale)?;
-    if interval < 100 || max_stale < interval {
-        bail!("`--feed-interval` must be at least `100ms` and `--feed-max-stale` at least `--feed-interval`");
-    }
-    let mut feed = vec![
-        ("cluster", s(cluster.clone())),
-        ("path", s(c.feed_path.clone())),
-        ("interval", s(c.feed_interval.clone())),
-        ("maxStale", s(c.feed_max_stale.clone())),
-    ];
-    if let Some(a) = &c.feed_authority {
-        feed.push(("authority", s(a.clone())));
-    }
-    if let Some(t) = &c.feed_timeout {
-        feed_millis("--feed-timeout", t)?;
-        feed.push(("timeout", s(t.clone())));
-    }
-    let keys = c
+    let public_keys = c
         .feed_public_key
         .iter()
-        .map(|k| super::keygen::read_public(k).map(|k| s(ruleset::signature::key_id(&k))))
+        .map(|k| super::keygen::read_public(k))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if keys.is_empty() && !c.feed_allow_unsigned {
-        bail!("a feed needs `--feed-public-key` (the key its tables are signed with, from `certgate keygen`), or `--feed-allow-unsigned`");
-    }
-    if !keys.is_empty() {
-        feed.push(("publicKeys", Y::List(keys)));
-    }
     let lineage = match (c.feed_lineage.is_empty(), inline) {
         (false, Some(t)) if t.policy_names != c.feed_lineage => bail!(
             "`--feed-lineage` [{}] differs from the policies of `--table` [{}]",
@@ -312,62 +276,108 @@ fn feed_config(c: &Config, inline: Option<&ruleset::Table>) -> anyhow::Result<Op
             "a feed without `--table` needs `--feed-lineage` (the policy names its tables carry)"
         ),
     };
-    feed.push(("lineage", Y::List(lineage.into_iter().map(s).collect())));
-    if c.feed_allow_unsigned {
-        feed.push(("allowUnsigned", Y::Bool(true)));
-    }
-    if c.feed_allow_loosening {
-        feed.push(("allowLoosening", Y::Bool(true)));
-    }
-    Ok(Some(map(feed)))
+    Ok(Some(FeedConfig {
+        cluster: cluster.clone(),
+        path: c.feed_path.clone(),
+        authority: c.feed_authority.clone().unwrap_or_else(|| cluster.clone()),
+        interval_millis: feed_millis("--feed-interval", "feed.interval", &c.feed_interval)?,
+        max_stale_millis: feed_millis("--feed-max-stale", "feed.maxStale", &c.feed_max_stale)?,
+        timeout_millis: match &c.feed_timeout {
+            Some(t) => feed_millis("--feed-timeout", "feed.timeout", t)?,
+            None => filter_config::config::DEFAULT_FEED_TIMEOUT_MILLIS,
+        },
+        public_keys,
+        lineage: Some(lineage),
+        allow_unsigned: c.feed_allow_unsigned,
+        allow_loosening: c.feed_allow_loosening,
+    }))
 }
 
-/// The filter configuration object.
-fn filter_config(c: &Config, server_first: bool) -> anyhow::Result<Y> {
-    let mut entries = Vec::new();
+/// The filter configuration the flags describe, refused (naming the flag) where the
+/// filter would refuse it.
+fn plugin_config(c: &Config, server_first: bool) -> anyhow::Result<FilterConfig> {
+    let mut config = FilterConfig::with_table(Vec::new());
     let mut inline = None;
     if let Some(table) = &c.table {
         let (bytes, t) = super::read_table(table)?;
-        entries.push((
-            "table",
-            s(base64::engine::general_purpose::STANDARD.encode(&bytes)),
-        ));
+        config.table = bytes;
         inline = Some(t);
     }
-    if let Some(feed) = feed_config(c, inline.as_ref())? {
-        entries.push(("feed", feed));
-    }
+    config.feed = feed_config(c, inline.as_ref())?;
     if let Some(m) = &c.mode {
-        entries.push(("mode", s(m.clone())));
+        config.mode = Some(
+            Mode::parse(m)
+                .ok_or_else(|| anyhow::anyhow!("`--mode {m}` must be `enforce` or `audit`"))?,
+        );
     }
     if let Some(l) = &c.audit_log {
-        entries.push(("audit", map(vec![("log", s(l.clone()))])));
+        config.audit_log =
+            Some(AuditLog::parse(l).ok_or_else(|| {
+                anyhow::anyhow!("`--audit-log {l}` must be `all`, `deny` or `none`")
+            })?);
     }
-    if server_first {
-        entries.push(("serverFirst", Y::Bool(true)));
-    }
+    config.server_first = server_first;
     if let Some(n) = c.cert_cache_size {
-        entries.push(("certCacheSize", Y::Int(n)));
+        config.cert_cache_size = n;
     }
-    if c.log_all_decisions {
-        entries.push(("logAllDecisions", Y::Bool(true)));
-    }
-    Ok(map(entries))
+    config.log_all_decisions = c.log_all_decisions;
+    checked(config)
 }
 
-/// Parses `--cert-cache-size`: the filter refuses a configuration whose `certCacheSize` is
-/// above [`ruleset::MAX_CERT_CACHE_SIZE`], so emit must not print one.
-fn cert_cache_size(value: &str) -> Result<u64, String> {
-    let n: u64 = value
+/// `config` if the filter would load it, else an error that names the flag to change.
+fn checked(config: FilterConfig) -> anyhow::Result<FilterConfig> {
+    let Err(e) = config.check() else {
+        return Ok(config);
+    };
+    let (flag, help) = match e.key().unwrap_or_default() {
+        "certCacheSize" => ("--cert-cache-size", ""),
+        "feed.cluster" => ("--feed-cluster", ""),
+        "feed.path" => ("--feed-path", " (a request path: `/` and no spaces)"),
+        "feed.authority" => ("--feed-authority", " (a host name, no spaces)"),
+        "feed.interval" => ("--feed-interval", ""),
+        "feed.maxStale" => ("--feed-max-stale", ""),
+        "feed.timeout" => ("--feed-timeout", ""),
+        "feed.publicKeys" => (
+            "--feed-public-key",
+            "; a feed needs `--feed-public-key` (the key its tables are signed with, from `certgate keygen`), or `--feed-allow-unsigned`",
+        ),
+        "feed.lineage" => ("--feed-lineage", ""),
+        "mode" => ("--mode", ""),
+        "audit.log" => ("--audit-log", ""),
+        "serverFirst" => ("--server-first", ""),
+        "logAllDecisions" => ("--log-all-decisions", ""),
+        "table" => ("--table", ""),
+        // Not a setting of one flag (emit wrote something the filter cannot read).
+        _ => bail!("certgate emit built a configuration the filter would refuse: {e}"),
+    };
+    bail!("`{flag}`: the filter would refuse this configuration: {e}{help}")
+}
+
+/// The configuration as an emitted document: its JSON value, member for member.
+fn to_y(v: &Value) -> Y {
+    match v {
+        Value::Null => s("null"),
+        Value::Bool(b) => Y::Bool(*b),
+        Value::Number(n) => n.parse().map_or_else(|_| s(n.clone()), Y::Int),
+        Value::String(text) => s(text.clone()),
+        Value::Array(items) => Y::List(items.iter().map(to_y).collect()),
+        Value::Object(members) => {
+            Y::Map(members.iter().map(|(k, v)| (k.clone(), to_y(v))).collect())
+        }
+    }
+}
+
+/// Parses `--cert-cache-size`, held to the filter's own bound on `certCacheSize`.
+fn cert_cache_size(value: &str) -> Result<usize, String> {
+    let n: usize = value
         .parse()
         .map_err(|e| format!("not a non-negative integer ({e})"))?;
-    let max = ruleset::MAX_CERT_CACHE_SIZE;
-    if usize::try_from(n).map_or(true, |n| n > max) {
-        return Err(format!(
-            "at most {max}: the filter refuses a larger certCacheSize"
-        ));
+    let mut config = FilterConfig::with_table(Vec::new());
+    config.cert_cache_size = n;
+    match config.check() {
+        Ok(()) => Ok(n),
+        Err(e) => Err(format!("the filter would refuse this configuration: {e}")),
     }
-    Ok(n)
 }
 
 fn print(v: &Y, syntax: Syntax) {
@@ -386,7 +396,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 }
 
 fn envoy(a: &EnvoyArgs) -> anyhow::Result<u8> {
-    let config = filter_config(&a.config, a.server_first)?;
+    let config = plugin_config(&a.config, a.server_first)?;
     let kind = if a.http { "http" } else { "network" };
     let entry = map(vec![
         ("name", s(format!("envoy.filters.{kind}.wasm"))),
@@ -429,7 +439,7 @@ fn envoy(a: &EnvoyArgs) -> anyhow::Result<u8> {
                                     "@type",
                                     s("type.googleapis.com/google.protobuf.StringValue"),
                                 ),
-                                ("value", s(to_json_compact(&config))),
+                                ("value", s(config.serialise())),
                             ]),
                         ),
                         ("fail_open", Y::Bool(false)),
@@ -624,8 +634,8 @@ add `--selector`, choose the workloads' `--namespace`, or pass `--mesh-wide` if 
     if let Some(cluster) = &a.config.feed_cluster {
         check_feed_selection(a, cluster, labels.is_empty())?;
     }
-    let config = filter_config(&a.config, a.server_first)?;
-    let size = to_json_compact(&config).len();
+    let config = plugin_config(&a.config, a.server_first)?;
+    let size = config.serialise().len();
     if size > MAX_PLUGIN_CONFIG_BYTES {
         bail!(
             "the WasmPlugin's pluginConfig would be {size} bytes, above the {MAX_PLUGIN_CONFIG_BYTES}-byte limit for a Kubernetes object; \
@@ -682,7 +692,7 @@ split the policies into several tables or deliver the table with `certgate emit 
     spec.extend([
         ("failStrategy", s("FAIL_CLOSE")),
         ("match", Y::Seq(vec![map(selector)])),
-        ("pluginConfig", config),
+        ("pluginConfig", to_y(&config.to_value())),
     ]);
     let doc = map(vec![
         ("apiVersion", s("extensions.istio.io/v1alpha1")),

@@ -645,6 +645,64 @@ fn emit_refuses_a_cert_cache_the_filter_would_refuse() {
     assert!(negative.stdout.is_empty(), "{}", negative.stdout);
 }
 
+/// Regression: emit checked `--feed-path` for a leading `/` only and `--feed-authority` not
+/// at all, so `--feed-path '/a b'` printed a configuration the filter refuses at load.
+/// Every limit now comes from the filter's own configuration crate: for each value the
+/// filter refuses in its JSON, emit refuses the flag, names it, and prints nothing.
+#[test]
+fn emit_refuses_each_feed_setting_the_filter_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = compile_example("zero-trust", dir.path());
+    let t = t.to_str().unwrap();
+    let base = [
+        ("cluster", "f"),
+        ("path", "/t"),
+        ("interval", "5s"),
+        ("maxStale", "10m"),
+    ];
+    for (flag, value, key) in [
+        ("--feed-path", "/a b", "path"),
+        ("--feed-path", "t", "path"),
+        ("--feed-authority", "a b", "authority"),
+        ("--feed-authority", "", "authority"),
+        ("--feed-cluster", "", "cluster"),
+        ("--feed-interval", "50ms", "interval"),
+        ("--feed-max-stale", "1s", "maxStale"),
+        ("--feed-timeout", "0s", "timeout"),
+        ("--feed-timeout", "25h", "timeout"),
+    ] {
+        // The filter's side: the same setting in its configuration JSON.
+        let mut feed: Vec<(&str, &str)> = base.iter().copied().filter(|(k, _)| *k != key).collect();
+        feed.push((key, value));
+        let members: Vec<String> = feed
+            .iter()
+            .map(|(k, v)| format!("{}:{}", serde_json::json!(k), serde_json::json!(v)))
+            .collect();
+        let text = format!(
+            r#"{{"table":"","feed":{{{},"allowUnsigned":true,"lineage":["p"]}}}}"#,
+            members.join(",")
+        );
+        assert!(
+            filter_config::Config::parse(text.as_bytes()).is_err(),
+            "the filter takes {text}"
+        );
+        // Emit's side.
+        let mut args = vec!["emit", "envoy", "--table", t, "--feed-allow-unsigned"];
+        if flag != "--feed-cluster" {
+            args.extend(["--feed-cluster", "f"]);
+        }
+        args.extend([flag, value]);
+        let run = certgate(&args);
+        assert_eq!(run.code, 2, "{flag} {value:?}: {}", run.stdout);
+        assert!(run.stdout.is_empty(), "{flag} {value:?}: {}", run.stdout);
+        assert!(
+            run.stderr.contains(&format!("`{flag}")),
+            "{flag} {value:?}: {}",
+            run.stderr
+        );
+    }
+}
+
 #[test]
 fn emit_istio_wasmplugin() {
     let dir = tempfile::tempdir().unwrap();

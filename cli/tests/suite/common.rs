@@ -34,10 +34,58 @@ pub fn certgate_in(dir: &Path, args: &[&str]) -> Run {
         .env("COLUMNS", "100")
         .output()
         .expect("run certgate");
-    Run {
+    let run = Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
+    };
+    if args.first() == Some(&"emit") && run.code == 0 && !args.contains(&"--help") {
+        check_filter_config(args, &run.stdout);
+    }
+    run
+}
+
+/// Every configuration `certgate emit` prints (Envoy or Istio, YAML or JSON) must be one
+/// the filter loads: it is parsed with the filter's own parser, and the Envoy string is
+/// exactly what that crate writes for the parsed configuration.
+fn check_filter_config(args: &[&str], stdout: &str) {
+    let doc = match serde_json::from_str(stdout) {
+        Ok(v) => v,
+        Err(_) => {
+            use saphyr::LoadableYamlNode;
+            let docs = saphyr::Yaml::load_from_str(stdout).unwrap();
+            yaml_to_json(&docs[0])
+        }
+    };
+    let (text, exact) = match doc["typed_config"]["config"]["configuration"]["value"].as_str() {
+        Some(value) => (value.to_string(), true),
+        None => (doc["spec"]["pluginConfig"].to_string(), false),
+    };
+    match filter_config::Config::parse(text.as_bytes()) {
+        Ok(config) if exact => assert_eq!(config.serialise(), text, "certgate {args:?}"),
+        Ok(_) => {}
+        Err(e) => panic!("the filter refuses what `certgate {args:?}` printed: {e}\n{text}"),
+    }
+}
+
+/// A YAML document as the JSON value it stands for (mappings with string keys).
+fn yaml_to_json(y: &saphyr::Yaml<'_>) -> serde_json::Value {
+    use serde_json::Value;
+    if let Some(m) = y.as_mapping() {
+        let members = m
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap().to_string(), yaml_to_json(v)));
+        Value::Object(members.collect())
+    } else if let Some(items) = y.as_vec() {
+        Value::Array(items.iter().map(yaml_to_json).collect())
+    } else if let Some(b) = y.as_bool() {
+        Value::Bool(b)
+    } else if let Some(i) = y.as_integer() {
+        Value::from(i)
+    } else if let Some(s) = y.as_str() {
+        Value::String(s.to_string())
+    } else {
+        panic!("unexpected YAML node {y:?}")
     }
 }
 
