@@ -252,7 +252,8 @@ impl Engine {
         }
     }
 
-    /// Deny rules first, then allow rules, each in policy order; first match wins.
+    /// Deny rules first, then allow rules, each in policy order ([`crate::order`]);
+    /// first match wins.
     fn first_matching_rule(&self, identity: &str, peer: &Peer) -> Option<&Rule> {
         let rules = &self.table.rules;
         let mut candidates = self.any_identity.clone();
@@ -265,11 +266,9 @@ impl Engine {
             self.trie.collect(&segments, &mut candidates);
         }
         let priority = |i: &u32| {
-            let action = usize::try_from(*i)
-                .ok()
-                .and_then(|i| rules.get(i))
-                .map(|r| r.action);
-            (action != Some(Action::Deny), *i)
+            let position = usize::try_from(*i).unwrap_or(usize::MAX);
+            let action = rules.get(position).map_or(Action::Allow, |r| r.action);
+            crate::order::priority(action, position)
         };
         candidates.sort_unstable_by_key(priority);
         candidates.dedup();

@@ -20,6 +20,7 @@
     )
 )]
 
+pub mod baseline;
 mod budget;
 pub mod cert;
 mod decision;
@@ -29,6 +30,7 @@ pub mod encode;
 mod eval;
 mod format;
 mod model;
+pub mod order;
 mod pattern;
 mod peer;
 pub mod revocation;

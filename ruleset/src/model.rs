@@ -255,6 +255,11 @@ impl PortRange {
     pub fn contains(&self, port: u16) -> bool {
         self.start <= port && port <= self.end
     }
+
+    /// Whether every port of `other` lies in this range.
+    pub fn covers(&self, other: &PortRange) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
 }
 
 /// Why a string is not a source address block.

@@ -512,3 +512,29 @@ fn a_table_names_the_connection_facts_it_decides_with() {
     }
     assert_eq!(all.inputs(), Inputs::ALL);
 }
+
+/// The engine decides with the first rule of `order::evaluation_order` that matches, the
+/// order the compiler's shadowed-rule check walks: one definition of "deny first".
+#[test]
+fn engine_decides_by_the_shared_evaluation_order() {
+    let rules = vec![
+        rule("allow-any", Action::Allow, &[]),
+        rule("allow-web", Action::Allow, &[WEB]),
+        rule("deny-legacy", Action::Deny, &[LEGACY]),
+        rule("deny-web", Action::Deny, &[WEB]),
+    ];
+    let order: Vec<&str> = order::evaluation_order(&rules, |r| r.action)
+        .into_iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(order, ["deny-legacy", "deny-web", "allow-any", "allow-web"]);
+    let e = engine(table(rules));
+    assert_eq!(
+        decide(&e, &who(WEB)),
+        (Action::Deny, "deny_rule", Some("deny-web".into()))
+    );
+    assert_eq!(
+        decide(&e, &who("spiffe://cluster.local/ns/other/sa/x")),
+        (Action::Allow, "allow_rule", Some("allow-any".into()))
+    );
+}
