@@ -641,18 +641,10 @@ impl Shared {
         let decision = match (&memo, in_force) {
             (Some(memo), _) => memo.decision(),
             (None, Some(a)) => a.engine.evaluate(&peer),
-            (None, None) => Decision {
-                action: Action::Deny,
-                reason: Reason::StaleRevocation,
-                rule: None,
-                policy: None,
-                mode: active
-                    .as_deref()
-                    .map_or(self.mode_override.unwrap_or(Mode::Enforce), |a| {
-                        a.engine.table().mode
-                    }),
-                identity: None,
-            },
+            (None, None) => Decision::stale(
+                active.as_deref().map(|a| a.engine.table()),
+                self.mode_override,
+            ),
         };
         let admit = decision.admits();
         self.metrics.count(host, &decision);

@@ -1,6 +1,6 @@
 //! The result of evaluation: an action, a stable reason code and the rule that decided.
 
-use crate::{Action, Mode};
+use crate::{Action, Mode, Table};
 
 /// Why a decision was made. The `code()` strings are stable: audit records, metrics
 /// and tests depend on them.
@@ -138,6 +138,25 @@ pub struct Decision<'t> {
     pub identity: Option<&'t str>,
 }
 
+impl Decision<'static> {
+    /// The decision of a host whose revocation data is stale and may not be enforced
+    /// (the table is past its expiry, or a live feed confirmed nothing within its
+    /// `maxStale`, and the table says `onStale: deny`), or that has no table yet: deny
+    /// as [`Reason::StaleRevocation`], before any certificate is looked at. The mode is
+    /// the stale table's; without a table, the host's configured mode (`mode_override`),
+    /// else enforce: no table is no reason to let connections through.
+    pub fn stale(table: Option<&Table>, mode_override: Option<Mode>) -> Decision<'static> {
+        Decision {
+            action: Action::Deny,
+            reason: Reason::StaleRevocation,
+            rule: None,
+            policy: None,
+            mode: table.map_or(mode_override.unwrap_or(Mode::Enforce), |t| t.mode),
+            identity: None,
+        }
+    }
+}
+
 impl Decision<'_> {
     /// Whether the host must let the connection through: allow decisions, and
     /// every decision in audit mode.
@@ -150,3 +169,4 @@ impl Decision<'_> {
         self.action == Action::Deny && self.mode == Mode::Audit
     }
 }
+

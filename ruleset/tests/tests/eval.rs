@@ -538,3 +538,21 @@ fn engine_decides_by_the_shared_evaluation_order() {
         (Action::Allow, "allow_rule", Some("allow-any".into()))
     );
 }
+
+#[test]
+fn stale_denies_in_the_table_mode_else_the_configured_one_else_enforce() {
+    let none = Decision::stale(None, None);
+    assert_eq!(
+        (none.action, none.reason, none.mode),
+        (Action::Deny, Reason::StaleRevocation, Mode::Enforce)
+    );
+    assert!(!none.admits());
+    assert_eq!((none.rule, none.policy, none.identity), (None, None, None));
+    assert!(Decision::stale(None, Some(Mode::Audit)).would_deny());
+    let mut t = table(vec![]);
+    let d = Decision::stale(Some(&t), Some(Mode::Audit));
+    assert_eq!(d.mode, Mode::Enforce, "the table's mode wins over the host's");
+    assert!(!d.admits());
+    t.mode = Mode::Audit;
+    assert!(Decision::stale(Some(&t), None).would_deny());
+}
