@@ -192,7 +192,11 @@ pub(crate) fn check(policies: &[Policy], sink: &mut Sink) -> Merged {
     unique_names(policies, sink);
     for p in policies {
         if let (Some(keys), Some(span)) = (&p.spec.keys, p.spec.rsa_min_bits_span) {
-            if let Some(bits) = keys.value.rsa_min_bits.filter(|b| baseline::is_weak_rsa_min_bits(*b)) {
+            if let Some(bits) = keys
+                .value
+                .rsa_min_bits
+                .filter(|b| baseline::is_weak_rsa_min_bits(*b))
+            {
                 sink.push(
                     Diagnostic::new(
                         Code::WeakRsa,
@@ -223,7 +227,10 @@ pub(crate) fn check(policies: &[Policy], sink: &mut Sink) -> Merged {
                         baseline::MAX_LIFETIME_SECS / 86_400
                     ),
                 )
-                .label(format!("above {}", crate::duration::format(baseline::MAX_LIFETIME_SECS)))
+                .label(format!(
+                    "above {}",
+                    crate::duration::format(baseline::MAX_LIFETIME_SECS)
+                ))
                 .help(format!(
                     "workload certificates should be short-lived: use `24h` (or at most `{}`)",
                     crate::duration::format(baseline::MAX_LIFETIME_SECS)

@@ -14,7 +14,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ruleset::{
-    Action, CertFacts, Curve, Engine, KeyInfo, Peer, PeerCert, Reason, SigHash, SigInfo, TlsVersion,
+    Action, CertFacts, Curve, Engine, KeyInfo, Peer, PeerBuilder, PeerCert, Reason, SigHash,
+    SigInfo, TlsVersion,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -300,10 +301,10 @@ impl Walker<'_> {
                 }
                 "tlsVersion" => {
                     let s = self.string(v, "`tlsVersion`")?;
-                    match TlsVersion::parse(&s) {
-                        Some(t) => spec.tls_version = Some(t),
-                        None => {
-                            self.err(v.span, format!("unknown TLS version `{s}`; use 1.2 or 1.3"));
+                    match ruleset::peer::parse_tls_version(&s) {
+                        Ok(t) => spec.tls_version = Some(t),
+                        Err(e) => {
+                            self.err(v.span, e.to_string());
                             ok = false;
                         }
                     }
@@ -320,10 +321,10 @@ impl Walker<'_> {
                 "sni" => spec.sni = self.string(v, "`sni`"),
                 "sourceIp" => {
                     let s = self.string(v, "`sourceIp`")?;
-                    match s.parse() {
+                    match ruleset::peer::parse_source_ip(&s) {
                         Ok(ip) => spec.source_ip = Some(ip),
-                        Err(_) => {
-                            self.err(v.span, format!("`{s}` is not an IP address"));
+                        Err(e) => {
+                            self.err(v.span, e.to_string());
                             ok = false;
                         }
                     }
@@ -705,32 +706,27 @@ impl From<&Expect> for ExpectedJson {
 
 /// Builds the engine's peer for a case; certificate files go through `loader`.
 pub fn build_peer(case: &Case, test_input: &Input, loader: &dyn Loader) -> Result<Peer, String> {
-    let cert = match &case.peer.cert {
-        CertSpec::Identity(id) => PeerCert::Assumed {
-            identity: id.clone(),
-        },
-        CertSpec::Missing => PeerCert::Missing,
-        CertSpec::Described(f) => PeerCert::Parsed(std::sync::Arc::new((**f).clone())),
+    let builder = PeerBuilder::new()
+        .tls_version(case.peer.tls_version)
+        .port(case.peer.port)
+        .sni(case.peer.sni.clone())
+        .source_ip(case.peer.source_ip);
+    let builder = match &case.peer.cert {
+        CertSpec::Identity(id) => builder.identity(Some(id.clone())),
+        CertSpec::Missing => builder.cert(PeerCert::Missing),
+        CertSpec::Described(f) => {
+            builder.cert(PeerCert::Parsed(std::sync::Arc::new((**f).clone())))
+        }
         CertSpec::File(path) => {
             let bytes = loader
                 .load(test_input, path)
                 .map_err(|e| format!("cannot read certificate `{path}`: {e}"))?;
-            let certs = ruleset::cert::parse_pem_or_der(&bytes)
-                .map_err(|e| format!("`{path}` is not a certificate: {e}"))?;
-            let leaf = certs
-                .into_iter()
-                .next()
-                .ok_or_else(|| format!("`{path}` holds no certificate"))?;
-            PeerCert::Parsed(std::sync::Arc::new(leaf))
+            builder
+                .cert_pem_or_der(&bytes)
+                .map_err(|e| format!("`{path}` {e}"))?
         }
     };
-    Ok(Peer {
-        cert,
-        tls_version: case.peer.tls_version,
-        port: case.peer.port,
-        sni: case.peer.sni.clone(),
-        source_ip: case.peer.source_ip,
-    })
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// Runs every case of a test file against an engine. `exercised` collects the names of the

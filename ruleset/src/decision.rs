@@ -169,4 +169,3 @@ impl Decision<'_> {
         self.action == Action::Deny && self.mode == Mode::Audit
     }
 }
-

@@ -32,7 +32,7 @@ mod format;
 mod model;
 pub mod order;
 mod pattern;
-mod peer;
+pub mod peer;
 pub mod revocation;
 pub mod signature;
 mod siphash;
@@ -50,7 +50,9 @@ pub use model::{
     Rule, SigHash, Table, TlsVersion,
 };
 pub use pattern::{Pattern, Segment};
-pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, RevocationKeys, SigInfo, Vouched};
+pub use peer::{
+    CertFacts, KeyInfo, Peer, PeerBuilder, PeerCert, PeerError, RevocationKeys, SigInfo, Vouched,
+};
 pub use revocation::{OnStale, Revocation, Revoked, RevokedSerial};
 
 /// Largest per-VM certificate cache the filter accepts (`certCacheSize`, in entries; a

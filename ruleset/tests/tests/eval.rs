@@ -551,7 +551,11 @@ fn stale_denies_in_the_table_mode_else_the_configured_one_else_enforce() {
     assert!(Decision::stale(None, Some(Mode::Audit)).would_deny());
     let mut t = table(vec![]);
     let d = Decision::stale(Some(&t), Some(Mode::Audit));
-    assert_eq!(d.mode, Mode::Enforce, "the table's mode wins over the host's");
+    assert_eq!(
+        d.mode,
+        Mode::Enforce,
+        "the table's mode wins over the host's"
+    );
     assert!(!d.admits());
     t.mode = Mode::Audit;
     assert!(Decision::stale(Some(&t), None).would_deny());
