@@ -249,9 +249,31 @@ pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
+/// Every reason code the engine decides with, and its one-sentence description
+/// (`ruleset::Reason::description`): `{version, reasons: {code: description}}`. The page
+/// explains a decision with these, so it holds no copy of them.
+#[cfg_attr(feature = "wasm", wasm_bindgen)]
+pub fn reasons() -> String {
+    let reasons: serde_json::Map<String, Value> = ruleset::Reason::ALL
+        .iter()
+        .map(|r| (r.code().to_string(), Value::from(r.description())))
+        .collect();
+    json!({ "version": VERSION, "reasons": reasons }).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_are_the_engines() {
+        let v = parse(&reasons());
+        let listed = v["reasons"].as_object().unwrap();
+        assert_eq!(listed.len(), ruleset::Reason::ALL.len());
+        for r in ruleset::Reason::ALL {
+            assert_eq!(listed[r.code()], r.description());
+        }
+    }
 
     const POLICY: &str = "apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {name: p}\nspec:\n  rules:\n    - {name: web, action: allow, principals: [spiffe://cluster.local/ns/web/sa/web]}\n";
 
