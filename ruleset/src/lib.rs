@@ -23,6 +23,7 @@
 pub mod baseline;
 mod budget;
 pub mod cert;
+mod condition;
 mod decision;
 pub mod decode;
 pub mod dn;
@@ -40,6 +41,7 @@ pub mod sni;
 pub mod spiffe;
 
 pub use budget::{decoded_cost, MAX_DECODED_BYTES};
+pub use condition::Condition;
 pub use decision::{Decision, Reason};
 pub use decode::{decode, decode_owned, DecodeError};
 pub use encode::{encode, EncodeError};
