@@ -22,31 +22,9 @@ const PRESETS = {
   },
 };
 
-// One sentence per stable reason code, for people reading the decision.
-const REASONS = {
-  allow_rule: "An allow rule matched this peer.",
-  deny_rule: "A deny rule matched (deny rules are tried before allow rules).",
-  default_deny: "No rule matched, and the default action is deny.",
-  default_allow: "No rule matched, and the default action is allow.",
-  no_peer_cert: "The peer presented no certificate.",
-  bad_peer_cert: "The peer certificate could not be parsed.",
-  peer_certificate_unavailable: "The proxy verified a certificate but does not hand it over (Envoy before 1.38), and the policy needs more than its identity.",
-  no_spiffe_id: "The certificate has no spiffe:// URI SAN.",
-  multiple_spiffe_ids: "The certificate has more than one spiffe:// URI SAN.",
-  invalid_spiffe_id: "The certificate's SPIFFE ID is not a valid SPIFFE ID.",
-  revoked_serial: "The certificate's issuer and serial are revoked (a CRL or revocation.serials).",
-  revoked_certificate: "What the certificate's CA signed is revoked (revocation.certificates), however the certificate is encoded.",
-  revoked_key: "The certificate's public key is revoked (revocation.publicKeys).",
-  revoked_issuer: "The CA that issued the certificate is revoked (revocation.issuers, or a CRL revoking a known CA).",
-  untrusted_domain: "The SPIFFE ID's trust domain is not in peerCertificate.trustDomains.",
-  key_type_not_allowed: "The key type is not allowed by peerCertificate.keys.",
-  weak_rsa_key: "The RSA key is smaller than keys.rsaMinBits.",
-  curve_not_allowed: "The ECDSA curve is not in keys.ecdsaCurves.",
-  forbidden_signature: "The signature uses a hash in forbidSignatureAlgorithms.",
-  lifetime_too_long: "notAfter − notBefore exceeds peerCertificate.maxLifetime.",
-  tls_version_too_low: "The TLS version is below tls.minVersion.",
-  tls_version_unknown: "tls.minVersion is set and the TLS version is unknown: pick one under Peer.",
-};
+// One sentence per stable reason code, for people reading the decision: the engine's own
+// (Reason::description in ruleset), read from the wasm module once it is loaded.
+let REASONS = {};
 
 const state = {
   examples: null,
@@ -466,7 +444,7 @@ function evaluateNow() {
   box.className = `card decision-card ${d.action}${audit ? " audit" : ""}`;
   verdict.textContent = d.action === "allow" ? "ALLOW" : "DENY";
   $("reason").textContent = d.reason;
-  $("explain").textContent = REASONS[d.reason] ?? "";
+  $("explain").innerHTML = richText(REASONS[d.reason] ?? "");
   $("decision-mode").textContent = `${d.mode} mode`;
   const rows = [
     ["rule", d.rule ?? "—"],
@@ -649,6 +627,7 @@ async function main() {
     return;
   }
   $("version").textContent = `certgate ${certgate.version()}`;
+  REASONS = JSON.parse(certgate.reasons()).reasons;
   $("example").innerHTML = state.examples.policies
     .map((p) => `<option value="${escapeHtml(p.name)}">${escapeHtml(p.name)}</option>`).join("");
   $("cert-sample").innerHTML = `<option value="">sample…</option>` + state.examples.certificates

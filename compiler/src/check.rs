@@ -5,17 +5,12 @@
 use std::collections::HashMap;
 
 use ruleset::{
-    Action, AuditLog, KeyPolicy, Mode, OnStale, Pattern, PortRange, SigHash, TlsVersion,
+    baseline, Action, AuditLog, KeyPolicy, Mode, OnStale, Pattern, PortRange, SigHash, TlsVersion,
 };
 
 use crate::diag::{Code, Diagnostic, Sink};
 use crate::model::{Policy, RuleSpec};
 use crate::source::Spanned;
-
-/// Longest certificate lifetime that passes without a warning.
-pub const MAX_LIFETIME_WARN_SECS: u64 = 90 * 86_400;
-/// Smallest RSA key size that passes without a warning.
-pub const RSA_MIN_BITS_WARN: u32 = 2048;
 
 /// The spec settings of all documents, merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,15 +192,22 @@ pub(crate) fn check(policies: &[Policy], sink: &mut Sink) -> Merged {
     unique_names(policies, sink);
     for p in policies {
         if let (Some(keys), Some(span)) = (&p.spec.keys, p.spec.rsa_min_bits_span) {
-            if let Some(bits) = keys.value.rsa_min_bits.filter(|b| *b < RSA_MIN_BITS_WARN) {
+            if let Some(bits) = keys
+                .value
+                .rsa_min_bits
+                .filter(|b| baseline::is_weak_rsa_min_bits(*b))
+            {
                 sink.push(
                     Diagnostic::new(
                         Code::WeakRsa,
                         Some(span),
                         format!("`rsaMinBits` of `{bits}` admits RSA keys that can be factored"),
                     )
-                    .label("below 2048")
-                    .help("use `rsaMinBits: 2048` or more (NIST SP 800-131A)"),
+                    .label(format!("below {}", baseline::RSA_MIN_BITS))
+                    .help(format!(
+                        "use `rsaMinBits: {}` or more (NIST SP 800-131A)",
+                        baseline::RSA_MIN_BITS
+                    )),
                 );
             }
         }
@@ -213,19 +215,26 @@ pub(crate) fn check(policies: &[Policy], sink: &mut Sink) -> Merged {
             .spec
             .max_lifetime
             .as_ref()
-            .filter(|l| l.value > MAX_LIFETIME_WARN_SECS)
+            .filter(|l| baseline::is_long_lifetime(l.value))
         {
             sink.push(
                 Diagnostic::new(
                     Code::LongLifetime,
                     Some(l.span),
                     format!(
-                        "`maxLifetime` of `{}` admits certificates valid for more than 90 days",
-                        crate::duration::format(l.value)
+                        "`maxLifetime` of `{}` admits certificates valid for more than {} days",
+                        crate::duration::format(l.value),
+                        baseline::MAX_LIFETIME_SECS / 86_400
                     ),
                 )
-                .label("above 90d")
-                .help("workload certificates should be short-lived: use `24h` (or at most `90d`)"),
+                .label(format!(
+                    "above {}",
+                    crate::duration::format(baseline::MAX_LIFETIME_SECS)
+                ))
+                .help(format!(
+                    "workload certificates should be short-lived: use `24h` (or at most `{}`)",
+                    crate::duration::format(baseline::MAX_LIFETIME_SECS)
+                )),
             );
         }
         for r in &p.spec.rules {
@@ -318,21 +327,14 @@ fn unique_names(policies: &[Policy], sink: &mut Sink) {
     }
 }
 
-/// The rules in the order the engine tries them: deny rules, then allow rules, each in
-/// document order.
+/// The rules in the order the engine tries them ([`ruleset::order`]): deny rules, then
+/// allow rules, each in document order.
 pub fn evaluation_order(policies: &[Policy]) -> Vec<&RuleSpec> {
     let all: Vec<&RuleSpec> = policies.iter().flat_map(|p| &p.spec.rules).collect();
-    let mut order: Vec<&RuleSpec> = all
-        .iter()
+    ruleset::order::evaluation_order(&all, |r| r.action.value)
+        .into_iter()
         .copied()
-        .filter(|r| r.action.value == Action::Deny)
-        .collect();
-    order.extend(
-        all.iter()
-            .copied()
-            .filter(|r| r.action.value == Action::Allow),
-    );
-    order
+        .collect()
 }
 
 /// Indexes rules by what their principals could cover, so finding the rules that might
@@ -455,8 +457,8 @@ pub fn covers_rule(a: &RuleSpec, b: &RuleSpec) -> bool {
     });
     principals
         && not_principals
-        && covers_list(&a.ports, &b.ports, |x, y| covers_ports(*x, *y))
-        && covers_list(&a.sni, &b.sni, |x, y| covers_sni(x, y))
+        && covers_list(&a.ports, &b.ports, PortRange::covers)
+        && covers_list(&a.sni, &b.sni, |x, y| ruleset::sni::covers(x, y))
         && covers_list(&a.source_cidrs, &b.source_cidrs, |x, y| x.covers(y))
 }
 
@@ -468,24 +470,6 @@ fn covers_list<T>(a: &[Spanned<T>], b: &[Spanned<T>], covers: impl Fn(&T, &T) ->
     !b.is_empty()
         && b.iter()
             .all(|y| a.iter().any(|x| covers(&x.value, &y.value)))
-}
-
-fn covers_ports(a: PortRange, b: PortRange) -> bool {
-    a.start <= b.start && b.end <= a.end
-}
-
-fn covers_sni(a: &str, b: &str) -> bool {
-    if a == b {
-        return true;
-    }
-    match a.strip_prefix("*.") {
-        // `*.x` matches one label in front of `x`: it covers `l.x` but not `*.x`'s supersets.
-        Some(suffix) => b
-            .strip_suffix(suffix)
-            .and_then(|head| head.strip_suffix('.'))
-            .is_some_and(|label| !label.is_empty() && !label.contains('.') && label != "*"),
-        None => false,
-    }
 }
 
 /// Whether every identity `b` matches is matched by `a`.
@@ -517,13 +501,5 @@ mod tests {
         assert!(!c("/a/**", "/a"));
         assert!(!c("/a/b", "/a/*"));
         assert!(!covers_pattern(&p("spiffe://x/a"), &p("spiffe://y/a")));
-    }
-
-    #[test]
-    fn sni_cover() {
-        assert!(covers_sni("*.example.com", "api.example.com"));
-        assert!(!covers_sni("*.example.com", "a.b.example.com"));
-        assert!(!covers_sni("*.example.com", "example.com"));
-        assert!(!covers_sni("api.example.com", "*.example.com"));
     }
 }

@@ -2,31 +2,25 @@
 
 use std::fmt::Write as _;
 
-use ruleset::{PortRange, Rule, Table};
+use ruleset::{Condition, Rule, Table};
 use serde_json::{json, Value};
 
 /// The version of the `inspect` JSON schema.
 pub const VERSION: u32 = 1;
 
-fn port(p: &PortRange) -> String {
-    if p.start == p.end {
-        p.start.to_string()
-    } else {
-        format!("{}-{}", p.start, p.end)
-    }
-}
-
 fn rule_json(t: &Table, r: &Rule) -> Value {
-    json!({
+    let mut v = json!({
         "name": r.name,
         "policy": t.policy_names.get(usize::from(r.policy)),
         "action": r.action.as_str(),
         "principals": r.principals.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "notPrincipals": r.not_principals.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "ports": r.ports.iter().map(port).collect::<Vec<_>>(),
-        "sni": r.sni,
-        "sourceCidrs": r.source_cidrs.iter().map(|c| format!("{}/{}", c.addr, c.prefix)).collect::<Vec<_>>(),
-    })
+    });
+    if let Some(fields) = v.as_object_mut() {
+        for c in r.conditions() {
+            fields.insert(c.field().to_string(), json!(c.values()));
+        }
+    }
+    v
 }
 
 /// The table as a JSON value. `size` is the encoded size in bytes.
@@ -184,22 +178,13 @@ pub fn to_text(t: &Table, size: usize) -> String {
         let _ = writeln!(o, "  {} {} (policy {policy})", r.action.as_str(), r.name);
         let principals: Vec<String> = r.principals.iter().map(ToString::to_string).collect();
         let _ = writeln!(o, "    principals     {}", list(&principals));
-        if !r.not_principals.is_empty() {
-            let n: Vec<String> = r.not_principals.iter().map(ToString::to_string).collect();
-            let _ = writeln!(o, "    notPrincipals  {}", n.join(", "));
-        }
-        let ports: Vec<String> = r.ports.iter().map(port).collect();
-        let _ = writeln!(o, "    ports          {}", list(&ports));
-        if !r.sni.is_empty() {
-            let _ = writeln!(o, "    sni            {}", r.sni.join(", "));
-        }
-        if !r.source_cidrs.is_empty() {
-            let cidrs: Vec<String> = r
-                .source_cidrs
-                .iter()
-                .map(|c| format!("{}/{}", c.addr, c.prefix))
-                .collect();
-            let _ = writeln!(o, "    sourceCidrs    {}", cidrs.join(", "));
+        for c in r.conditions() {
+            // Ports are always shown (`any` when unrestricted); the rest only when set.
+            if matches!(c, Condition::Ports(_)) {
+                let _ = writeln!(o, "    {:<15}{}", c.field(), list(&c.values()));
+            } else if !c.is_empty() {
+                let _ = writeln!(o, "    {:<15}{}", c.field(), c.values().join(", "));
+            }
         }
     }
     if t.rules.is_empty() {

@@ -79,7 +79,10 @@ impl Decider {
         let decision = match (&memo, in_force) {
             (Some(memo), _) => memo.decision(),
             (None, Some(a)) => a.engine.evaluate(&peer),
-            (None, None) => stale_decision(tables.mode(active.as_deref())),
+            (None, None) => Decision::stale(
+                active.as_deref().map(|a| a.engine.table()),
+                tables.mode_override(),
+            ),
         };
         let admit = decision.admits();
         metrics.count(host, &decision);
@@ -139,16 +142,6 @@ impl Decider {
 
 /// The decision while the revocation data is stale and `onStale` is `deny` (or no fed
 /// table has arrived yet): refuse without evaluating, in `mode`.
-fn stale_decision(mode: Mode) -> Decision<'static> {
-    Decision {
-        action: Action::Deny,
-        reason: Reason::StaleRevocation,
-        rule: None,
-        policy: None,
-        mode,
-        identity: None,
-    }
-}
 
 /// `{now:x}-{connection:x}-{seq:x}`, without the formatting machinery (slow in wasm).
 fn decision_id(now: u64, connection: u64, seq: u64) -> String {

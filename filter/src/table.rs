@@ -286,6 +286,11 @@ impl Tables {
         self.max_stale_nanos.is_some()
     }
 
+    /// The mode the configuration imposes, if any (over the table's own).
+    pub fn mode_override(&self) -> Option<Mode> {
+        self.mode_override
+    }
+
     /// The mode decisions are made in: the table's (after overrides), or without a
     /// table the configured override, else enforce.
     pub fn mode(&self, active: Option<&Active>) -> Mode {

@@ -15,9 +15,8 @@
 )]
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use ruleset::{Engine, Peer, PeerCert, TlsVersion};
+use ruleset::{Engine, Peer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -202,40 +201,19 @@ pub fn inspect_cert(pem: &str) -> String {
 }
 
 fn peer(req: PeerRequest) -> Result<Peer, String> {
-    let cert = match (req.cert.filter(|c| !c.trim().is_empty()), req.identity) {
-        (Some(pem), _) => {
-            let certs = ruleset::cert::parse_pem_or_der(pem.as_bytes())
-                .map_err(|e| format!("not a certificate: {e}"))?;
-            match certs.into_iter().next() {
-                Some(leaf) => PeerCert::Parsed(std::sync::Arc::new(leaf)),
-                None => return Err("the certificate field holds no certificate".into()),
-            }
-        }
-        (None, Some(identity)) => PeerCert::Assumed { identity },
-        (None, None) => return Err("give a certificate or an identity".into()),
-    };
-    let tls_version = match req.tls_version.filter(|v| !v.is_empty()) {
-        None => None,
-        Some(v) => Some(
-            TlsVersion::parse(&v)
-                .ok_or_else(|| format!("unknown TLS version `{v}`: use 1.2 or 1.3"))?,
-        ),
-    };
-    let source_ip = match req.source_ip.filter(|s| !s.trim().is_empty()) {
-        None => None,
-        Some(s) => Some(
-            s.trim()
-                .parse::<IpAddr>()
-                .map_err(|_| format!("`{s}` is not an IP address"))?,
-        ),
-    };
-    Ok(Peer {
-        cert,
-        tls_version,
-        port: req.port,
-        sni: req.sni.filter(|s| !s.is_empty()),
-        source_ip,
-    })
+    let mut builder = ruleset::PeerBuilder::new()
+        .identity(req.identity)
+        .port(req.port)
+        .sni(req.sni)
+        .tls_version_text(req.tls_version.as_deref())
+        .and_then(|b| b.source_ip_text(req.source_ip.as_deref()))
+        .map_err(|e| e.to_string())?;
+    if let Some(pem) = req.cert.filter(|c| !c.trim().is_empty()) {
+        builder = builder
+            .cert_pem_or_der(pem.as_bytes())
+            .map_err(|e| format!("the certificate field {e}"))?;
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// The decision an encoded table makes for one peer, through the engine the filter runs:
@@ -278,9 +256,31 @@ pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
+/// Every reason code the engine decides with, and its one-sentence description
+/// (`ruleset::Reason::description`): `{version, reasons: {code: description}}`. The page
+/// explains a decision with these, so it holds no copy of them.
+#[cfg_attr(feature = "wasm", wasm_bindgen)]
+pub fn reasons() -> String {
+    let reasons: serde_json::Map<String, Value> = ruleset::Reason::ALL
+        .iter()
+        .map(|r| (r.code().to_string(), Value::from(r.description())))
+        .collect();
+    json!({ "version": VERSION, "reasons": reasons }).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_are_the_engines() {
+        let v = parse(&reasons());
+        let listed = v["reasons"].as_object().unwrap();
+        assert_eq!(listed.len(), ruleset::Reason::ALL.len());
+        for r in ruleset::Reason::ALL {
+            assert_eq!(listed[r.code()], r.description());
+        }
+    }
 
     const POLICY: &str = "apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {name: p}\nspec:\n  rules:\n    - {name: web, action: allow, principals: [spiffe://cluster.local/ns/web/sa/web]}\n";
 

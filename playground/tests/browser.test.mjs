@@ -51,6 +51,17 @@ function serve(req, res) {
   res.end(readFileSync(file));
 }
 
+// The engine's description of a reason, read from its one definition (ruleset's
+// Reason::description), as the page shows it (backticks become code spans): the page must
+// explain a decision in the engine's words, not with a copy of its own.
+function engineDescription(variant) {
+  const src = readFileSync(path.join(repo, "ruleset/src/decision.rs"), "utf8");
+  const body = src.slice(src.indexOf("pub fn description("));
+  const m = body.match(new RegExp(`Reason::${variant} => "([^"]*)"`));
+  assert.ok(m, `ruleset has no description for Reason::${variant}`);
+  return m[1].replaceAll("`", "");
+}
+
 before(async () => {
   assert.ok(existsSync(path.join(site, "index.html")), `no built page in ${site}: run make playground`);
   assert.ok(existsSync(certgate), `no certgate binary at ${certgate}: run make cli`);
@@ -192,6 +203,7 @@ test("a warning highlights its line and the table still decides", async () => {
   await page.keyboard.press("Control+Enter");
   const d = await decision();
   assert.deepEqual([d.action, d.reason, d.rule], ["deny", "deny_rule", "no-legacy"]);
+  assert.equal(await page.textContent("#explain"), engineDescription("DenyRule"));
   await page.screenshot({ path: path.join(artifacts, "screenshot.png") });
 });
 
@@ -205,6 +217,7 @@ test("keyboard: Tab leaves the editor, Ctrl+Enter evaluates from any field", asy
   await page.keyboard.type("9443");
   await page.keyboard.press("Control+Enter");
   assert.equal((await decision()).reason, "default_deny");
+  assert.equal(await page.textContent("#explain"), engineDescription("DefaultDeny"));
 });
 
 // What-if peers: identities from every example plus strangers, over several connections.

@@ -1,6 +1,6 @@
 //! The result of evaluation: an action, a stable reason code and the rule that decided.
 
-use crate::{Action, Mode};
+use crate::{Action, Mode, Table};
 
 /// Why a decision was made. The `code()` strings are stable: audit records, metrics
 /// and tests depend on them.
@@ -115,6 +115,38 @@ impl Reason {
         }
     }
 
+    /// One sentence for the person reading a decision: what happened, in the policy's
+    /// words (field names in backticks). The playground shows it next to a decision and
+    /// docs/policy.md's reason table is checked against it; not stable like
+    /// [`Reason::code`].
+    pub fn description(self) -> &'static str {
+        match self {
+            Reason::NoPeerCert => "The peer presented no certificate.",
+            Reason::BadPeerCert => "The peer certificate could not be parsed.",
+            Reason::PeerCertificateUnavailable => "The proxy verified a certificate but does not hand it over (Envoy before 1.38), and the table needs more than the proxy vouches for: a revocation entry, a key, signature or lifetime constraint, or a first URI SAN that is no SPIFFE ID.",
+            Reason::NoSpiffeId => "The certificate has no `spiffe://` URI SAN.",
+            Reason::MultipleSpiffeIds => "The certificate has more than one `spiffe://` URI SAN.",
+            Reason::InvalidSpiffeId => "The certificate's SPIFFE ID is not a valid SPIFFE ID.",
+            Reason::RevokedSerial => "The certificate's issuer and serial are revoked (a CRL or `revocation.serials`), or the serial is revoked for every issuer.",
+            Reason::RevokedCertificate => "What the certificate's CA signed (the tbsCertificate) is revoked (`revocation.certificates`), however the certificate is encoded.",
+            Reason::RevokedKey => "The certificate's public key is revoked (`revocation.publicKeys`).",
+            Reason::RevokedIssuer => "The CA that issued the certificate is revoked (`revocation.issuers`, or a CRL revoking a known CA).",
+            Reason::UntrustedDomain => "The SPIFFE ID's trust domain is not in `peerCertificate.trustDomains`.",
+            Reason::KeyTypeNotAllowed => "The key type is not allowed by `peerCertificate.keys`.",
+            Reason::WeakRsaKey => "The RSA key is smaller than `keys.rsaMinBits`.",
+            Reason::CurveNotAllowed => "The ECDSA curve is not in `keys.ecdsaCurves`.",
+            Reason::ForbiddenSignature => "The certificate's signature uses a hash in `forbidSignatureAlgorithms`.",
+            Reason::LifetimeTooLong => "The certificate's lifetime (`notAfter - notBefore`) exceeds `peerCertificate.maxLifetime`.",
+            Reason::TlsVersionTooLow => "The negotiated TLS version is below `tls.minVersion`.",
+            Reason::TlsVersionUnknown => "`tls.minVersion` is set and the negotiated TLS version is unknown.",
+            Reason::DenyRule => "A deny rule matched (deny rules are tried before allow rules).",
+            Reason::AllowRule => "An allow rule matched.",
+            Reason::DefaultDeny => "No rule matched, and the default action is deny.",
+            Reason::DefaultAllow => "No rule matched, and the default action is allow.",
+            Reason::StaleRevocation => "The revocation data is stale (the table is past its expiry, or the live feed confirmed nothing within `maxStale`) and the table says `onStale: deny`, or no table has arrived yet.",
+        }
+    }
+
     /// Parses a stable code back into a reason.
     pub fn from_code(code: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.code() == code)
@@ -136,6 +168,25 @@ pub struct Decision<'t> {
     pub mode: Mode,
     /// The peer's SPIFFE ID, when one was established.
     pub identity: Option<&'t str>,
+}
+
+impl Decision<'static> {
+    /// The decision of a host whose revocation data is stale and may not be enforced
+    /// (the table is past its expiry, or a live feed confirmed nothing within its
+    /// `maxStale`, and the table says `onStale: deny`), or that has no table yet: deny
+    /// as [`Reason::StaleRevocation`], before any certificate is looked at. The mode is
+    /// the stale table's; without a table, the host's configured mode (`mode_override`),
+    /// else enforce: no table is no reason to let connections through.
+    pub fn stale(table: Option<&Table>, mode_override: Option<Mode>) -> Decision<'static> {
+        Decision {
+            action: Action::Deny,
+            reason: Reason::StaleRevocation,
+            rule: None,
+            policy: None,
+            mode: table.map_or(mode_override.unwrap_or(Mode::Enforce), |t| t.mode),
+            identity: None,
+        }
+    }
 }
 
 impl Decision<'_> {

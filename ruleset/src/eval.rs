@@ -252,7 +252,8 @@ impl Engine {
         }
     }
 
-    /// Deny rules first, then allow rules, each in policy order; first match wins.
+    /// Deny rules first, then allow rules, each in policy order ([`crate::order`]);
+    /// first match wins.
     fn first_matching_rule(&self, identity: &str, peer: &Peer) -> Option<&Rule> {
         let rules = &self.table.rules;
         let mut candidates = self.any_identity.clone();
@@ -265,11 +266,9 @@ impl Engine {
             self.trie.collect(&segments, &mut candidates);
         }
         let priority = |i: &u32| {
-            let action = usize::try_from(*i)
-                .ok()
-                .and_then(|i| rules.get(i))
-                .map(|r| r.action);
-            (action != Some(Action::Deny), *i)
+            let position = usize::try_from(*i).unwrap_or(usize::MAX);
+            let action = rules.get(position).map_or(Action::Allow, |r| r.action);
+            crate::order::priority(action, position)
         };
         candidates.sort_unstable_by_key(priority);
         candidates.dedup();
@@ -280,24 +279,12 @@ impl Engine {
     }
 }
 
-/// Whether `rule` matches once its principals matched. A condition on a fact the host
-/// did not supply fails closed: an allow rule does not match, a deny rule does.
+/// Whether `rule` matches once its principals matched: every other condition holds
+/// ([`crate::Condition::holds`]). A condition on a fact the host did not supply fails
+/// closed: an allow rule does not match, a deny rule does.
 fn rule_matches_besides_principals(rule: &Rule, identity: &str, peer: &Peer) -> bool {
-    if rule.not_principals.iter().any(|p| p.matches(identity)) {
-        return false;
-    }
     let unknown = rule.action == Action::Deny;
-    let port_ok = rule.ports.is_empty()
-        || peer
-            .port
-            .map_or(unknown, |port| rule.ports.iter().any(|r| r.contains(port)));
-    let sni_ok = rule.sni.is_empty()
-        || peer.sni.as_deref().map_or(unknown, |sni| {
-            rule.sni.iter().any(|p| crate::sni::matches(p, sni))
-        });
-    let source_ok = rule.source_cidrs.is_empty()
-        || peer.source_ip.map_or(unknown, |ip| {
-            rule.source_cidrs.iter().any(|c| c.contains(ip))
-        });
-    port_ok && sni_ok && source_ok
+    rule.conditions()
+        .iter()
+        .all(|c| c.holds(identity, peer, unknown))
 }

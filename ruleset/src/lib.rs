@@ -20,8 +20,10 @@
     )
 )]
 
+pub mod baseline;
 mod budget;
 pub mod cert;
+mod condition;
 mod decision;
 pub mod decode;
 mod decode_error;
@@ -29,8 +31,9 @@ pub mod encode;
 mod eval;
 mod format;
 mod model;
+pub mod order;
 mod pattern;
-mod peer;
+pub mod peer;
 pub mod revocation;
 mod revocation_check;
 pub mod signature;
@@ -40,6 +43,7 @@ pub mod spiffe;
 
 pub use budget::{decoded_cost, MAX_DECODED_BYTES};
 pub use cert::name as dn;
+pub use condition::Condition;
 pub use decision::{Decision, Reason};
 pub use decode::{decode, decode_owned};
 pub use decode_error::DecodeError;
@@ -51,7 +55,9 @@ pub use model::{
     Rule, SigHash, Table, TlsVersion,
 };
 pub use pattern::{Pattern, Segment};
-pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, RevocationKeys, SigInfo, Vouched};
+pub use peer::{
+    CertFacts, KeyInfo, Peer, PeerBuilder, PeerCert, PeerError, RevocationKeys, SigInfo, Vouched,
+};
 pub use revocation::{OnStale, Revocation, Revoked, RevokedSerial};
 
 /// Largest per-VM certificate cache the filter accepts (`certCacheSize`, in entries; a

@@ -255,6 +255,11 @@ impl PortRange {
     pub fn contains(&self, port: u16) -> bool {
         self.start <= port && port <= self.end
     }
+
+    /// Whether every port of `other` lies in this range.
+    pub fn covers(&self, other: &PortRange) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
 }
 
 /// Why a string is not a source address block.
@@ -348,6 +353,17 @@ impl Cidr {
         self.addr.is_ipv4() == other.addr.is_ipv4()
             && self.prefix <= other.prefix
             && network_of(other.addr, self.prefix) == self.addr
+    }
+}
+
+/// `8443`, or `8000-8100` for a range, as policies write ports.
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
     }
 }
 

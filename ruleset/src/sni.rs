@@ -28,6 +28,22 @@ pub fn matches(pattern: &str, sni: &str) -> bool {
     }
 }
 
+/// Whether pattern `a` matches every server name pattern `b` matches (sound, used to
+/// find rules that can never decide). `*.x` matches one label in front of `x`: it covers
+/// `l.x` but not `*.x`'s supersets. Patterns are lowercase ([`is_valid_pattern`]).
+pub fn covers(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match a.strip_prefix("*.") {
+        Some(suffix) => b
+            .strip_suffix(suffix)
+            .and_then(|head| head.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.contains('.') && label != "*"),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +67,28 @@ mod tests {
         assert!(!matches("*.svc", ".svc"));
         assert!(matches("exact.example", "Exact.Example"));
         assert!(!matches("exact.example", "x.exact.example"));
+    }
+
+    #[test]
+    fn coverage() {
+        assert!(covers("*.example.com", "api.example.com"));
+        assert!(covers("*.example.com", "*.example.com"));
+        assert!(!covers("*.example.com", "a.b.example.com"));
+        assert!(!covers("*.example.com", "example.com"));
+        assert!(!covers("api.example.com", "*.example.com"));
+    }
+
+    /// Coverage agrees with matching: whenever `a` covers an exact name `b`, `a`
+    /// matches the server name `b`.
+    #[test]
+    fn coverage_implies_matching() {
+        let pats = ["*.svc", "api.svc", "a.b.svc", "*.b.svc", "svc"];
+        for a in pats {
+            for b in pats.iter().filter(|b| !b.starts_with('*')) {
+                if covers(a, b) {
+                    assert!(matches(a, b), "{a} covers {b} but does not match it");
+                }
+            }
+        }
     }
 }

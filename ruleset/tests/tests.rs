@@ -5,6 +5,8 @@
 mod certs;
 #[path = "tests/codec.rs"]
 mod codec;
+#[path = "tests/docs.rs"]
+mod docs;
 #[path = "tests/eval.rs"]
 mod eval;
 #[path = "tests/props.rs"]

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context};
-use ruleset::{Action, Engine, Peer, PeerCert, TlsVersion};
+use anyhow::{anyhow, Context};
+use ruleset::{Action, Engine, PeerBuilder};
 
 use super::{EXIT_FINDINGS, EXIT_OK};
 
@@ -53,36 +53,23 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let (_, table) = super::read_table(&args.table)?;
-    let cert = match (&args.cert, &args.identity) {
-        (Some(path), _) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
-            let certs = ruleset::cert::parse_pem_or_der(&bytes)
-                .map_err(|e| anyhow!("`{}` is not a certificate: {e}", path.display()))?;
-            match certs.into_iter().next() {
-                Some(leaf) => PeerCert::Parsed(std::sync::Arc::new(leaf)),
-                None => bail!("`{}` holds no certificate", path.display()),
-            }
-        }
-        (None, Some(id)) => PeerCert::Assumed {
-            identity: id.clone(),
-        },
-        (None, None) => bail!("give --cert or --identity"),
-    };
-    let tls_version = match &args.tls_version {
-        None => None,
-        Some(v) => Some(
-            TlsVersion::parse(v)
-                .ok_or_else(|| anyhow!("unknown TLS version `{v}`: use 1.2 or 1.3"))?,
-        ),
-    };
-    let peer = Peer {
-        cert,
-        tls_version,
-        port: args.port,
-        sni: args.sni.clone(),
-        source_ip: args.source_ip,
-    };
+    let mut builder = PeerBuilder::new()
+        .identity(args.identity.clone())
+        .port(args.port)
+        .sni(args.sni.clone())
+        .source_ip(args.source_ip)
+        .tls_version_text(args.tls_version.as_deref())
+        .map_err(|e| anyhow!("{e}"))?;
+    if let Some(path) = &args.cert {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+        builder = builder
+            .cert_pem_or_der(&bytes)
+            .map_err(|e| anyhow!("`{}` {e}", path.display()))?;
+    }
+    let peer = builder
+        .build()
+        .map_err(|_| anyhow!("give --cert or --identity"))?;
     let engine = Engine::new(table);
     let d = engine.evaluate(&peer);
     // Keys in the documented order (serde_json's map would sort them).

@@ -156,24 +156,24 @@ pub fn compile_paths(paths: &[PathBuf]) -> anyhow::Result<Compilation> {
 /// Prints diagnostics: human on stderr, JSON and SARIF on stdout.
 pub fn report(c: &Compilation, format: DiagFormat, deny_warnings: bool) {
     match format {
-        DiagFormat::Json => println!(
-            "{}",
-            certgate_compiler::diag::report::to_json(c, deny_warnings)
-        ),
+        DiagFormat::Json => println!("{}", certgate_compiler::diag::report::to_json(c, deny_warnings)),
         DiagFormat::Sarif => println!("{}", certgate_compiler::diag::report::to_sarif(c)),
-        DiagFormat::Human => {
-            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            let width = std::env::var("COLUMNS")
-                .ok()
-                .and_then(|w| w.parse().ok())
-                .unwrap_or(100);
-            let style = certgate_compiler::diag::render::Style { color, width };
-            eprint!(
-                "{}",
-                certgate_compiler::diag::render::render(c, deny_warnings, style)
-            );
-        }
+        DiagFormat::Human => eprint!(
+            "{}",
+            certgate_compiler::diag::render::render(c, deny_warnings, human_style())
+        ),
     }
+}
+
+/// How diagnostics are drawn on stderr: colour on a terminal unless `NO_COLOR`, wrapped
+/// at `COLUMNS` (default 100).
+pub fn human_style() -> certgate_compiler::diag::render::Style {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(100);
+    certgate_compiler::diag::render::Style { color, width }
 }
 
 /// Reads and decodes a table file.

@@ -161,10 +161,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         let file = match policytest::parse(0, &input.text) {
             Ok(f) => f,
             Err(errors) => {
-                for e in errors {
-                    let (line, col) = policytest::line_col(&input.text, e.span.start);
-                    malformed.push(format!("{}:{line}:{col}: {}", input.path, e.message));
-                }
+                // Drawn like policy diagnostics: the snippet, what is wrong, `help`.
+                malformed.push(certgate_compiler::render::render_diagnostics(
+                    std::slice::from_ref(&input),
+                    &errors,
+                    super::human_style(),
+                ));
                 continue;
             }
         };
@@ -173,7 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 Some(p) => vec![p],
                 None => {
                     malformed.push(format!(
-                        "{}: no `policies` given and no policy file of the same name beside it",
+                        "error: {}: no `policies` given and no policy file of the same name beside it\n",
                         input.path
                     ));
                     continue;
@@ -224,7 +226,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     if !malformed.is_empty() {
         for m in &malformed {
-            eprintln!("error: {m}");
+            eprint!("{m}");
         }
         return Ok(EXIT_USAGE);
     }

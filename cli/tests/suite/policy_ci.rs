@@ -103,10 +103,12 @@ fn a_malformed_test_file_reports_every_problem() {
         let run = certgate_in(&golden(), &["test", "malformed.test.yaml"]);
         assert_eq!(run.code, 2);
         assert!(run.stdout.is_empty());
-        assert!(run
-            .stderr
-            .lines()
-            .all(|l| l.starts_with("error: malformed.test.yaml:")));
+        // Drawn like policy diagnostics: a code, what is wrong, the snippet at
+        // file:line:column, and how to fix it; every problem of the file, not the first.
+        let places = run.stderr.matches("╭─[malformed.test.yaml:").count();
+        assert_eq!(places, 11, "{}", run.stderr);
+        assert_eq!(run.stderr.matches("\n  help: ").count(), places);
+        assert_eq!(run.stderr.matches("\ncertgate::").count() + 1, places);
         insta::assert_snapshot!("test.malformed", run.stderr);
     });
     let none = certgate_in(&golden(), &["test", "diff-old.yaml"]);

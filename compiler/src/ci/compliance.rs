@@ -12,12 +12,8 @@ use crate::Compilation;
 /// The version of the `certgate report --format json` schema.
 pub const VERSION: u32 = 1;
 
-/// Longest lifetime the checklist requires (90 days).
-pub const LIFETIME_REQUIRED_SECS: u64 = 90 * 86_400;
 /// Longest lifetime the checklist recommends (24 hours).
 pub const LIFETIME_RECOMMENDED_SECS: u64 = 86_400;
-/// Smallest RSA modulus the checklist accepts.
-pub const RSA_MIN_BITS: u32 = 2048;
 
 /// Whether a check must pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -203,9 +199,12 @@ pub fn report(c: &Compilation, now: i64) -> ComplianceReport {
             "`peerCertificate.keys` is not set: any key is accepted, RSA-1024 included".to_string(),
         ),
         Some(k) => match k.rsa_min_bits {
-            Some(b) if b < RSA_MIN_BITS => (
+            Some(b) if ruleset::baseline::is_weak_rsa_min_bits(b) => (
                 false,
-                format!("RSA keys of {b} bits are accepted; require at least {RSA_MIN_BITS}"),
+                format!(
+                    "RSA keys of {b} bits are accepted; require at least {}",
+                    ruleset::baseline::RSA_MIN_BITS
+                ),
             ),
             Some(b) => (
                 true,
@@ -259,7 +258,7 @@ pub fn report(c: &Compilation, now: i64) -> ComplianceReport {
         "lifetime-90d",
         Level::Required,
         "certificate lifetime of 90 days or less",
-        life.is_some_and(|l| l <= LIFETIME_REQUIRED_SECS),
+        life.is_some_and(|l| !ruleset::baseline::is_long_lifetime(l)),
         match &life_text {
             Some(t) => format!("`maxLifetime` is `{t}`"),
             None => "`peerCertificate.maxLifetime` is not set: certificates of any lifetime are accepted".into(),

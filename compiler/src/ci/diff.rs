@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ruleset::{
-    Action, AuditLog, Engine, KeyPolicy, Mode, Pattern, Peer, PeerCert, Segment, Table, TlsVersion,
+    Action, AuditLog, Engine, KeyPolicy, Mode, Pattern, Peer, Segment, Table, TlsVersion,
 };
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -444,13 +444,11 @@ fn access(old: &Table, new: &Table) -> (Vec<AccessChange>, bool) {
                         break 'outer;
                     }
                     let peer = Peer {
-                        cert: PeerCert::Assumed {
-                            identity: id.clone(),
-                        },
                         tls_version: Some(TlsVersion::V1_3),
                         port: Some(*port),
                         sni: sni.clone(),
                         source_ip: *src,
+                        ..Peer::assumed(id.clone())
                     };
                     let (b, a) = (verdict(&eo, &peer), verdict(&en, &peer));
                     if b.action == a.action {

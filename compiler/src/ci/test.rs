@@ -14,11 +14,13 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ruleset::{
-    Action, CertFacts, Curve, Engine, KeyInfo, Peer, PeerCert, Reason, SigHash, SigInfo, TlsVersion,
+    Action, CertFacts, Curve, Engine, KeyInfo, Peer, PeerBuilder, PeerCert, Reason, SigHash,
+    SigInfo, TlsVersion,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::diag::{Code, Diagnostic};
 use crate::source::{LineIndex, Span};
 use crate::yaml::{self, Kind, Node};
 use crate::{Input, Loader};
@@ -52,15 +54,6 @@ const DESCRIBE_FIELDS: &[&str] = &[
     "spkiSha256",
 ];
 const EXPECT_FIELDS: &[&str] = &["action", "reason", "rule", "policy"];
-
-/// A problem in a test file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TestFileError {
-    /// Where.
-    pub span: Span,
-    /// What, lowercase, user input in backticks.
-    pub message: String,
-}
 
 /// One parsed `*.test.yaml` file.
 #[derive(Debug, Clone)]
@@ -127,12 +120,14 @@ pub struct Expect {
 
 struct TestFileWalker<'a> {
     text: &'a str,
-    errors: Vec<TestFileError>,
+    errors: Vec<Diagnostic>,
 }
 
 impl TestFileWalker<'_> {
-    fn err(&mut self, span: Span, message: String) {
-        self.errors.push(TestFileError { span, message });
+    /// Records a problem: what is wrong at `span`, and how to fix it.
+    fn err(&mut self, code: Code, span: Span, message: String, help: impl Into<String>) {
+        self.errors
+            .push(Diagnostic::new(code, Some(span), message).help(help));
     }
 
     fn map<'n>(
@@ -143,8 +138,13 @@ impl TestFileWalker<'_> {
     ) -> Option<Vec<(&'n str, &'n Node)>> {
         let Kind::Map(entries) = &node.kind else {
             self.err(
+                Code::WrongType,
                 node.span,
                 format!("{what} must be a mapping, found {}", node.type_name()),
+                format!(
+                    "write {what} as a mapping of {}",
+                    crate::diag::one_of(allowed)
+                ),
             );
             return None;
         };
@@ -158,7 +158,12 @@ impl TestFileWalker<'_> {
                         Some(s) => format!("did you mean `{s}`?"),
                         None => format!("expected one of {}", crate::diag::one_of(allowed)),
                     };
-                    self.err(k.span, format!("unknown field `{key}` in {what}; {hint}"));
+                    self.err(
+                        Code::UnknownField,
+                        k.span,
+                        format!("unknown field `{key}` in {what}"),
+                        hint,
+                    );
                 }
             }
         }
@@ -172,8 +177,10 @@ impl TestFileWalker<'_> {
             Kind::Int(_) | Kind::Float(_) => Some(yaml::raw(self.text, node.span).to_string()),
             _ => {
                 self.err(
+                    Code::WrongType,
                     node.span,
                     format!("{what} must be a string, found {}", node.type_name()),
+                    format!("give {what} one value, not a list or a mapping"),
                 );
                 None
             }
@@ -185,8 +192,10 @@ impl TestFileWalker<'_> {
             Kind::Seq(items) => items.iter().filter_map(|i| self.string(i, what)).collect(),
             _ => {
                 self.err(
+                    Code::WrongType,
                     node.span,
                     format!("{what} must be a list, found {}", node.type_name()),
+                    format!("write {what} as a list, such as `[a, b]`"),
                 );
                 Vec::new()
             }
@@ -208,14 +217,24 @@ impl TestFileWalker<'_> {
                 "cases" => {
                     has_cases = true;
                     let Kind::Seq(items) = &value.kind else {
-                        self.err(value.span, "`cases` must be a list".into());
+                        self.err(
+                            Code::WrongType,
+                            value.span,
+                            "`cases` must be a list".into(),
+                            "write each case as a list item: `- {name: ..., peer: {...}, expect: {...}}`",
+                        );
                         continue;
                     };
                     let mut names = BTreeSet::new();
                     for item in items {
                         if let Some(case) = self.case(item) {
                             if !names.insert(case.name.clone()) {
-                                self.err(case.span, format!("duplicate case name `{}`", case.name));
+                                self.err(
+                                    Code::InvalidValue,
+                                    case.span,
+                                    format!("duplicate case name `{}`", case.name),
+                                    "give each case of a file its own `name`: results are reported by name",
+                                );
                             }
                             file.cases.push(case);
                         }
@@ -225,7 +244,12 @@ impl TestFileWalker<'_> {
             }
         }
         if !has_cases {
-            self.err(doc.span, "the test file has no `cases`".into());
+            self.err(
+                Code::MissingField,
+                doc.span,
+                "the test file has no `cases`".into(),
+                "add `cases:`, a list of `{name, peer, expect}` mappings",
+            );
         }
         file
     }
@@ -236,21 +260,36 @@ impl TestFileWalker<'_> {
         let name = match get("name") {
             Some(n) => self.string(n, "`name`"),
             None => {
-                self.err(node.span, "a case has no `name`".into());
+                self.err(
+                    Code::MissingField,
+                    node.span,
+                    "a case has no `name`".into(),
+                    "name the case: `name: allow-web`",
+                );
                 None
             }
         };
         let peer = match get("peer") {
             Some(p) => self.peer(p),
             None => {
-                self.err(node.span, "a case has no `peer`".into());
+                self.err(
+                    Code::MissingField,
+                    node.span,
+                    "a case has no `peer`".into(),
+                    "describe the peer: `peer: {identity: spiffe://...}`",
+                );
                 None
             }
         };
         let expect = match get("expect") {
             Some(e) => self.expect(e),
             None => {
-                self.err(node.span, "a case has no `expect`".into());
+                self.err(
+                    Code::MissingField,
+                    node.span,
+                    "a case has no `expect`".into(),
+                    "give the expected decision: `expect: {action: allow}`",
+                );
                 None
             }
         };
@@ -281,8 +320,10 @@ impl TestFileWalker<'_> {
             match key {
                 "identity" | "certificate" if written > 1 => {
                     self.err(
+                        Code::Conflict,
                         v.span,
-                        "give either `identity` or `certificate`, not both".into(),
+                        "the peer has both `identity` and `certificate`".into(),
+                        "give either `identity` or `certificate`, not both",
                     );
                     ok = false;
                 }
@@ -293,17 +334,27 @@ impl TestFileWalker<'_> {
                         Kind::Str(s) => Some(CertSpec::File(s.clone())),
                         Kind::Map(_) => self.describe(v).map(|f| CertSpec::Described(Box::new(f))),
                         _ => {
-                            self.err(v.span, "`certificate` is a file path, `none`, or a mapping describing a certificate".into());
+                            self.err(
+                                Code::WrongType,
+                                v.span,
+                                format!("`certificate` must be a file path, `none` or a mapping, found {}", v.type_name()),
+                                "name a PEM or DER file, write `none` for no certificate, or describe one: `{identity: ..., key: ecdsa-p256}`",
+                            );
                             None
                         }
                     }
                 }
                 "tlsVersion" => {
                     let s = self.string(v, "`tlsVersion`")?;
-                    match TlsVersion::parse(&s) {
-                        Some(t) => spec.tls_version = Some(t),
-                        None => {
-                            self.err(v.span, format!("unknown TLS version `{s}`; use 1.2 or 1.3"));
+                    match ruleset::peer::parse_tls_version(&s) {
+                        Ok(t) => spec.tls_version = Some(t),
+                        Err(_) => {
+                            self.err(
+                                Code::InvalidValue,
+                                v.span,
+                                format!("unknown TLS version `{s}`"),
+                                "use 1.2 or 1.3",
+                            );
                             ok = false;
                         }
                     }
@@ -313,17 +364,30 @@ impl TestFileWalker<'_> {
                         spec.port = u16::try_from(*p).ok();
                     }
                     _ => {
-                        self.err(v.span, "`port` must be a port number 1..65535".into());
+                        self.err(
+                            Code::InvalidPort,
+                            v.span,
+                            format!(
+                                "`port` must be a port number 1..65535, found `{}`",
+                                yaml::raw(self.text, v.span)
+                            ),
+                            "write the destination port as a number, such as `port: 8443`",
+                        );
                         ok = false;
                     }
                 },
                 "sni" => spec.sni = self.string(v, "`sni`"),
                 "sourceIp" => {
                     let s = self.string(v, "`sourceIp`")?;
-                    match s.parse() {
+                    match ruleset::peer::parse_source_ip(&s) {
                         Ok(ip) => spec.source_ip = Some(ip),
-                        Err(_) => {
-                            self.err(v.span, format!("`{s}` is not an IP address"));
+                        Err(e) => {
+                            self.err(
+                                Code::InvalidValue,
+                                v.span,
+                                e.to_string(),
+                                "write an IPv4 or IPv6 address, such as `10.0.0.7`",
+                            );
                             ok = false;
                         }
                     }
@@ -337,8 +401,10 @@ impl TestFileWalker<'_> {
             None if written > 0 => ok = false,
             None => {
                 self.err(
+                    Code::MissingField,
                     node.span,
-                    "the peer needs `identity` or `certificate`".into(),
+                    "the peer has no `identity` or `certificate`".into(),
+                    "add `identity: spiffe://...` for a what-if, or `certificate:` (a file, `none`, or a description)",
                 );
                 ok = false;
             }
@@ -379,7 +445,12 @@ impl TestFileWalker<'_> {
                 "key" => match self.string(v, "`key`").as_deref().map(parse_key) {
                     Some(Some(k)) => key = k,
                     Some(None) => {
-                        self.err(v.span, format!("unknown key `{}`; use `ecdsa-p256`, `ecdsa-p384`, `ecdsa-p521`, `ed25519` or `rsa-BITS` (`rsa-2048`)", yaml::raw(self.text, v.span)));
+                        self.err(
+                            Code::InvalidValue,
+                            v.span,
+                            format!("unknown key `{}`", yaml::raw(self.text, v.span)),
+                            "use `ecdsa-p256`, `ecdsa-p384`, `ecdsa-p521`, `ed25519` or `rsa-BITS` (`rsa-2048`)",
+                        );
                         ok = false;
                     }
                     None => ok = false,
@@ -388,7 +459,12 @@ impl TestFileWalker<'_> {
                     Some(s) => match crate::duration::parse(&s) {
                         Ok(secs) => lifetime = secs,
                         Err(e) => {
-                            self.err(v.span, format!("invalid lifetime `{s}`: {e}"));
+                            self.err(
+                                Code::InvalidDuration,
+                                v.span,
+                                format!("invalid lifetime `{s}`: {e}"),
+                                "write a duration such as `24h` or `90d` (units `s`, `m`, `h`, `d`)",
+                            );
                             ok = false;
                         }
                     },
@@ -398,7 +474,12 @@ impl TestFileWalker<'_> {
                     Some(s) => match ruleset::cert::parse_serial(&s) {
                         Ok(b) => serial = b,
                         Err(e) => {
-                            self.err(v.span, format!("invalid serial `{s}`: {e}"));
+                            self.err(
+                                Code::InvalidSerial,
+                                v.span,
+                                format!("invalid serial `{s}`: {e}"),
+                                "write the serial in hex, optionally with `:` separators, such as `4f:38:0a`",
+                            );
                             ok = false;
                         }
                     },
@@ -415,7 +496,12 @@ impl TestFileWalker<'_> {
                     Some(s) => match SigHash::parse(&s).filter(|h| *h != SigHash::Other) {
                         Some(h) => hash = Some((h, v.span)),
                         None => {
-                            self.err(v.span, format!("unknown signature hash `{s}`; use md5, sha1, sha224, sha256, sha384 or sha512"));
+                            self.err(
+                                Code::InvalidValue,
+                                v.span,
+                                format!("unknown signature hash `{s}`"),
+                                "use md5, sha1, sha224, sha256, sha384 or sha512",
+                            );
                             ok = false;
                         }
                     },
@@ -426,8 +512,10 @@ impl TestFileWalker<'_> {
                         Some(f) => spki_sha256 = f,
                         None => {
                             self.err(
+                                Code::InvalidValue,
                                 v.span,
-                                format!("`{s}` is not an SPKI SHA-256 (64 hex digits)"),
+                                format!("`{s}` is not an SPKI SHA-256"),
+                                "write the SHA-256 of the SubjectPublicKeyInfo as 64 hex digits (`:` separators allowed)",
                             );
                             ok = false;
                         }
@@ -440,15 +528,22 @@ impl TestFileWalker<'_> {
         let issuer_id = match ruleset::dn::parse_dn_string(&issuer) {
             Ok(id) => id,
             Err(e) => {
-                self.err(issuer_span, format!("invalid issuer `{issuer}`: {e}"));
+                self.err(
+                    Code::InvalidIssuer,
+                    issuer_span,
+                    format!("invalid issuer `{issuer}`: {e}"),
+                    "write the issuer's distinguished name, such as `CN=Intermediate CA,O=Example`",
+                );
                 return None;
             }
         };
         let uri_sans = match (uri_sans, identity) {
             (Some(_), Some(_)) => {
                 self.err(
+                    Code::Conflict,
                     node.span,
-                    "give either `identity` or `uriSans`, not both".into(),
+                    "the described certificate has both `identity` and `uriSans`".into(),
+                    "give either `identity` or `uriSans`, not both",
                 );
                 return None;
             }
@@ -459,8 +554,10 @@ impl TestFileWalker<'_> {
         let signature = match (&key, hash) {
             (KeyInfo::Ed25519, Some((_, span))) => {
                 self.err(
+                    Code::Conflict,
                     span,
-                    "an Ed25519 signature has no separate hash; leave `signatureHash` out".into(),
+                    "an Ed25519 signature has no separate hash".into(),
+                    "leave `signatureHash` out for an `ed25519` key",
                 );
                 return None;
             }
@@ -487,7 +584,12 @@ impl TestFileWalker<'_> {
             .ok()
             .and_then(|l| DESCRIBED_NOT_BEFORE.checked_add(l));
         let Some(not_after) = not_after else {
-            self.err(node.span, "the lifetime is too long".into());
+            self.err(
+                Code::InvalidDuration,
+                node.span,
+                "the lifetime is too long".into(),
+                "use a lifetime of years, not millennia, such as `lifetime: 365d`",
+            );
             return None;
         };
         ok.then(|| CertFacts {
@@ -532,7 +634,12 @@ impl TestFileWalker<'_> {
                     Some(s) => match Action::parse(&s) {
                         Some(a) => action = Some(a),
                         None => {
-                            self.err(v.span, format!("unknown action `{s}`; use allow or deny"));
+                            self.err(
+                                Code::InvalidValue,
+                                v.span,
+                                format!("unknown action `{s}`"),
+                                "use allow or deny",
+                            );
                             ok = false;
                         }
                     },
@@ -547,7 +654,12 @@ impl TestFileWalker<'_> {
                                 Some(c) => format!("did you mean `{c}`?"),
                                 None => "see the reason codes in docs/policy.md".into(),
                             };
-                            self.err(v.span, format!("unknown reason `{s}`; {hint}"));
+                            self.err(
+                                Code::InvalidValue,
+                                v.span,
+                                format!("unknown reason `{s}`"),
+                                hint,
+                            );
                             ok = false;
                         }
                     },
@@ -560,7 +672,12 @@ impl TestFileWalker<'_> {
         }
         let Some(action) = action else {
             if ok {
-                self.err(node.span, "`expect` has no `action`".into());
+                self.err(
+                    Code::MissingField,
+                    node.span,
+                    "`expect` has no `action`".into(),
+                    "add `action: allow` or `action: deny`",
+                );
             }
             return None;
         };
@@ -595,27 +712,32 @@ fn parse_key(s: &str) -> Option<KeyInfo> {
 }
 
 /// Parses a test file (`file` is its index for spans). Every problem is reported.
-pub fn parse(file: usize, text: &str) -> Result<TestFile, Vec<TestFileError>> {
+pub fn parse(file: usize, text: &str) -> Result<TestFile, Vec<Diagnostic>> {
     let docs = yaml::load(file, text).map_err(|e| {
-        vec![TestFileError {
-            span: e.span,
-            message: if e.alias_budget {
-                e.message
-            } else {
-                format!("invalid YAML: {}", e.message)
-            },
+        vec![if e.alias_budget {
+            Diagnostic::new(Code::YamlAliasBudget, Some(e.span), e.message)
+                .help("write the shared values out, or use fewer aliases of large anchors")
+        } else {
+            Diagnostic::new(
+                Code::YamlSyntax,
+                Some(e.span),
+                format!("invalid YAML: {}", e.message),
+            )
+            .help("fix the YAML syntax; the other problems are reported once it parses")
         }]
     })?;
     let mut docs = docs.into_iter().filter(|d| d.kind != Kind::Null);
     let Some(doc) = docs.next() else {
-        return Err(vec![TestFileError {
-            span: Span {
+        return Err(vec![Diagnostic::new(
+            Code::MissingField,
+            Some(Span {
                 file,
                 start: 0,
                 end: 0,
-            },
-            message: "the test file is empty".into(),
-        }]);
+            }),
+            "the test file is empty",
+        )
+        .help("add `cases:`, a list of `{name, peer, expect}` mappings")]);
     };
     let mut w = TestFileWalker {
         text,
@@ -624,14 +746,16 @@ pub fn parse(file: usize, text: &str) -> Result<TestFile, Vec<TestFileError>> {
     let parsed = w.file(&doc);
     if let Some(extra) = docs.next() {
         w.err(
+            Code::InvalidValue,
             extra.span,
-            "a test file holds one document; put every case under `cases`".into(),
+            "a test file holds one document".into(),
+            "put every case under the first document's `cases`",
         );
     }
     if w.errors.is_empty() {
         Ok(parsed)
     } else {
-        w.errors.sort_by_key(|e| e.span.start);
+        w.errors.sort_by_key(|e| e.span.map(|s| s.start));
         Err(w.errors)
     }
 }
@@ -705,32 +829,27 @@ impl From<&Expect> for ExpectedJson {
 
 /// Builds the engine's peer for a case; certificate files go through `loader`.
 pub fn build_peer(case: &Case, test_input: &Input, loader: &dyn Loader) -> Result<Peer, String> {
-    let cert = match &case.peer.cert {
-        CertSpec::Identity(id) => PeerCert::Assumed {
-            identity: id.clone(),
-        },
-        CertSpec::Missing => PeerCert::Missing,
-        CertSpec::Described(f) => PeerCert::Parsed(std::sync::Arc::new((**f).clone())),
+    let builder = PeerBuilder::new()
+        .tls_version(case.peer.tls_version)
+        .port(case.peer.port)
+        .sni(case.peer.sni.clone())
+        .source_ip(case.peer.source_ip);
+    let builder = match &case.peer.cert {
+        CertSpec::Identity(id) => builder.identity(Some(id.clone())),
+        CertSpec::Missing => builder.cert(PeerCert::Missing),
+        CertSpec::Described(f) => {
+            builder.cert(PeerCert::Parsed(std::sync::Arc::new((**f).clone())))
+        }
         CertSpec::File(path) => {
             let bytes = loader
                 .load(test_input, path)
                 .map_err(|e| format!("cannot read certificate `{path}`: {e}"))?;
-            let certs = ruleset::cert::parse_pem_or_der(&bytes)
-                .map_err(|e| format!("`{path}` is not a certificate: {e}"))?;
-            let leaf = certs
-                .into_iter()
-                .next()
-                .ok_or_else(|| format!("`{path}` holds no certificate"))?;
-            PeerCert::Parsed(std::sync::Arc::new(leaf))
+            builder
+                .cert_pem_or_der(&bytes)
+                .map_err(|e| format!("`{path}` {e}"))?
         }
     };
-    Ok(Peer {
-        cert,
-        tls_version: case.peer.tls_version,
-        port: case.peer.port,
-        sni: case.peer.sni.clone(),
-        source_ip: case.peer.source_ip,
-    })
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// Runs every case of a test file against an engine. `exercised` collects the names of the
@@ -1037,26 +1156,21 @@ mod tests {
     fn every_problem_is_reported_with_its_place() {
         let text = "cases:\n  - name: a\n    peer: {identty: x}\n    expect: {action: permit, reason: allow_rul}\n";
         let errors = parse(0, text).unwrap_err();
-        let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
-        assert!(
-            messages
-                .iter()
-                .any(|m| m.contains("did you mean `identity`")),
-            "{messages:?}"
-        );
-        assert!(
-            messages
-                .iter()
-                .any(|m| m.contains("unknown action `permit`")),
-            "{messages:?}"
-        );
-        assert!(
-            messages
-                .iter()
-                .any(|m| m.contains("did you mean `allow_rule`")),
-            "{messages:?}"
-        );
-        assert_eq!(line_col(text, errors[0].span.start).0, 3);
+        // What is wrong in the message, how to fix it in `help`, as policy diagnostics.
+        let messages: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{} | {}", e.message, e.help.as_deref().unwrap_or("")))
+            .collect();
+        for want in [
+            "unknown field `identty` in `peer` | did you mean `identity`?",
+            "unknown action `permit` | use allow or deny",
+            "unknown reason `allow_rul` | did you mean `allow_rule`?",
+        ] {
+            assert!(messages.iter().any(|m| m == want), "{want}: {messages:?}");
+        }
+        assert!(errors.iter().all(|e| e.is_error() && e.help.is_some()));
+        let first = errors[0].span.unwrap();
+        assert_eq!(line_col(text, first.start).0, 3);
     }
 
     #[test]

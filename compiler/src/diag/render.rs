@@ -5,7 +5,7 @@ use std::fmt;
 
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
 
-use crate::{Compilation, Diagnostic, Severity};
+use crate::{Compilation, Diagnostic, Input, Severity};
 
 /// How to draw.
 #[derive(Debug, Clone, Copy)]
@@ -82,12 +82,12 @@ impl miette::Diagnostic for Renderable {
     }
 }
 
-fn source_of(c: &Compilation, file: usize) -> Option<NamedSource<String>> {
-    let input = c.inputs.get(file)?;
+fn source_of(inputs: &[Input], file: usize) -> Option<NamedSource<String>> {
+    let input = inputs.get(file)?;
     Some(NamedSource::new(input.path.clone(), input.text.clone()))
 }
 
-fn renderable(c: &Compilation, d: &Diagnostic) -> Renderable {
+fn renderable(inputs: &[Input], d: &Diagnostic) -> Renderable {
     let mut labels = Vec::new();
     let mut related = Vec::new();
     let source = d.span.and_then(|span| {
@@ -104,14 +104,14 @@ fn renderable(c: &Compilation, d: &Diagnostic) -> Renderable {
                     message: r.message.clone(),
                     code: None,
                     severity: miette::Severity::Advice,
-                    source: source_of(c, r.span.file),
+                    source: source_of(inputs, r.span.file),
                     labels: vec![LabeledSpan::new_primary_with_span(None, at)],
                     help: None,
                     related: Vec::new(),
                 });
             }
         }
-        source_of(c, span.file)
+        source_of(inputs, span.file)
     });
     Renderable {
         message: d.message.clone(),
@@ -129,6 +129,15 @@ fn renderable(c: &Compilation, d: &Diagnostic) -> Renderable {
 
 /// Renders every diagnostic, then the summary line.
 pub fn render(c: &Compilation, deny_warnings: bool, style: Style) -> String {
+    let mut out = render_diagnostics(&c.inputs, &c.diagnostics, style);
+    out.push_str(&summary_line(c, deny_warnings));
+    out.push('\n');
+    out
+}
+
+/// Renders diagnostics whose spans point into `inputs` (by index), each with its source
+/// snippet: policy diagnostics, and the problems of a policy-test file.
+pub fn render_diagnostics(inputs: &[Input], diagnostics: &[Diagnostic], style: Style) -> String {
     let theme = if style.color {
         GraphicalTheme::unicode()
     } else {
@@ -138,15 +147,13 @@ pub fn render(c: &Compilation, deny_warnings: bool, style: Style) -> String {
         .with_width(style.width)
         .with_links(false);
     let mut out = String::new();
-    for d in &c.diagnostics {
-        let r = renderable(c, d);
+    for d in diagnostics {
+        let r = renderable(inputs, d);
         if handler.render_report(&mut out, &r).is_err() {
             out.push_str(&format!("{}: {}\n", d.severity.as_str(), d.message));
         }
         out.push('\n');
     }
-    out.push_str(&summary_line(c, deny_warnings));
-    out.push('\n');
     out
 }
 

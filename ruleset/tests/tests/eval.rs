@@ -512,3 +512,51 @@ fn a_table_names_the_connection_facts_it_decides_with() {
     }
     assert_eq!(all.inputs(), Inputs::ALL);
 }
+
+/// The engine decides with the first rule of `order::evaluation_order` that matches, the
+/// order the compiler's shadowed-rule check walks: one definition of "deny first".
+#[test]
+fn engine_decides_by_the_shared_evaluation_order() {
+    let rules = vec![
+        rule("allow-any", Action::Allow, &[]),
+        rule("allow-web", Action::Allow, &[WEB]),
+        rule("deny-legacy", Action::Deny, &[LEGACY]),
+        rule("deny-web", Action::Deny, &[WEB]),
+    ];
+    let order: Vec<&str> = order::evaluation_order(&rules, |r| r.action)
+        .into_iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(order, ["deny-legacy", "deny-web", "allow-any", "allow-web"]);
+    let e = engine(table(rules));
+    assert_eq!(
+        decide(&e, &who(WEB)),
+        (Action::Deny, "deny_rule", Some("deny-web".into()))
+    );
+    assert_eq!(
+        decide(&e, &who("spiffe://cluster.local/ns/other/sa/x")),
+        (Action::Allow, "allow_rule", Some("allow-any".into()))
+    );
+}
+
+#[test]
+fn stale_denies_in_the_table_mode_else_the_configured_one_else_enforce() {
+    let none = Decision::stale(None, None);
+    assert_eq!(
+        (none.action, none.reason, none.mode),
+        (Action::Deny, Reason::StaleRevocation, Mode::Enforce)
+    );
+    assert!(!none.admits());
+    assert_eq!((none.rule, none.policy, none.identity), (None, None, None));
+    assert!(Decision::stale(None, Some(Mode::Audit)).would_deny());
+    let mut t = table(vec![]);
+    let d = Decision::stale(Some(&t), Some(Mode::Audit));
+    assert_eq!(
+        d.mode,
+        Mode::Enforce,
+        "the table's mode wins over the host's"
+    );
+    assert!(!d.admits());
+    t.mode = Mode::Audit;
+    assert!(Decision::stale(Some(&t), None).would_deny());
+}
