@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use ruleset::{Action, Decision, Mode, OnStale, Peer, PeerCert, Reason};
+use ruleset::{Decision, OnStale, Peer, PeerCert, Reason};
 
 use crate::audit;
 use crate::cache::CertCache;

@@ -259,7 +259,7 @@ pub fn version() -> String {
 /// Every reason code the engine decides with, and its one-sentence description
 /// (`ruleset::Reason::description`): `{version, reasons: {code: description}}`. The page
 /// explains a decision with these, so it holds no copy of them.
-#[cfg_attr(feature = "wasm", wasm_bindgen)]
+#[wasm_bindgen]
 pub fn reasons() -> String {
     let reasons: serde_json::Map<String, Value> = ruleset::Reason::ALL
         .iter()

@@ -162,7 +162,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             Ok(f) => f,
             Err(errors) => {
                 // Drawn like policy diagnostics: the snippet, what is wrong, `help`.
-                malformed.push(certgate_compiler::render::render_diagnostics(
+                malformed.push(certgate_compiler::diag::render::render_diagnostics(
                     std::slice::from_ref(&input),
                     &errors,
                     super::human_style(),
