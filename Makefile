@@ -43,10 +43,25 @@ cli: ## build the certgate CLI (target/debug/certgate, or under CARGO_TARGET_DIR
 export CERTGATE_FILTER_WASM := $(abspath $(FILTER_WASM))
 
 .PHONY: lint
-lint: ## rustfmt check and clippy (native and wasm32-wasip1), warnings denied
+lint: repo-checks ## rustfmt check, clippy (native and wasm32-wasip1, warnings denied) and the repository checks
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(MAKE) --no-print-directory clippy-wasm
+
+# No module imports one that imports it back (the cycles listed in the baseline are being
+# removed; the check fails when one is added or when a listed one is gone), every file a
+# comment or a Markdown page cites exists (both scripts are tested by scripts/test_checks.py),
+# no build output is tracked, and recipes install Debian packages only through
+# scripts/apt-install.sh.
+.PHONY: repo-checks
+repo-checks: ## import cycles, citations of missing files, tracked build output, inline package installs
+	python3 scripts/test_checks.py --quiet
+	python3 scripts/check-module-cycles.py --baseline scripts/module-cycles.baseline
+	python3 scripts/check-file-refs.py
+	@! git ls-files | grep -E '(^|/)(target|node_modules|\.tools)/' || { \
+	  echo "build output is tracked (above): git rm -r --cached it" >&2; exit 1; }
+	@! grep -nE 'apt[-]get' Makefile mk/*.mk || { \
+	  echo "a recipe installs Debian packages inline (above): call scripts/apt-install.sh" >&2; exit 1; }
 
 .PHONY: test
 test: envoy envoys filter cli oci-tools lint ## everything CI runs: lint; unit, property, golden, e2e (real Envoy) and browser tests

@@ -3,7 +3,8 @@
 //! repository's default build outputs are used. A missing part is a failure with the
 //! command that builds it, never a silent skip.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
@@ -51,6 +52,17 @@ pub fn repo_root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
+/// Where cargo put the build outputs: `CARGO_TARGET_DIR` when set, else `<root>/target`.
+/// A relative `CARGO_TARGET_DIR` is relative to the workspace root (where `make` runs cargo),
+/// not to the test's working directory (cargo runs tests in the crate's directory).
+fn target_dir(root: &Path, var: Option<OsString>) -> PathBuf {
+    match var.filter(|v| !v.is_empty()).map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
 impl Tools {
     /// Finds the parts, or explains how to build the missing ones.
     pub fn locate() -> Result<Tools> {
@@ -70,9 +82,7 @@ impl Tools {
                 .map(PathBuf::from)
                 .unwrap_or(default)
         };
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
+        let target = target_dir(&root, std::env::var_os("CARGO_TARGET_DIR"));
         let tools = Tools {
             envoy: pick("CERTGATE_ENVOY", root.join(".tools/envoy-1.40.0/envoy")),
             filter_wasm: pick(
@@ -100,5 +110,28 @@ impl Tools {
             );
         }
         Ok(tools)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_target_dir_is_relative_to_the_workspace_root() {
+        let root = Path::new("/ws");
+        assert_eq!(
+            target_dir(root, Some("tgt".into())),
+            PathBuf::from("/ws/tgt")
+        );
+        assert_eq!(
+            target_dir(root, Some("/elsewhere/t".into())),
+            PathBuf::from("/elsewhere/t")
+        );
+        assert_eq!(target_dir(root, None), PathBuf::from("/ws/target"));
+        assert_eq!(
+            target_dir(root, Some("".into())),
+            PathBuf::from("/ws/target")
+        );
     }
 }

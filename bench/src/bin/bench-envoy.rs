@@ -22,6 +22,7 @@ use certgate_bench::pki::{self, Pki};
 use certgate_bench::profile::{self, Split};
 use certgate_bench::report::{self, CaseResult, Goal, Sample};
 use certgate_bench::tables::{self, RuleKind};
+use clap::Parser;
 use rustls::ClientConfig;
 
 /// Identities in every policy (certgate rules, RBAC principals, RBAC map keys).
@@ -36,6 +37,91 @@ const COLD_CERTS: usize = 16_384;
 /// The filter's `certCacheSize` in every certgate case.
 const FILTER_MAX_BYTES: u64 = 409_600;
 
+/// Envoy CPU per mTLS connection and connections/s: certgate against no filter, a no-op
+/// wasm filter and native RBAC, in interleaved rounds on pinned cores.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench-envoy",
+    about = "Envoy CPU per new mTLS connection and connections/s: certgate against no filter, \
+             a no-op wasm filter and native RBAC, in interleaved rounds",
+    long_about = "Envoy CPU per new mTLS connection and connections/s for no filter, a no-op \
+                  wasm filter, native RBAC (list and exact-match map) and certgate (warm cache, \
+                  cold cache, audit record on every connection), plus HTTP requests/s on \
+                  kept-alive connections, in interleaved rounds against one Envoy pinned to one \
+                  core, with the load generator on the other. Prints markdown tables and the \
+                  goals. `make bench-envoy` builds what it needs and runs it.",
+    after_help = "Cases (--only): a no filter, w no-op wasm filter, wd no-op wasm filter reading \
+the cert digest, r1 RBAC principals list, r2 RBAC matcher map, c certgate warm, d certgate cold \
+cache, e certgate with an audit record on every connection; HTTP: h0 no filter, hw no-op wasm \
+HTTP filter, hc certgate HTTP filter, hn certgate network filter before the HCM.
+
+Examples:
+  bench-envoy --out docs/bench --pid-file target/bench-envoy.pid --profile 1.5
+  bench-envoy --rounds 1 --seconds 1 --only a,c --profile 0
+  CERTGATE_BENCH_KEEP=1 bench-envoy --rounds 0 --profile 2 --only c
+
+Environment: CERTGATE_ENVOY, CERTGATE_FILTER_WASM and CERTGATE_NOOP_WASM are the defaults of \
+--envoy, --filter and --noop (the Makefile sets them); CERTGATE_BENCH_KEEP=1 keeps the scratch \
+directory (bootstrap, logs, a client certificate and key) and prints where it is.
+
+Exit codes: 0 the benchmark ran (the goals are reported, not enforced), 1 it failed (Envoy, the \
+load or the profile), 2 usage (a bad flag, or a missing Envoy or module)."
+)]
+struct Cli {
+    /// The Envoy binary [default: $CERTGATE_ENVOY, else `envoy` in the working directory]
+    #[arg(long, value_name = "PATH")]
+    envoy: Option<PathBuf>,
+    /// certgate's filter module [default: $CERTGATE_FILTER_WASM]
+    #[arg(long, value_name = "WASM")]
+    filter: Option<PathBuf>,
+    /// The no-op filter module of cases w and wd [default: $CERTGATE_NOOP_WASM]
+    #[arg(long, value_name = "WASM")]
+    noop: Option<PathBuf>,
+    /// Interleaved rounds of every selected case (0 only with --profile: profile only)
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    rounds: usize,
+    /// Seconds each case runs in a round
+    #[arg(long, value_name = "S", default_value_t = 3.0)]
+    seconds: f64,
+    /// Seconds of load before each measured phase
+    #[arg(long, value_name = "S", default_value_t = 0.5)]
+    warmup: f64,
+    /// Concurrent TLS clients of the connection cases
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    concurrency: usize,
+    /// Concurrent kept-alive clients of the HTTP cases
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    http_concurrency: usize,
+    /// Also write DIR/envoy.md (the tables) and DIR/envoy.png (the chart)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Write Envoy's pid here while it runs, so a caller can kill it if this harness dies
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<PathBuf>,
+    /// The core Envoy is pinned to
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    envoy_cpu: usize,
+    /// The core the load generator is pinned to
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    client_cpu: usize,
+    /// Case keys to run, comma-separated (all when absent), e.g. for profiling one case
+    #[arg(long, value_name = "KEY,KEY", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Nice level of Envoy and the harness (negative = higher priority; needs root)
+    #[arg(long, value_name = "N", default_value_t = -10, allow_negative_numbers = true)]
+    nice: i32,
+    /// After the rounds, run the wasm cases in --profile-rounds interleaved rounds of S
+    /// seconds under `perf record` and report the filter's share of Envoy's CPU (needs
+    /// perf; 0: no profile)
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    profile: f64,
+    /// Rounds of profiled phases
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    profile_rounds: usize,
+}
+
+/// The settings of a run: the command line, checked, with the parts under test as absolute
+/// paths (Envoy resolves relative paths from its own working directory).
 #[derive(Debug)]
 struct Args {
     envoy: PathBuf,
@@ -50,73 +136,42 @@ struct Args {
     pid_file: Option<PathBuf>,
     envoy_cpu: usize,
     client_cpu: usize,
-    /// Case keys to run (all when empty), e.g. for profiling one case.
+    /// Case keys to run (all when empty).
     only: Vec<String>,
-    /// Nice level of Envoy and the harness (negative = higher priority; needs root).
     nice: i32,
-    /// Seconds of the profiled phase of each wasm case (0: no profile).
     profile: f64,
-    /// Rounds of profiled phases.
     profile_rounds: usize,
 }
 
-const USAGE: &str = "usage: bench-envoy [--envoy PATH] [--filter WASM] [--noop WASM] [--rounds N] \
-[--seconds S] [--warmup S] [--concurrency N] [--http-concurrency N] [--out DIR] [--pid-file PATH] \
-[--envoy-cpu N] [--client-cpu N] [--only KEY,KEY] [--nice N] [--profile S] [--profile-rounds N]\n\
---envoy and --filter default to $CERTGATE_ENVOY and $CERTGATE_FILTER_WASM, --noop to $CERTGATE_NOOP_WASM.\n\
---profile S: after the rounds, run the wasm cases in --profile-rounds interleaved rounds (default 10) \
-of S seconds under `perf record` and report the filter's share of Envoy's CPU (needs perf; \
---rounds 0 profiles only).";
-
-fn parse_args() -> Result<Args> {
-    let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
-    let mut a = Args {
-        envoy: env("CERTGATE_ENVOY").unwrap_or_else(|| PathBuf::from("envoy")),
-        filter: env("CERTGATE_FILTER_WASM").unwrap_or_default(),
-        noop: env("CERTGATE_NOOP_WASM").unwrap_or_default(),
-        rounds: 5,
-        seconds: 3.0,
-        warmup: 0.5,
-        concurrency: 16,
-        http_concurrency: 8,
-        out: None,
-        pid_file: None,
-        envoy_cpu: 0,
-        client_cpu: 1,
-        only: Vec::new(),
-        nice: -10,
-        profile: 0.0,
-        profile_rounds: 10,
+/// Checks what clap cannot (the parts exist, numbers in range, case keys known) and
+/// resolves the parts' defaults from the environment.
+fn check_args(cli: Cli) -> Result<Args> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = it
-            .next()
-            .with_context(|| format!("`{flag}` needs a value\n{USAGE}"))?;
-        match flag.as_str() {
-            "--envoy" => a.envoy = value.into(),
-            "--filter" => a.filter = value.into(),
-            "--noop" => a.noop = value.into(),
-            "--rounds" => a.rounds = value.parse()?,
-            "--seconds" => a.seconds = value.parse()?,
-            "--warmup" => a.warmup = value.parse()?,
-            "--concurrency" => a.concurrency = value.parse()?,
-            "--http-concurrency" => a.http_concurrency = value.parse()?,
-            "--out" => a.out = Some(value.into()),
-            "--pid-file" => a.pid_file = Some(value.into()),
-            "--envoy-cpu" => a.envoy_cpu = value.parse()?,
-            "--client-cpu" => a.client_cpu = value.parse()?,
-            "--only" => a.only = value.split(',').map(str::to_string).collect(),
-            "--nice" => a.nice = value.parse()?,
-            "--profile" => a.profile = value.parse()?,
-            "--profile-rounds" => a.profile_rounds = value.parse()?,
-            _ => bail!("unknown flag `{flag}`\n{USAGE}"),
-        }
-    }
+    let pick = |flag: Option<PathBuf>, var: &str, default: Option<PathBuf>| {
+        flag.or_else(|| env(var)).or(default).unwrap_or_default()
+    };
+    let mut a = Args {
+        envoy: pick(cli.envoy, "CERTGATE_ENVOY", Some(PathBuf::from("envoy"))),
+        filter: pick(cli.filter, "CERTGATE_FILTER_WASM", None),
+        noop: pick(cli.noop, "CERTGATE_NOOP_WASM", None),
+        rounds: cli.rounds,
+        seconds: cli.seconds,
+        warmup: cli.warmup,
+        concurrency: cli.concurrency,
+        http_concurrency: cli.http_concurrency,
+        out: cli.out,
+        pid_file: cli.pid_file,
+        envoy_cpu: cli.envoy_cpu,
+        client_cpu: cli.client_cpu,
+        only: cli.only,
+        nice: cli.nice,
+        profile: cli.profile,
+        profile_rounds: cli.profile_rounds,
+    };
     for (what, p) in [
         ("--envoy", &mut a.envoy),
         ("--filter", &mut a.filter),
@@ -124,21 +179,28 @@ fn parse_args() -> Result<Args> {
     ] {
         if !p.is_file() {
             bail!(
-                "{what} `{}` is not a file (build it first: `make envoy filter`)",
+                "{what} `{}` is not a file (build it first: `make envoy filter noop-filter`)",
                 p.display()
             );
         }
-        // Envoy resolves relative paths from its own working directory.
         *p = std::fs::canonicalize(&p)?;
     }
     anyhow::ensure!(
         (a.rounds >= 1 || a.profile > 0.0)
             && a.seconds > 0.0
+            && a.warmup >= 0.0
             && a.profile >= 0.0
             && a.profile_rounds >= 1,
-        "--seconds and --profile-rounds must be positive, --profile not negative, and \
-         --rounds 0 only with --profile"
+        "--seconds and --profile-rounds must be positive, --warmup and --profile not \
+         negative, and --rounds 0 only with --profile"
     );
+    if let Some(k) = a
+        .only
+        .iter()
+        .find(|k| !CASES.iter().any(|c| c.key == k.as_str()))
+    {
+        bail!("--only: no case `{k}` (see --help for the case keys)");
+    }
     Ok(a)
 }
 
@@ -595,20 +657,6 @@ fn pin_self(cpu: usize) -> Result<()> {
     Ok(())
 }
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        // CERTGATE_BENCH_KEEP=1 keeps the bootstrap, logs and a client certificate
-        // (client.pem, client.key) for debugging.
-        if std::env::var_os("CERTGATE_BENCH_KEEP").is_some() {
-            eprintln!("bench-envoy: kept {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -678,9 +726,17 @@ fn utc_now() -> String {
 
 async fn run(args: Args) -> Result<()> {
     let started = Instant::now();
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("certgate-bench-envoy-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0)?;
+    // Declared first, so it outlives Envoy (dropped with `run`'s other locals) and is
+    // removed last; CERTGATE_BENCH_KEEP=1 keeps the bootstrap, logs and a client
+    // certificate (client.pem, client.key) for debugging.
+    let mut dir = tempfile::Builder::new()
+        .prefix("certgate-bench-envoy-")
+        .tempdir()
+        .context("creating the scratch directory")?;
+    if std::env::var_os("CERTGATE_BENCH_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("bench-envoy: keeping {}", dir.path().display());
+    }
 
     eprintln!(
         "bench-envoy: certificates, table ({IDENTITIES} rules, {REVOKED} revoked serials)..."
@@ -710,8 +766,8 @@ async fn run(args: Args) -> Result<()> {
     )?;
     let warm_cfg = load::client_config(&warm, &key)?;
     if std::env::var_os("CERTGATE_BENCH_KEEP").is_some() {
-        std::fs::write(dir.0.join("client.pem"), pem("CERTIFICATE", &warm[0]))?;
-        std::fs::write(dir.0.join("client.key"), pem("PRIVATE KEY", &key))?;
+        std::fs::write(dir.path().join("client.pem"), pem("CERTIFICATE", &warm[0]))?;
+        std::fs::write(dir.path().join("client.key"), pem("PRIVATE KEY", &key))?;
     }
     let cold_cfg = load::client_config(&cold, &key)?;
     let stranger_cfg = load::client_config(&[stranger], &key)?;
@@ -725,7 +781,7 @@ async fn run(args: Args) -> Result<()> {
         &pki,
         &listeners(&args, &table_b64, &identities),
         backend,
-        &dir.0.join("access.log"),
+        &dir.path().join("access.log"),
     );
     eprintln!(
         "bench-envoy: starting Envoy ({} on core {}, load on core {})...",
@@ -736,7 +792,7 @@ async fn run(args: Args) -> Result<()> {
     let t = Instant::now();
     let mut envoy = Envoy::start(
         &args.envoy,
-        &dir.0,
+        dir.path(),
         &bootstrap,
         args.envoy_cpu,
         args.nice,
@@ -827,7 +883,7 @@ async fn run(args: Args) -> Result<()> {
             })
             .collect();
         // One recording over every profiled phase; samples are told apart by time.
-        let recording = profile::Recording::start(envoy.pid, &dir.0.join("profile.perf"))?;
+        let recording = profile::Recording::start(envoy.pid, &dir.path().join("profile.perf"))?;
         let mut windows = Vec::new();
         for round in 1..=args.profile_rounds {
             for i in round_order(round, profiles.len()) {
@@ -1095,7 +1151,7 @@ fn profile_goals(profiles: &[Profiled]) -> Vec<Goal> {
 }
 
 fn main() {
-    let args = match parse_args() {
+    let args = match check_args(Cli::parse()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("bench-envoy: {e:#}");

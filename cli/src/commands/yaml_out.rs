@@ -21,6 +21,10 @@ pub enum Y {
     List(Vec<Y>),
 }
 
+use std::borrow::Cow;
+
+use saphyr::{Mapping, Scalar, ScalarStyle, Yaml, YamlEmitter};
+
 /// Shorthand for a string value.
 pub fn s(v: impl Into<String>) -> Y {
     Y::Str(v.into())
@@ -40,6 +44,10 @@ fn quote(v: &str) -> String {
     serde_json::Value::String(v.to_string()).to_string()
 }
 
+/// Whether `v` may be written as a plain (unquoted) YAML scalar and still read back as
+/// this string. An allowlist, stricter than saphyr's own test: that one leaves plain what a
+/// YAML 1.1 reader (Kubernetes' sigs.k8s.io/yaml, PyYAML) resolves to another type, such as
+/// `y` (a boolean), `1_000` and `0b1` (integers) or `2024-01-01` (a timestamp).
 fn plain_safe(v: &str) -> bool {
     const WORDS: &[&str] = &[
         "true", "false", "null", "yes", "no", "on", "off", "y", "n", "~",
@@ -56,90 +64,78 @@ fn plain_safe(v: &str) -> bool {
         && !WORDS.contains(&v.to_ascii_lowercase().as_str())
 }
 
-fn key(k: &str) -> String {
-    if plain_safe(k) {
-        k.to_string()
-    } else {
-        quote(k)
-    }
-}
-
-fn scalar(v: &Y) -> Option<String> {
-    match v {
-        Y::Str(s) if plain_safe(s) => Some(s.clone()),
-        Y::Str(s) => Some(quote(s)),
-        Y::Bool(b) => Some(b.to_string()),
-        Y::Int(i) => Some(i.to_string()),
-        Y::Signed(i) => Some(i.to_string()),
-        Y::Map(m) if m.is_empty() => Some("{}".to_string()),
-        Y::Seq(items) if items.is_empty() => Some("[]".to_string()),
-        Y::Map(_) | Y::Seq(_) => None,
-        Y::List(_) => Some(to_json_compact(v)),
-    }
-}
-
-/// Block-style YAML.
-pub fn to_yaml(v: &Y) -> String {
-    let mut out = String::new();
-    if let Y::Map(m) = v {
-        write_map(&mut out, m, 0);
-    } else if let Some(s) = scalar(v) {
-        out.push_str(&s);
-        out.push('\n');
+/// The body of a double-quoted YAML scalar (without the quotes): JSON's escapes, which
+/// YAML's double-quoted style shares, plus `\u` escapes for the characters YAML does not
+/// allow raw (DEL, NEL, the line and paragraph separators, the byte-order mark).
+fn double_quoted_body(v: &str) -> String {
+    let json = quote(v);
+    let inner = json
+        .strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .unwrap_or_default();
+    let mut out = String::with_capacity(inner.len());
+    for c in inner.chars() {
+        match c {
+            '\u{7f}' | '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{feff}' => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
     }
     out
 }
 
-fn write_map(out: &mut String, m: &[(String, Y)], indent: usize) {
-    for (k, v) in m {
-        out.push_str(&" ".repeat(indent));
-        out.push_str(&key(k));
-        out.push(':');
-        match (scalar(v), v) {
-            (Some(s), _) => {
-                out.push(' ');
-                out.push_str(&s);
-                out.push('\n');
+/// A string as saphyr should write it: plain when [`plain_safe`], else double-quoted.
+/// The choice is made here, not by saphyr's emitter (see [`plain_safe`]).
+fn string_node(v: &str) -> Yaml<'static> {
+    if plain_safe(v) {
+        Yaml::Representation(Cow::Owned(v.to_string()), ScalarStyle::Plain, None)
+    } else {
+        Yaml::Representation(
+            Cow::Owned(double_quoted_body(v)),
+            ScalarStyle::DoubleQuoted,
+            None,
+        )
+    }
+}
+
+/// The saphyr document of `v`. Mapping keys are unique in every document `emit` builds
+/// (fixed key lists), so saphyr's hash map loses nothing and keeps their order.
+fn node(v: &Y) -> Yaml<'static> {
+    match v {
+        Y::Str(s) => string_node(s),
+        Y::Bool(b) => Yaml::Value(Scalar::Boolean(*b)),
+        // u64 is wider than saphyr's i64 integer: write the digits as they are.
+        Y::Int(i) => Yaml::Representation(Cow::Owned(i.to_string()), ScalarStyle::Plain, None),
+        Y::Signed(i) => Yaml::Value(Scalar::Integer(*i)),
+        Y::Seq(items) => Yaml::Sequence(items.iter().map(node).collect()),
+        Y::Map(m) => {
+            let mut out = Mapping::new();
+            for (k, v) in m {
+                out.insert(string_node(k), node(v));
             }
-            (None, Y::Map(inner)) => {
-                out.push('\n');
-                write_map(out, inner, indent + 2);
-            }
-            (None, Y::Seq(items)) => {
-                out.push('\n');
-                write_seq(out, items, indent);
-            }
-            (None, _) => out.push('\n'),
+            Yaml::Mapping(out)
+        }
+        // Flow style is JSON, which YAML reads as the same sequence.
+        Y::List(_) => {
+            Yaml::Representation(Cow::Owned(to_json_compact(v)), ScalarStyle::Plain, None)
         }
     }
 }
 
-/// A block sequence at `indent` (Kubernetes style: the dash at the parent key's column);
-/// a mapping item starts on the dash's line.
-fn write_seq(out: &mut String, items: &[Y], indent: usize) {
-    for item in items {
-        out.push_str(&" ".repeat(indent));
-        out.push('-');
-        match (scalar(item), item) {
-            (Some(s), _) => {
-                out.push(' ');
-                out.push_str(&s);
-                out.push('\n');
-            }
-            (None, Y::Map(inner)) => {
-                let mut block = String::new();
-                write_map(&mut block, inner, indent + 2);
-                // The first key moves up onto the dash's line.
-                out.push(' ');
-                out.push_str(block.get(indent + 2..).unwrap_or_default());
-            }
-            (None, Y::Seq(inner)) => {
-                out.push('\n');
-                write_seq(out, inner, indent + 2);
-            }
-            (None, _) => out.push('\n'),
-        }
+/// Block-style YAML, written by saphyr's emitter: two-space indentation, sequences indented
+/// under their key, no document marker, a final line break.
+pub fn to_yaml(v: &Y) -> String {
+    let mut out = String::new();
+    let mut emitter = YamlEmitter::new(&mut out);
+    emitter.multiline(false);
+    // Writing into a String cannot fail; if it ever did, JSON is YAML that reads the same.
+    if emitter.dump(&node(v)).is_err() {
+        return to_json(v);
     }
+    let mut text = out.strip_prefix("---\n").map(str::to_string).unwrap_or(out);
+    text.push('\n');
+    text
 }
 
 /// Pretty JSON with keys in order.
@@ -217,7 +213,34 @@ pub fn to_json_compact(v: &Y) -> String {
 
 #[cfg(test)]
 mod tests {
+    use saphyr::LoadableYamlNode;
+
     use super::*;
+
+    /// What a YAML reader makes of `text`, as JSON values (strings stay strings).
+    fn read_back(text: &str) -> serde_json::Value {
+        fn json(y: &Yaml) -> serde_json::Value {
+            match y {
+                Yaml::Value(Scalar::String(s)) => serde_json::Value::String(s.to_string()),
+                Yaml::Value(Scalar::Integer(i)) => serde_json::json!(i),
+                Yaml::Value(Scalar::Boolean(b)) => serde_json::json!(b),
+                Yaml::Value(Scalar::FloatingPoint(f)) => serde_json::json!(f.into_inner()),
+                Yaml::Sequence(items) => items.iter().map(json).collect(),
+                Yaml::Mapping(m) => m
+                    .iter()
+                    .map(|(k, v)| match k {
+                        Yaml::Value(Scalar::String(k)) => (k.to_string(), json(v)),
+                        other => panic!("non-string key {other:?}"),
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+                other => panic!("unexpected node {other:?}"),
+            }
+        }
+        let docs = Yaml::load_from_str(text).unwrap();
+        assert_eq!(docs.len(), 1, "{text}");
+        json(&docs[0])
+    }
 
     #[test]
     fn quotes_what_yaml_would_misread() {
@@ -236,6 +259,69 @@ mod tests {
         assert_eq!(to_json_compact(&map(vec![("a", Y::Int(1))])), "{\"a\":1}");
     }
 
+    /// saphyr's own quoting test leaves these plain, and a YAML 1.1 reader (Kubernetes')
+    /// would read a boolean, integers or a timestamp: they must come out quoted.
+    #[test]
+    fn quotes_what_a_yaml_1_1_reader_would_misread() {
+        for v in [
+            "y",
+            "N",
+            "1_000",
+            "0b1",
+            "2024-01-01",
+            "1:20",
+            "<<",
+            "",
+            " x",
+            "x ",
+        ] {
+            let text = to_yaml(&map(vec![("k", s(v))]));
+            assert!(text.starts_with("k: \""), "{v:?} written as {text:?}");
+            assert_eq!(read_back(&text), serde_json::json!({ "k": v }), "{text}");
+        }
+    }
+
+    /// Any string, key or value, reads back as itself: control characters, quotes,
+    /// backslashes, line breaks, characters YAML does not allow raw, document markers.
+    #[test]
+    fn every_string_reads_back_as_written() {
+        let nasty = [
+            "a\nb",
+            "tab\there",
+            "\"quoted\" and \\ back",
+            "del\u{7f} nel\u{85} ls\u{2028} ps\u{2029} bom\u{feff}",
+            "\u{1}\u{1f}",
+            "---",
+            "...",
+            "- item",
+            "# comment",
+            "key: value",
+            "&anchor",
+            "*alias",
+            "!tag",
+            "%directive",
+            "@at",
+            "`tick`",
+            "[flow]",
+            "{flow}",
+            "ünïcödé",
+            "null",
+            "~",
+            "0x1F",
+            "1e3",
+            ".inf",
+        ];
+        for v in nasty {
+            let doc = map(vec![(v, s(v)), ("list", Y::Seq(vec![s(v)]))]);
+            let text = to_yaml(&doc);
+            assert_eq!(
+                read_back(&text),
+                serde_json::json!({ v: v, "list": [v] }),
+                "{v:?} written as {text:?}"
+            );
+        }
+    }
+
     #[test]
     fn sequences_of_mappings_read_back_as_written() {
         let v = map(vec![
@@ -251,18 +337,31 @@ mod tests {
             ),
             ("priority", Y::Signed(-5)),
             ("empty", Y::Seq(vec![])),
+            ("none", map(vec![])),
+            ("keys", Y::List(vec![s("k1"), s("k2")])),
         ]);
         assert_eq!(
             to_yaml(&v),
-            "match:\n- mode: SERVER\n  ports:\n  - number: 8443\n- mode: CLIENT\npriority: -5\nempty: []\n"
+            "match:\n  - mode: SERVER\n    ports:\n      - number: 8443\n  - mode: CLIENT\n\
+             priority: -5\nempty: []\nnone: {}\nkeys: [\"k1\",\"k2\"]\n"
         );
         let want = serde_json::json!({
             "match": [{"mode": "SERVER", "ports": [{"number": 8443}]}, {"mode": "CLIENT"}],
             "priority": -5,
-            "empty": []
+            "empty": [],
+            "none": {},
+            "keys": ["k1", "k2"]
         });
         let pretty: serde_json::Value = serde_json::from_str(&to_json(&v)).unwrap();
         let compact: serde_json::Value = serde_json::from_str(&to_json_compact(&v)).unwrap();
-        assert_eq!((pretty, compact), (want.clone(), want));
+        assert_eq!(
+            (pretty, compact, read_back(&to_yaml(&v))),
+            (want.clone(), want.clone(), want)
+        );
+        // Wider than saphyr's i64 integers: written digit for digit.
+        assert_eq!(
+            to_yaml(&map(vec![("big", Y::Int(u64::MAX))])),
+            "big: 18446744073709551615\n"
+        );
     }
 }

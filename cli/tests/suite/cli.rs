@@ -774,7 +774,7 @@ fn emit_istio_wasmplugin() {
     assert_eq!(yaml.code, 0, "{}", yaml.stderr);
     assert!(
         yaml.stdout
-            .contains("  match:\n  - mode: SERVER\n  pluginConfig:\n    table: \""),
+            .contains("  match:\n    - mode: SERVER\n  pluginConfig:\n    table: \""),
         "{}",
         yaml.stdout
     );
@@ -1035,8 +1035,8 @@ fn the_crd_check_rejects_a_broken_wasmplugin() {
         ),
         (
             good.replace(
-                "  match:\n  - mode: SERVER\n",
-                "  match:\n  - mode: SERVER\n    ports:\n    - number: 70000\n",
+                "  match:\n    - mode: SERVER\n",
+                "  match:\n    - mode: SERVER\n      ports:\n        - number: 70000\n",
             ),
             "a port out of range",
         ),
