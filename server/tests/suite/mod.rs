@@ -1,0 +1,4 @@
+mod attacks;
+mod common;
+mod endpoints;
+mod shutdown;
