@@ -136,10 +136,20 @@ impl Scanner {
                 continue;
             }
             let verdict = match std::fs::read(&stamp.target) {
-                Err(e) => Err(Skip {
-                    reason: Refusal::Unreadable,
-                    why: format!("cannot read it: {e}"),
-                }),
+                // Not remembered with its stamp: a read can fail for a while (out of file
+                // descriptors) and succeed on a later scan with the file unchanged.
+                Err(e) => {
+                    ignored_now.insert(path.clone());
+                    present.remove(&path);
+                    self.note_ignored(
+                        path,
+                        Skip {
+                            reason: Refusal::Unreadable,
+                            why: format!("cannot read it: {e}"),
+                        },
+                    );
+                    continue;
+                }
                 Ok(bytes) => ruleset::decode(&bytes)
                     .map(|t| t.issued_at_ms)
                     .map_err(|e| Skip {
@@ -189,14 +199,14 @@ impl Scanner {
         let bytes = match std::fs::read(&target) {
             Ok(b) => b,
             Err(e) => {
-                self.refuse(
-                    &path,
-                    &Skip {
+                self.files.remove(&path);
+                self.note_ignored(
+                    path,
+                    Skip {
                         reason: Refusal::Unreadable,
                         why: format!("cannot read it: {e}"),
                     },
                 );
-                self.files.remove(&path);
                 return;
             }
         };
