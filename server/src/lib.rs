@@ -125,8 +125,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Config(why) => f.write_str(why),
-            Error::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
-            Error::Start(e) => write!(f, "cannot start the server: {e}"),
+            // The I/O error is the source: reporters print the chain.
+            Error::Listen(addr, _) => write!(f, "cannot listen on {addr}"),
+            Error::Start(_) => f.write_str("cannot start the server"),
         }
     }
 }
