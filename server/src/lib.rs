@@ -41,7 +41,7 @@ pub mod metrics;
 pub mod scan;
 
 pub use metrics::Metrics;
-pub use scan::{Current, Served};
+pub use scan::{Current, Served, Source};
 
 /// Default of [`Limits::max_connections`]: a fleet's proxy workers each keep one
 /// connection; 10,000 file descriptors and ~10 KB of buffers each.
@@ -168,6 +168,15 @@ pub struct Server {
 impl Server {
     /// Checks `config`, binds its address and scans the directory once.
     pub fn bind(config: Config) -> Result<Server, Error> {
+        Server::bind_with_source(config, None)
+    }
+
+    /// [`Server::bind`], with tables also produced by `source` (polled at every scan,
+    /// the first time before this returns).
+    pub fn bind_with_source(
+        config: Config,
+        source: Option<Box<dyn Source>>,
+    ) -> Result<Server, Error> {
         if !config.path.starts_with('/') {
             return Err(Error::Config(format!(
                 "--path must start with `/`, found `{}`",
@@ -196,7 +205,7 @@ impl Server {
         listener.set_nonblocking(true).map_err(Error::Start)?;
         let metrics = Arc::new(Metrics::default());
         let current: Current = Arc::new(RwLock::new(None));
-        let mut scanner = scan::Scanner::new(config.dir.clone(), Arc::clone(&metrics));
+        let mut scanner = scan::Scanner::new(config.dir.clone(), Arc::clone(&metrics), source);
         scanner.scan(&current);
         Ok(Server {
             listener,

@@ -20,15 +20,18 @@ pub enum Refusal {
     OutsideDir,
     /// Not a candidate at all: not named `*.cgt`, or not a regular file.
     NotATable,
+    /// The [`crate::scan::Source`] failed to produce a table (e.g. policies that do not compile).
+    SourceFailed,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 5] = [
+    const ALL: [Refusal; 6] = [
         Refusal::Unreadable,
         Refusal::Undecodable,
         Refusal::Older,
         Refusal::OutsideDir,
         Refusal::NotATable,
+        Refusal::SourceFailed,
     ];
 
     fn label(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Refusal {
             Refusal::Older => "older",
             Refusal::OutsideDir => "outside_dir",
             Refusal::NotATable => "not_a_table",
+            Refusal::SourceFailed => "source_failed",
         }
     }
 

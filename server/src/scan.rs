@@ -32,6 +32,19 @@ pub struct Served {
     pub expires_at_ms: Option<u64>,
 }
 
+/// Produces tables besides the directory's files: `certgate serve --policies` compiles
+/// policies when they change. The server knows nothing of how; what it produces competes
+/// with the directory's files under the same rules (decoded completely, served only if
+/// strictly newer than the table served).
+pub trait Source: Send {
+    /// What the log calls it (e.g. the policy directory).
+    fn name(&self) -> String;
+    /// Called at every scan, on the scanner's thread: a new table, `None` when nothing
+    /// changed since the last call, or why producing one failed (logged; the table served
+    /// stays).
+    fn poll(&mut self) -> Option<Result<Vec<u8>, String>>;
+}
+
 /// The slot the scanner writes and requests read.
 pub type Current = Arc<RwLock<Option<Served>>>;
 
@@ -62,22 +75,73 @@ pub struct Scanner {
     ignored: BTreeMap<PathBuf, Skip>,
     served_issued_ms: Option<u64>,
     metrics: Arc<Metrics>,
+    source: Option<Box<dyn Source>>,
+}
+
+impl std::fmt::Debug for dyn Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Source({})", self.name())
+    }
 }
 
 impl Scanner {
     /// A scanner of `dir` that has seen nothing yet.
-    pub fn new(dir: PathBuf, metrics: Arc<Metrics>) -> Scanner {
+    pub fn new(dir: PathBuf, metrics: Arc<Metrics>, source: Option<Box<dyn Source>>) -> Scanner {
         Scanner {
             dir,
             files: BTreeMap::new(),
             ignored: BTreeMap::new(),
             served_issued_ms: None,
             metrics,
+            source,
         }
     }
 
     /// Re-scans the directory and, when a strictly newer valid table is there, publishes it.
     pub fn scan(&mut self, current: &RwLock<Option<Served>>) {
+        self.scan_dir(current);
+        self.poll_source(current);
+    }
+
+    /// Offers what the source produced, if anything.
+    fn poll_source(&mut self, current: &RwLock<Option<Served>>) {
+        let Some(source) = self.source.as_mut() else {
+            return;
+        };
+        let Some(produced) = source.poll() else {
+            return;
+        };
+        let name = source.name();
+        let bytes = match produced {
+            Ok(bytes) => bytes,
+            Err(why) => {
+                eprintln!("skipping the table from {name}: {why}; the table served stays");
+                self.metrics.table_refused(Refusal::SourceFailed);
+                return;
+            }
+        };
+        let table = match ruleset::decode(&bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("skipping the table from {name}: not a valid table ({e})");
+                self.metrics.table_refused(Refusal::Undecodable);
+                return;
+            }
+        };
+        if let Some(served) = self.served_issued_ms {
+            if table.issued_at_ms <= served {
+                eprintln!(
+                    "skipping the table from {name}: issued {} ms, not newer than the table served (issued {served} ms)",
+                    table.issued_at_ms
+                );
+                self.metrics.table_refused(Refusal::Older);
+                return;
+            }
+        }
+        self.publish(current, &name, bytes, &table);
+    }
+
+    fn scan_dir(&mut self, current: &RwLock<Option<Served>>) {
         let root = match std::fs::canonicalize(&self.dir) {
             Ok(root) => root,
             Err(e) => {
@@ -218,24 +282,6 @@ impl Scanner {
                 return;
             }
         };
-        let etag = format!("\"{}\"", hex_lower(Sha256::digest(&bytes).as_slice()));
-        eprintln!(
-            "serving `{name}`: {} bytes, issued {} ms, {}, {} rules, {} revoked serials, {}, etag {etag}",
-            bytes.len(),
-            table.issued_at_ms,
-            table
-                .expires_at_ms
-                .map_or("no expiry".to_string(), |e| format!("expires {e} ms")),
-            table.rules.len(),
-            table.revocation.serial_count(),
-            table
-                .signer
-                .as_ref()
-                .map_or("unsigned".to_string(), |k| format!(
-                    "signed by {}",
-                    ruleset::signature::key_id(k)
-                )),
-        );
         if let Some(old) = self.served_issued_ms {
             let stale: Vec<(PathBuf, u64)> = self
                 .files
@@ -253,6 +299,35 @@ impl Scanner {
                 );
             }
         }
+        self.publish(current, &format!("`{name}`"), bytes, &table);
+    }
+
+    /// Serves `bytes` (decoded as `table`) from now on.
+    fn publish(
+        &mut self,
+        current: &RwLock<Option<Served>>,
+        name: &str,
+        bytes: Vec<u8>,
+        table: &ruleset::Table,
+    ) {
+        let etag = format!("\"{}\"", hex_lower(Sha256::digest(&bytes).as_slice()));
+        eprintln!(
+            "serving {name}: {} bytes, issued {} ms, {}, {} rules, {} revoked serials, {}, etag {etag}",
+            bytes.len(),
+            table.issued_at_ms,
+            table
+                .expires_at_ms
+                .map_or("no expiry".to_string(), |e| format!("expires {e} ms")),
+            table.rules.len(),
+            table.revocation.serial_count(),
+            table
+                .signer
+                .as_ref()
+                .map_or("unsigned".to_string(), |k| format!(
+                    "signed by {}",
+                    ruleset::signature::key_id(k)
+                )),
+        );
         let served = Served {
             bytes: Bytes::from(bytes),
             etag,
@@ -262,7 +337,7 @@ impl Scanner {
         self.metrics.table_published(&served);
         if let Ok(mut slot) = current.write() {
             *slot = Some(served);
-            self.served_issued_ms = Some(issued);
+            self.served_issued_ms = Some(table.issued_at_ms);
         }
     }
 

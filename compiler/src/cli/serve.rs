@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use certgate_server::{Config, Limits, Server};
+use certgate_server::{Config, Limits, Server, Source};
+
+use super::DiagFormat;
 
 use super::EXIT_OK;
 
@@ -31,11 +33,15 @@ or of the previous response (this also closes idle keep-alive connections); a re
 client does not read for --write-timeout-ms drops the connection. A failed accept (e.g. out of \
 file descriptors) is logged and retried after a back-off. SIGTERM or SIGINT: stop accepting, \
 finish requests in flight, exit within --shutdown-grace-ms.\n\n\
+With --policies, tables compiled from POLICIES (at start, and whenever a file under it \
+changes; signed with --sign-key) compete with DIR's files under the same rules; a change that \
+does not compile is logged with its diagnostics and the table served stays.\n\n\
 Examples:\n  certgate serve tables/ --listen 127.0.0.1:8080\n  \
+certgate serve tables/ --policies policies/ --sign-key signing.key\n  \
 certgate compile policies/ -o tables/payments.cgt   # picked up within --poll-ms\n  \
 curl -s http://127.0.0.1:8080/metrics | grep certgate_feed_table\n\n\
 Exit codes: 0 after a shutdown (signal, or standard input closed with --exit-on-stdin-close); \
-2 when DIR, --path or --listen is unusable."
+2 when DIR, --path, --listen or --sign-key is unusable."
 )]
 pub struct Args {
     /// Directory holding compiled tables (`*.cgt`; hidden files are ignored).
@@ -66,6 +72,16 @@ pub struct Args {
     /// How long a shutdown waits for requests in flight, in milliseconds.
     #[arg(long, default_value_t = millis(certgate_server::DEFAULT_SHUTDOWN_GRACE), value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_grace_ms: u64,
+    /// Also serve tables compiled from the policies in this directory (or file), recompiled
+    /// whenever a file under it changes (CRL and revocation files included).
+    #[arg(long, value_name = "POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Sign the tables compiled from --policies with this Ed25519 private key (`certgate keygen`).
+    #[arg(long, value_name = "KEY", requires = "policies")]
+    pub sign_key: Option<PathBuf>,
+    /// Refuse to serve a compilation of --policies that has warnings.
+    #[arg(long, requires = "policies")]
+    pub deny_warnings: bool,
     /// Exit when standard input reaches end of file (for supervisors and tests that hold a pipe).
     #[arg(long)]
     pub exit_on_stdin_close: bool,
@@ -89,7 +105,26 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
         },
     };
-    let server = Server::bind(config)?;
+    let source = match &args.policies {
+        None => None,
+        Some(dir) => {
+            // Read first: a missing key is a usage error, not a failed compilation.
+            let key = args
+                .sign_key
+                .as_deref()
+                .map(super::keygen::read_private)
+                .transpose()?;
+            let source: Box<dyn Source> = Box::new(Policies {
+                dir: dir.clone(),
+                key,
+                deny_warnings: args.deny_warnings,
+                seen: None,
+                last_issued_ms: 0,
+            });
+            Some(source)
+        }
+    };
+    let server = Server::bind_with_source(config, source)?;
     let local = server.local_addr()?;
     // The address line is what scripts and tests wait for (port 0 resolves here).
     eprintln!(
@@ -111,4 +146,81 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     server.run()?;
     Ok(EXIT_OK)
+}
+
+/// `--policies`: compiles the policies when a file under them changed.
+struct Policies {
+    dir: PathBuf,
+    key: Option<ed25519_compact::KeyPair>,
+    deny_warnings: bool,
+    /// The files (path, size, modification time) at the last compilation.
+    seen: Option<Vec<(PathBuf, u64, std::time::SystemTime)>>,
+    /// The issue time of the last table compiled: the next is later even if the clock
+    /// stepped back, so the server never refuses it as a rollback.
+    last_issued_ms: u64,
+}
+
+impl Source for Policies {
+    fn name(&self) -> String {
+        format!("the policies in `{}`", self.dir.display())
+    }
+
+    fn poll(&mut self) -> Option<Result<Vec<u8>, String>> {
+        let files = match listing(&self.dir) {
+            Ok(files) => files,
+            Err(e) => return Some(Err(format!("cannot read them: {e}"))),
+        };
+        if self.seen.as_ref() == Some(&files) {
+            return None;
+        }
+        self.seen = Some(files);
+        Some(self.compile())
+    }
+}
+
+impl Policies {
+    fn compile(&mut self) -> Result<Vec<u8>, String> {
+        let mut c =
+            super::compile_paths(std::slice::from_ref(&self.dir)).map_err(|e| format!("{e:#}"))?;
+        if c.table.is_some() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let issued = now.max(self.last_issued_ms.saturating_add(1));
+            c.stamp(issued)
+                .map_err(|e| format!("the table cannot be encoded: {e}"))?;
+        }
+        // Diagnostics (errors and warnings) go to the log, as `certgate compile` shows them.
+        super::report(&c, DiagFormat::Human, self.deny_warnings);
+        let mut bytes = match (&c.bytes, c.failed(self.deny_warnings)) {
+            (Some(b), false) => b.clone(),
+            _ => return Err("they do not compile (diagnostics above)".into()),
+        };
+        if let Some(kp) = &self.key {
+            super::keygen::sign(&mut bytes, kp);
+        }
+        if let Some(t) = &c.table {
+            self.last_issued_ms = t.issued_at_ms;
+        }
+        Ok(bytes)
+    }
+}
+
+/// Every file under `path` (recursively; `path` itself if it is a file), with its size and
+/// modification time, sorted: a change to any of them changes the listing.
+fn listing(path: &std::path::Path) -> std::io::Result<Vec<(PathBuf, u64, std::time::SystemTime)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::metadata(&p)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&p)? {
+                stack.push(entry?.path());
+            }
+        } else {
+            out.push((p, meta.len(), meta.modified()?));
+        }
+    }
+    out.sort();
+    Ok(out)
 }

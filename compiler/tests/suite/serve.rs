@@ -154,6 +154,10 @@ struct Feed {
 
 impl Feed {
     fn start(dir: &std::path::Path, prlimit: &[&str]) -> Feed {
+        Feed::start_with(dir, prlimit, &[])
+    }
+
+    fn start_with(dir: &std::path::Path, prlimit: &[&str], extra: &[&str]) -> Feed {
         let mut command = if prlimit.is_empty() {
             Command::new(env!("CARGO_BIN_EXE_certgate"))
         } else {
@@ -166,6 +170,7 @@ impl Feed {
         let mut child = command
             .args(["serve", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
             .args(["--poll-ms", "50", "--exit-on-stdin-close"])
+            .args(extra)
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -321,4 +326,71 @@ fn running_out_of_file_descriptors_is_survived() {
         "{:?}",
         feed.log.lock().unwrap()
     );
+}
+
+/// `--policies`: the table is compiled by the server when the policies change, signed
+/// with `--sign-key`; a change that does not compile changes nothing and is logged.
+#[test]
+fn serves_tables_compiled_from_policies_as_they_change() {
+    let tables = tempfile::tempdir().unwrap();
+    let policies = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("signing.key");
+    let run = certgate(&["keygen", "-o", key.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = std::fs::read_to_string(repo_dir().join("policies/zero-trust.yaml")).unwrap();
+    let policy = policies.path().join("zero-trust.yaml");
+    std::fs::write(&policy, &text).unwrap();
+    let feed = Feed::start_with(
+        tables.path(),
+        &[],
+        &[
+            "--policies",
+            policies.path().to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let (status, etag, first) = get(feed.addr, "/table.cgt", None);
+    assert_eq!(status, 200);
+    let table = certgate_compiler_decode(&first);
+    let public = run.stdout.trim();
+    assert!(public.starts_with("ed25519:"), "{public}");
+    assert!(table.contains(&format!("signer    {public}")), "{table}");
+    assert!(table.contains("enforce"), "{table}");
+
+    // A change that compiles is served.
+    std::fs::write(&policy, text.replace("mode: enforce", "mode: audit")).unwrap();
+    let end = Instant::now() + DEADLINE;
+    let (new_etag, second) = loop {
+        let (status, e, body) = get(feed.addr, "/table.cgt", Some(&etag));
+        if status == 200 {
+            break (e, body);
+        }
+        assert!(Instant::now() < end, "the changed policy was not served");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(new_etag, etag);
+    assert!(certgate_compiler_decode(&second).contains("audit"));
+
+    // A change that does not compile: logged, and the table served stays.
+    std::fs::write(&policy, text.replace("mode: enforce", "mode: sometimes")).unwrap();
+    let end = Instant::now() + DEADLINE;
+    while !feed.logged("they do not compile") {
+        assert!(Instant::now() < end, "{:?}", feed.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(feed.logged("sometimes"), "{:?}", feed.log.lock().unwrap());
+    assert_eq!(get(feed.addr, "/table.cgt", Some(&new_etag)).0, 304);
+    assert_eq!(get(feed.addr, "/healthz", None).0, 200);
+}
+
+/// `certgate inspect` of table bytes.
+fn certgate_compiler_decode(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.cgt");
+    std::fs::write(&path, bytes).unwrap();
+    let run = certgate(&["inspect", path.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    format!("{}{}", run.stdout, run.stderr)
 }
