@@ -2,3 +2,4 @@ mod attacks;
 mod common;
 mod endpoints;
 mod shutdown;
+mod source;
