@@ -196,3 +196,27 @@ fn metrics_pass_promtool() {
         assert!(server.metric(family) > 0.0, "{family}");
     }
 }
+
+#[test]
+fn a_connection_is_closed_after_its_request_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(
+        dir.path(),
+        Limits {
+            max_requests_per_connection: 2,
+            ..Limits::default()
+        },
+    );
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(ANSWER_DEADLINE)).unwrap();
+    // Three requests on one keep-alive connection: two answers, then the server closes.
+    s.write_all(&b"GET /livez HTTP/1.1\r\nhost: feed\r\n\r\n".repeat(3))
+        .unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    let answers: Vec<&str> = raw.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 2, "{raw}");
+    assert!(answers[0].starts_with("200") && !answers[0].contains("connection: close"));
+    assert!(answers[1].starts_with("200") && answers[1].contains("connection: close"));
+}
