@@ -64,6 +64,10 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// A recurring condition (failed accepts, connections over the limit) is logged at most
 /// once per this interval, with the count since the last line.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// Connections the kernel queues before `accept` (std's `bind` uses 128): a fleet's
+/// pollers reconnecting at once after a restart must not be refused while the server
+/// catches up. The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: i32 = 4096;
 /// Worker threads of the runtime: the feed answers mostly `304`s, two cores suffice.
 pub const WORKER_THREADS: usize = 2;
 
@@ -200,9 +204,7 @@ impl Server {
                 "the connection and request limits must be at least 1".into(),
             ));
         }
-        let listener = std::net::TcpListener::bind(config.listen)
-            .map_err(|e| Error::Listen(config.listen, e))?;
-        listener.set_nonblocking(true).map_err(Error::Start)?;
+        let listener = listen(config.listen).map_err(|e| Error::Listen(config.listen, e))?;
         let metrics = Arc::new(Metrics::default());
         let current: Current = Arc::new(RwLock::new(None));
         let mut scanner = scan::Scanner::new(config.dir.clone(), Arc::clone(&metrics), source);
@@ -273,6 +275,18 @@ impl Server {
         drop(scanning);
         result
     }
+}
+
+/// A non-blocking listening socket on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // A restarted server binds again at once, though connections of the old one linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Logs a recurring condition at most once per [`LOG_INTERVAL`], with how often it
