@@ -138,7 +138,7 @@ impl Scanner {
                 return;
             }
         }
-        self.publish(current, &name, bytes, &table);
+        self.publish(current, &format!("the table from {name}"), bytes, &table);
     }
 
     fn scan_dir(&mut self, current: &RwLock<Option<Served>>) {
