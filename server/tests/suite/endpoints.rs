@@ -220,3 +220,26 @@ fn a_connection_is_closed_after_its_request_limit() {
     assert!(answers[0].starts_with("200") && !answers[0].contains("connection: close"));
     assert!(answers[1].starts_with("200") && answers[1].contains("connection: close"));
 }
+
+#[test]
+fn unusable_configurations_are_refused_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |path: &str, dir: &std::path::Path| certgate_server::Config {
+        dir: dir.to_path_buf(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        path: path.into(),
+        poll: super::common::POLL,
+        limits: Limits::default(),
+    };
+    for (path, want) in [
+        ("table.cgt", "--path must start with `/`"),
+        ("/metrics", "--path `/metrics` is taken"),
+        ("/healthz", "--path `/healthz` is taken"),
+    ] {
+        let e = certgate_server::Server::bind(config(path, dir.path())).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    let missing = dir.path().join("missing");
+    let e = certgate_server::Server::bind(config("/t", &missing)).unwrap_err();
+    assert!(e.to_string().contains("is not a directory"), "{e}");
+}
