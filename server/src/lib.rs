@@ -1,0 +1,475 @@
+//! certgate's live table feed: serves the newest valid compiled table in a directory over
+//! HTTP/1.1 (hyper on tokio) to the filters that poll it, with a strong ETag so a poll
+//! whose table did not change gets `304`.
+//!
+//! Every proxy with `onStale: deny` depends on this server, so no client may take it
+//! down. The limits (all in [`Limits`], each a flag of `certgate serve`):
+//! - at most [`Limits::max_connections`] connections are served at once; one more is
+//!   accepted and closed at once (no task, no buffer for it);
+//! - a request head must arrive whole within [`Limits::header_timeout`] of the connection
+//!   opening or of the previous response (so the same deadline closes idle keep-alive
+//!   connections and cuts heads trickled a byte at a time);
+//! - a response write that cannot make progress for [`Limits::write_timeout`] ends the
+//!   connection (a client that never reads a large table is dropped);
+//! - a connection is closed after [`Limits::max_requests_per_connection`] requests;
+//! - a failed `accept` (out of file descriptors, `EMFILE`) is logged, counted and followed
+//!   by a back-off, never fatal;
+//! - on SIGTERM or SIGINT the server stops accepting, lets requests in flight finish and
+//!   closes idle connections, waiting at most [`Limits::shutdown_grace`].
+//!
+//! The server knows nothing of policies: it serves what is in the directory (see
+//! [`scan`] for which table wins), so it depends on `ruleset` only.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hyper::header::{HeaderValue, CONNECTION};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::{Notify, Semaphore};
+
+pub mod http;
+pub mod io;
+pub mod metrics;
+pub mod scan;
+
+pub use metrics::Metrics;
+pub use scan::{Current, Served, Source};
+
+/// Default of [`Limits::max_connections`]: a fleet's proxy workers each keep one
+/// connection; 10,000 file descriptors and ~10 KB of buffers each.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default of [`Limits::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`Limits::write_timeout`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`Limits::max_requests_per_connection`].
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 10_000;
+/// Default of [`Limits::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longest request head accepted (request line and headers); hyper answers `431` beyond.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header fields accepted in one request.
+pub const MAX_HEADERS: usize = 64;
+/// Pause after a failed `accept` before the next one: the error (mostly `EMFILE`) does
+/// not clear by retrying in a tight loop, and the loop would burn a core.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// A recurring condition (failed accepts, connections over the limit) is logged at most
+/// once per this interval, with the count since the last line.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// Connections the kernel queues before `accept` (std's `bind` uses 128): a fleet's
+/// pollers reconnecting at once after a restart must not be refused while the server
+/// catches up. The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: i32 = 4096;
+/// Worker threads of the runtime: the feed answers mostly `304`s, two cores suffice.
+pub const WORKER_THREADS: usize = 2;
+
+/// The limits a server enforces. [`Limits::default`] holds the `DEFAULT_*` constants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; beyond, a new connection is accepted and closed.
+    pub max_connections: usize,
+    /// Deadline for a whole request head, from the connection's start or the previous
+    /// response; the keep-alive idle timeout too.
+    pub header_timeout: Duration,
+    /// How long a response write may make no progress before the connection is dropped.
+    pub write_timeout: Duration,
+    /// Requests on one connection before the server closes it (`connection: close`).
+    pub max_requests_per_connection: u32,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// What to serve, where.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory of compiled tables (`*.cgt`).
+    pub dir: PathBuf,
+    /// The address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The request path of the table (starts with `/`; not one of [`http::RESERVED_PATHS`]).
+    pub path: String,
+    /// How often the directory is re-scanned.
+    pub poll: Duration,
+    /// The limits enforced.
+    pub limits: Limits,
+}
+
+/// Why a server could not start or run.
+#[derive(Debug)]
+pub enum Error {
+    /// The configuration is unusable.
+    Config(String),
+    /// Binding the address failed.
+    Listen(SocketAddr, std::io::Error),
+    /// The runtime or a thread could not be created.
+    Start(std::io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(why) => f.write_str(why),
+            // The I/O error is the source: reporters print the chain.
+            Error::Listen(addr, _) => write!(f, "cannot listen on {addr}"),
+            Error::Start(_) => f.write_str("cannot start the server"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(_) => None,
+            Error::Listen(_, e) | Error::Start(e) => Some(e),
+        }
+    }
+}
+
+/// Ends a running server gracefully when triggered (from any thread, before or after
+/// [`Server::run`] started).
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<Notify>);
+
+impl Shutdown {
+    /// Starts the graceful shutdown.
+    pub fn trigger(&self) {
+        // `notify_one` keeps a permit when nobody waits yet, so a trigger is never lost.
+        self.0.notify_one();
+    }
+}
+
+/// A bound server that has scanned its directory once and not yet accepted anyone.
+#[derive(Debug)]
+pub struct Server {
+    listener: std::net::TcpListener,
+    config: Config,
+    current: Current,
+    scanner: scan::Scanner,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+}
+
+impl Server {
+    /// Checks `config`, binds its address and scans the directory once.
+    pub fn bind(config: Config) -> Result<Server, Error> {
+        Server::bind_with_source(config, None)
+    }
+
+    /// [`Server::bind`], with tables also produced by `source` (polled at every scan,
+    /// the first time before this returns).
+    pub fn bind_with_source(
+        config: Config,
+        source: Option<Box<dyn Source>>,
+    ) -> Result<Server, Error> {
+        if !config.path.starts_with('/') {
+            return Err(Error::Config(format!(
+                "--path must start with `/`, found `{}`",
+                config.path
+            )));
+        }
+        if http::RESERVED_PATHS.contains(&config.path.as_str()) {
+            return Err(Error::Config(format!(
+                "--path `{}` is taken by the server's own endpoint",
+                config.path
+            )));
+        }
+        if !config.dir.is_dir() {
+            return Err(Error::Config(format!(
+                "`{}` is not a directory",
+                config.dir.display()
+            )));
+        }
+        if config.limits.max_connections == 0 || config.limits.max_requests_per_connection == 0 {
+            return Err(Error::Config(
+                "the connection and request limits must be at least 1".into(),
+            ));
+        }
+        let listener = listen(config.listen).map_err(|e| Error::Listen(config.listen, e))?;
+        let metrics = Arc::new(Metrics::default());
+        let current: Current = Arc::new(RwLock::new(None));
+        let mut scanner = scan::Scanner::new(config.dir.clone(), Arc::clone(&metrics), source);
+        scanner.scan(&current);
+        Ok(Server {
+            listener,
+            config,
+            current,
+            scanner,
+            metrics,
+            shutdown: Shutdown::default(),
+        })
+    }
+
+    /// The address bound (with the port chosen when the configuration said 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.listener.local_addr().map_err(Error::Start)
+    }
+
+    /// A handle that ends [`Server::run`] gracefully.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// The server's counters (shared; they keep counting while it runs).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Serves until SIGTERM, SIGINT or the [`Shutdown`] handle, then shuts down
+    /// gracefully. Blocks the calling thread.
+    pub fn run(self) -> Result<(), Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKER_THREADS)
+            .thread_name("certgate-serve")
+            .enable_all()
+            .build()
+            .map_err(Error::Start)?;
+        let Server {
+            listener,
+            config,
+            current,
+            mut scanner,
+            metrics,
+            shutdown,
+        } = self;
+        // The scanner's blocking file I/O runs on a thread of its own, started now, so
+        // it never waits for a runtime thread that resource exhaustion could deny.
+        let stop_scanning = Arc::new(AtomicBool::new(false));
+        let scanning = {
+            let current = Arc::clone(&current);
+            let stop = Arc::clone(&stop_scanning);
+            let poll = config.poll;
+            std::thread::Builder::new()
+                .name("certgate-scan".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(poll);
+                        scanner.scan(&current);
+                    }
+                })
+                .map_err(Error::Start)?
+        };
+        let result = runtime.block_on(serve(listener, config, current, metrics, shutdown));
+        stop_scanning.store(true, Ordering::Relaxed);
+        // Tasks still running past the grace period are dropped with the runtime.
+        runtime.shutdown_background();
+        drop(scanning);
+        result
+    }
+}
+
+/// A non-blocking listening socket on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // A restarted server binds again at once, though connections of the old one linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Logs a recurring condition at most once per [`LOG_INTERVAL`], with how often it
+/// happened since the last line.
+#[derive(Debug)]
+struct Throttled {
+    what: &'static str,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    fn new(what: &'static str) -> Throttled {
+        Throttled {
+            what,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    fn log(&mut self, detail: &dyn fmt::Display) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < LOG_INTERVAL)
+        {
+            self.suppressed = self.suppressed.saturating_add(1);
+            return;
+        }
+        if self.suppressed > 0 {
+            eprintln!(
+                "{}: {detail} (and {} more since the last report)",
+                self.what, self.suppressed
+            );
+        } else {
+            eprintln!("{}: {detail}", self.what);
+        }
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    config: Config,
+    current: Current,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(Error::Start)?;
+    let limits = config.limits.clone();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let path: Arc<str> = Arc::from(config.path.as_str());
+    let mut accept_errors = Throttled::new("accept failed, backing off");
+    let mut over_limit = Throttled::new("connection limit reached, closing new connections");
+    let stop = shutdown.0.notified();
+    tokio::pin!(stop);
+    let signals = signals();
+    tokio::pin!(signals);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut stop => { eprintln!("shutdown requested"); break; }
+            why = &mut signals => { eprintln!("{why}: shutting down"); break; }
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                metrics.accept_error();
+                accept_errors.log(&e);
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            metrics.closed_early(metrics::EarlyClose::Limit);
+            over_limit.log(&format_args!("{} open", limits.max_connections));
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        metrics.opened();
+        let io = TokioIo::new(io::Guarded::new(
+            stream,
+            limits.write_timeout,
+            Arc::clone(&metrics),
+        ));
+        let service = {
+            let current = Arc::clone(&current);
+            let metrics = Arc::clone(&metrics);
+            let path = Arc::clone(&path);
+            let requests = AtomicU32::new(0);
+            let max_requests = limits.max_requests_per_connection;
+            service_fn(move |request| {
+                let served = current.read().ok().and_then(|s| s.clone());
+                let mut response =
+                    http::respond(&request, served.as_ref(), &path, now_ms(), &metrics);
+                metrics.request(response.status().as_u16());
+                if requests.fetch_add(1, Ordering::Relaxed).saturating_add(1) >= max_requests {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                std::future::ready(Ok::<_, Infallible>(response))
+            })
+        };
+        let connection = graceful.watch(builder.serve_connection(io, service));
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                metrics.closed_early(classify(&e));
+            }
+            metrics.closed();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let open = metrics.open_now();
+    eprintln!(
+        "stopped accepting; waiting up to {} ms for {open} open connections",
+        limits.shutdown_grace.as_millis()
+    );
+    tokio::select! {
+        () = graceful.shutdown() => eprintln!("all connections closed"),
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            let left = metrics.open_now();
+            for _ in 0..left {
+                metrics.closed_early(metrics::EarlyClose::Shutdown);
+            }
+            eprintln!("grace period over: dropping {left} connections");
+        }
+    }
+    Ok(())
+}
+
+/// Why a connection ended with an error.
+fn classify(e: &hyper::Error) -> metrics::EarlyClose {
+    if e.is_timeout() {
+        return metrics::EarlyClose::HeaderTimeout;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<io::WriteTimedOut>().is_some()
+            || s.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<io::WriteTimedOut>())
+        {
+            return metrics::EarlyClose::WriteTimeout;
+        }
+        source = s.source();
+    }
+    metrics::EarlyClose::Error
+}
+
+/// Resolves with the name of the first SIGTERM or SIGINT; never, if the handlers
+/// cannot be installed (the default action, ending the process, then stays).
+async fn signals() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("cannot handle SIGTERM/SIGINT ({e}): they end the process at once");
+            std::future::pending().await
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,5 @@
+mod attacks;
+mod common;
+mod endpoints;
+mod shutdown;
+mod source;
