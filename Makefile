@@ -48,15 +48,14 @@ lint: repo-checks ## rustfmt check, clippy (native and wasm32-wasip1, warnings d
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(MAKE) --no-print-directory clippy-wasm
 
-# No module imports one that imports it back (the cycles listed in the baseline are being
-# removed; the check fails when one is added or when a listed one is gone), every file a
+# No module imports one that imports it back, every file a
 # comment or a Markdown page cites exists (both scripts are tested by scripts/test_checks.py),
 # no build output is tracked, and recipes install Debian packages only through
 # scripts/apt-install.sh.
 .PHONY: repo-checks
 repo-checks: ## import cycles, citations of missing files, tracked build output, inline package installs
 	python3 scripts/test_checks.py --quiet
-	python3 scripts/check-module-cycles.py --baseline scripts/module-cycles.baseline
+	python3 scripts/check-module-cycles.py
 	python3 scripts/check-file-refs.py
 	@! git ls-files | grep -E '(^|/)(target|node_modules|\.tools)/' || { \
 	  echo "build output is tracked (above): git rm -r --cached it" >&2; exit 1; }

@@ -34,6 +34,7 @@ mod model;
 pub mod order;
 mod pattern;
 pub mod peer;
+pub mod peer_builder;
 pub mod revocation;
 mod revocation_check;
 pub mod signature;
@@ -55,9 +56,8 @@ pub use model::{
     Rule, SigHash, Table, TlsVersion,
 };
 pub use pattern::{Pattern, Segment};
-pub use peer::{
-    CertFacts, KeyInfo, Peer, PeerBuilder, PeerCert, PeerError, RevocationKeys, SigInfo, Vouched,
-};
+pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, RevocationKeys, SigInfo, Vouched};
+pub use peer_builder::{PeerBuilder, PeerError};
 pub use revocation::{OnStale, Revocation, Revoked, RevokedSerial};
 
 /// Largest per-VM certificate cache the filter accepts (`certCacheSize`, in entries; a

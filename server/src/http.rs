@@ -9,7 +9,7 @@ use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NO
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::metrics::Metrics;
-use crate::scan::Served;
+use crate::served::Served;
 
 /// Paths the server answers itself; `--path` may not be one of them.
 pub const RESERVED_PATHS: [&str; 3] = ["/healthz", "/livez", "/metrics"];

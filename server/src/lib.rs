@@ -39,9 +39,11 @@ pub mod http;
 pub mod io;
 pub mod metrics;
 pub mod scan;
+pub mod served;
 
 pub use metrics::Metrics;
-pub use scan::{Current, Served, Source};
+pub use scan::{Current, Source};
+pub use served::Served;
 
 /// Default of [`Limits::max_connections`]: a fleet's proxy workers each keep one
 /// connection; 10,000 file descriptors and ~10 KB of buffers each.

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::scan::Served;
+use crate::served::Served;
 
 /// Why a file in the directory was not served (the `reason` label of
 /// `certgate_feed_tables_refused_total`).

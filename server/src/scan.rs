@@ -18,19 +18,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::metrics::{Metrics, Refusal};
-
-/// The table being served, shared with every connection.
-#[derive(Debug, Clone)]
-pub struct Served {
-    /// The table's bytes as read (a cheap, reference-counted handle).
-    pub bytes: Bytes,
-    /// The strong ETag: the quoted lowercase hex SHA-256 of `bytes`.
-    pub etag: String,
-    /// The table's issue time, Unix milliseconds.
-    pub issued_at_ms: u64,
-    /// When the table's data stops being current, Unix milliseconds; `None`: never.
-    pub expires_at_ms: Option<u64>,
-}
+use crate::served::Served;
 
 /// Produces tables besides the directory's files: `certgate serve --policies` compiles
 /// policies when they change. The server knows nothing of how; what it produces competes

@@ -346,7 +346,7 @@ impl TestFileWalker<'_> {
                 }
                 "tlsVersion" => {
                     let s = self.string(v, "`tlsVersion`")?;
-                    match ruleset::peer::parse_tls_version(&s) {
+                    match ruleset::peer_builder::parse_tls_version(&s) {
                         Ok(t) => spec.tls_version = Some(t),
                         Err(_) => {
                             self.err(
@@ -379,7 +379,7 @@ impl TestFileWalker<'_> {
                 "sni" => spec.sni = self.string(v, "`sni`"),
                 "sourceIp" => {
                     let s = self.string(v, "`sourceIp`")?;
-                    match ruleset::peer::parse_source_ip(&s) {
+                    match ruleset::peer_builder::parse_source_ip(&s) {
                         Ok(ip) => spec.source_ip = Some(ip),
                         Err(e) => {
                             self.err(
