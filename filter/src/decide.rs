@@ -140,9 +140,6 @@ impl Decider {
     }
 }
 
-/// The decision while the revocation data is stale and `onStale` is `deny` (or no fed
-/// table has arrived yet): refuse without evaluating, in `mode`.
-
 /// `{now:x}-{connection:x}-{seq:x}`, without the formatting machinery (slow in wasm).
 fn decision_id(now: u64, connection: u64, seq: u64) -> String {
     let mut id = String::with_capacity(50);

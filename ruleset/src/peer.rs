@@ -296,5 +296,4 @@ mod tests {
             crate::cert::public_key_sha256(cert.public_key())
         );
     }
-
 }

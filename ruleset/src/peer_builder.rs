@@ -160,7 +160,6 @@ impl PeerBuilder {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::{PeerBuilder, PeerError};
@@ -225,9 +224,7 @@ mod tests {
         assert!(PeerBuilder::new().cert_pem_or_der(empty).is_err());
         let cut = pem();
         let cut = &cut.as_bytes()[..cut.len() / 2];
-        assert!(
-            err(PeerBuilder::new().cert_pem_or_der(cut)).starts_with("is not a certificate")
-        );
+        assert!(err(PeerBuilder::new().cert_pem_or_der(cut)).starts_with("is not a certificate"));
         assert_eq!(
             err(PeerBuilder::new().tls_version_text(Some("1.1.1"))),
             "unknown TLS version `1.1.1`: use 1.2 or 1.3"

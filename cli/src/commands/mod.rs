@@ -156,7 +156,10 @@ pub fn compile_paths(paths: &[PathBuf]) -> anyhow::Result<Compilation> {
 /// Prints diagnostics: human on stderr, JSON and SARIF on stdout.
 pub fn report(c: &Compilation, format: DiagFormat, deny_warnings: bool) {
     match format {
-        DiagFormat::Json => println!("{}", certgate_compiler::diag::report::to_json(c, deny_warnings)),
+        DiagFormat::Json => println!(
+            "{}",
+            certgate_compiler::diag::report::to_json(c, deny_warnings)
+        ),
         DiagFormat::Sarif => println!("{}", certgate_compiler::diag::report::to_sarif(c)),
         DiagFormat::Human => eprint!(
             "{}",
