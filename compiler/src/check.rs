@@ -4,9 +4,7 @@
 
 use std::collections::HashMap;
 
-use ruleset::{
-    baseline, Action, AuditLog, KeyPolicy, Mode, OnStale, Pattern, PortRange, SigHash, TlsVersion,
-};
+use ruleset::{baseline, Action, AuditLog, KeyPolicy, Mode, OnStale, SigHash, TlsVersion};
 
 use crate::diag::{Code, Diagnostic, Sink};
 use crate::model::{Policy, RuleSpec};
@@ -401,6 +399,8 @@ impl CoverIndex {
 fn shadowed(policies: &[Policy], sink: &mut Sink) {
     let order = evaluation_order(policies);
     let index = CoverIndex::new(&order);
+    // What a rule covers is the engine's business: ask the table's form of each rule.
+    let lowered: Vec<ruleset::Rule> = order.iter().map(|r| r.lower(0)).collect();
     for (j, b) in order.iter().enumerate() {
         let first_cover = index
             .candidates(b)
@@ -408,7 +408,12 @@ fn shadowed(policies: &[Policy], sink: &mut Sink) {
             .filter_map(|list| {
                 list.iter()
                     .take_while(|i| **i < j)
-                    .find(|i| order.get(**i).is_some_and(|a| covers_rule(a, b)))
+                    .find(|i| {
+                        lowered
+                            .get(**i)
+                            .zip(lowered.get(j))
+                            .is_some_and(|(a, b)| a.covers(b))
+                    })
                     .copied()
             })
             .min();
@@ -436,70 +441,5 @@ fn shadowed(policies: &[Policy], sink: &mut Sink) {
                 b.name.value, a.name.value
             )),
         );
-    }
-}
-
-/// Sound, simple subsumption: `true` only if every connection `b` matches, `a` matches too.
-/// It may answer `false` for some rules that are in fact covered.
-pub fn covers_rule(a: &RuleSpec, b: &RuleSpec) -> bool {
-    let principals = match (&a.principals, &b.principals) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(pa), Some(pb)) => pb
-            .iter()
-            .all(|p| pa.iter().any(|q| covers_pattern(&q.value, &p.value))),
-    };
-    // Every identity `a` excludes must be excluded by `b` too.
-    let not_principals = a.not_principals.iter().all(|n| {
-        b.not_principals
-            .iter()
-            .any(|m| covers_pattern(&m.value, &n.value))
-    });
-    principals
-        && not_principals
-        && covers_list(&a.ports, &b.ports, PortRange::covers)
-        && covers_list(&a.sni, &b.sni, |x, y| ruleset::sni::covers(x, y))
-        && covers_list(&a.source_cidrs, &b.source_cidrs, |x, y| x.covers(y))
-}
-
-/// An empty list means "any": it covers everything and is covered only by "any".
-fn covers_list<T>(a: &[Spanned<T>], b: &[Spanned<T>], covers: impl Fn(&T, &T) -> bool) -> bool {
-    if a.is_empty() {
-        return true;
-    }
-    !b.is_empty()
-        && b.iter()
-            .all(|y| a.iter().any(|x| covers(&x.value, &y.value)))
-}
-
-/// Whether every identity `b` matches is matched by `a`.
-pub(crate) fn covers_pattern(a: &Pattern, b: &Pattern) -> bool {
-    b.is_covered_by(a)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(s: &str) -> Pattern {
-        Pattern::parse(s).unwrap()
-    }
-
-    #[test]
-    fn pattern_cover() {
-        let td = "spiffe://td";
-        let c = |a: &str, b: &str| covers_pattern(&p(&format!("{td}{a}")), &p(&format!("{td}{b}")));
-        assert!(c("/a/b", "/a/b"));
-        assert!(!c("/a/b", "/a/c"));
-        assert!(c("/a/*", "/a/b"));
-        assert!(c("/a/*", "/a/*"));
-        assert!(!c("/a/*", "/a/**"));
-        assert!(!c("/a/*", "/a/b/c"));
-        assert!(c("/a/**", "/a/b/c"));
-        assert!(c("/a/**", "/a/*/**"));
-        assert!(c("/**", "/a"));
-        assert!(!c("/a/**", "/a"));
-        assert!(!c("/a/b", "/a/*"));
-        assert!(!covers_pattern(&p("spiffe://x/a"), &p("spiffe://y/a")));
     }
 }

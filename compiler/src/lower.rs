@@ -1,6 +1,6 @@
 //! Lowering: the checked policy model becomes one `ruleset::Table`.
 
-use ruleset::{Constraints, Revocation, RevokedSerial, Rule, Table};
+use ruleset::{Constraints, Revocation, RevokedSerial, Table};
 use sha2::{Digest, Sha256};
 
 use crate::check::Merged;
@@ -72,21 +72,7 @@ pub(crate) fn lower(
             return None;
         };
         for r in &p.spec.rules {
-            rules.push(Rule {
-                name: r.name.value.clone(),
-                policy,
-                action: r.action.value,
-                principals: r
-                    .principals
-                    .iter()
-                    .flatten()
-                    .map(|s| s.value.clone())
-                    .collect(),
-                not_principals: r.not_principals.iter().map(|s| s.value.clone()).collect(),
-                ports: r.ports.iter().map(|s| s.value).collect(),
-                sni: r.sni.iter().map(|s| s.value.clone()).collect(),
-                source_cidrs: r.source_cidrs.iter().map(|s| s.value).collect(),
-            });
+            rules.push(r.lower(policy));
         }
         serials.extend(p.spec.serials.iter().map(|s| s.value.clone()));
         for der in p.spec.certificates.iter().flat_map(|c| c.certs.iter()) {

@@ -115,3 +115,28 @@ pub struct RuleSpec {
     /// `sourceCidrs`; empty means any source.
     pub source_cidrs: Vec<Spanned<Cidr>>,
 }
+
+impl RuleSpec {
+    /// The table's form of the rule (`policy`: the index of its policy in the table).
+    pub fn lower(&self, policy: u16) -> ruleset::Rule {
+        ruleset::Rule {
+            name: self.name.value.clone(),
+            policy,
+            action: self.action.value,
+            principals: self
+                .principals
+                .iter()
+                .flatten()
+                .map(|s| s.value.clone())
+                .collect(),
+            not_principals: self
+                .not_principals
+                .iter()
+                .map(|s| s.value.clone())
+                .collect(),
+            ports: self.ports.iter().map(|s| s.value).collect(),
+            sni: self.sni.iter().map(|s| s.value.clone()).collect(),
+            source_cidrs: self.source_cidrs.iter().map(|s| s.value).collect(),
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! A rule's conditions besides `principals`, as one view: what each is called in a policy,
 //! how it is shown, and when it holds for a peer. The engine matches rules through it and
-//! `certgate inspect` lists rules through it, so adding a condition to [`Rule`] means
-//! adding it to the model, here (which the engine uses) and to the codec, nothing else.
+//! `certgate inspect` lists rules through it, and the compiler's shadowed-rule check asks
+//! it whether one rule covers another ([`Rule::covers`]), so adding a condition to [`Rule`]
+//! means adding it to the model, here (which the engine uses) and to the codec, nothing
+//! else.
 
 use crate::{Cidr, Pattern, Peer, PortRange, Rule};
 
@@ -30,7 +32,51 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// Sound, simple subsumption: `true` only if every connection `other` matches, `self`
+    /// matches too (whatever the action). It may answer `false` for some rules that are in
+    /// fact covered; the compiler warns about shadowed rules with it.
+    pub fn covers(&self, other: &Rule) -> bool {
+        let principals = self.principals.is_empty()
+            || (!other.principals.is_empty()
+                && other
+                    .principals
+                    .iter()
+                    .all(|p| self.principals.iter().any(|q| p.is_covered_by(q))));
+        principals
+            && self
+                .conditions()
+                .iter()
+                .zip(other.conditions().iter())
+                .all(|(a, b)| a.covers(b))
+    }
+}
+
+/// An empty list means "any": it covers everything and is covered only by "any".
+fn covers_list<T>(a: &[T], b: &[T], covers: impl Fn(&T, &T) -> bool) -> bool {
+    a.is_empty() || (!b.is_empty() && b.iter().all(|y| a.iter().any(|x| covers(x, y))))
+}
+
 impl Condition<'_> {
+    /// Whether every connection `other` lets through, `self` lets through too: sound, and
+    /// `false` for conditions of different kinds.
+    pub fn covers(&self, other: &Condition<'_>) -> bool {
+        match (self, other) {
+            // Every identity `self` excludes must be excluded by `other` too.
+            (Condition::NotPrincipals(a), Condition::NotPrincipals(b)) => {
+                a.iter().all(|n| b.iter().any(|m| n.is_covered_by(m)))
+            }
+            (Condition::Ports(a), Condition::Ports(b)) => covers_list(a, b, PortRange::covers),
+            (Condition::Sni(a), Condition::Sni(b)) => {
+                covers_list(a, b, |x, y| crate::sni::covers(x, y))
+            }
+            (Condition::SourceCidrs(a), Condition::SourceCidrs(b)) => {
+                covers_list(a, b, |x, y| x.covers(y))
+            }
+            _ => false,
+        }
+    }
+
     /// The condition's field name in a policy rule (and in `certgate inspect`).
     pub fn field(&self) -> &'static str {
         match self {
@@ -156,5 +202,42 @@ mod tests {
         assert!(!r.conditions()[1].holds(id, &peer, true));
         let excluded = "spiffe://td/ns/a/sa/x";
         assert!(!r.conditions()[0].holds(excluded, &Peer::new(PeerCert::Missing), true));
+    }
+
+    #[test]
+    fn a_rule_covers_what_it_matches_in_every_condition() {
+        let r = rule();
+        assert!(r.covers(&r));
+        let any = Rule {
+            not_principals: vec![],
+            ports: vec![],
+            sni: vec![],
+            source_cidrs: vec![],
+            ..rule()
+        };
+        assert!(any.covers(&r) && !r.covers(&any));
+        // Narrower in one condition: covered; wider in one: not.
+        let narrower = Rule {
+            ports: vec![PortRange {
+                start: 8080,
+                end: 8080,
+            }],
+            source_cidrs: vec![Cidr::parse("10.1.0.0/16").unwrap()],
+            sni: vec!["a.svc".into()],
+            not_principals: vec![Pattern::parse("spiffe://td/ns/**").unwrap()],
+            ..rule()
+        };
+        assert!(r.covers(&narrower) && !narrower.covers(&r));
+        let wider_cidr = Rule {
+            source_cidrs: vec![Cidr::parse("0.0.0.0/0").unwrap()],
+            ..rule()
+        };
+        assert!(!r.covers(&wider_cidr));
+        // Principals: empty is any identity; a list covers the patterns it covers.
+        let only_a = Rule {
+            principals: vec![Pattern::parse("spiffe://td/ns/b").unwrap()],
+            ..rule()
+        };
+        assert!(r.covers(&only_a) && !only_a.covers(&r));
     }
 }

@@ -195,6 +195,24 @@ mod tests {
     }
 
     #[test]
+    fn coverage_as_the_shadowed_rule_check_uses_it() {
+        let td = "spiffe://td";
+        let c = |a: &str, b: &str| p(&format!("{td}{b}")).is_covered_by(&p(&format!("{td}{a}")));
+        assert!(c("/a/b", "/a/b"));
+        assert!(!c("/a/b", "/a/c"));
+        assert!(c("/a/*", "/a/b"));
+        assert!(c("/a/*", "/a/*"));
+        assert!(!c("/a/*", "/a/**"));
+        assert!(!c("/a/*", "/a/b/c"));
+        assert!(c("/a/**", "/a/b/c"));
+        assert!(c("/a/**", "/a/*/**"));
+        assert!(c("/**", "/a"));
+        assert!(!c("/a/**", "/a"));
+        assert!(!c("/a/b", "/a/*"));
+        assert!(!p("spiffe://y/a").is_covered_by(&p("spiffe://x/a")));
+    }
+
+    #[test]
     fn coverage_is_sound() {
         let rest = p("spiffe://td/ns/**");
         assert!(p("spiffe://td/ns/a").is_covered_by(&rest));
