@@ -25,6 +25,8 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// How long a started `certgate serve` may take to answer its probes (it compiles the kit's
 /// policies first) on a loaded machine.
 const SERVE_READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// The binary's path in the image (`/certgate`, the entrypoint), relative to its root.
+const BINARY_IN_IMAGE: &str = "certgate";
 /// Per-request socket timeout for the probes.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -490,41 +492,74 @@ fn deploy_kit_runs_the_image_hardened_and_its_args_start_the_real_server() {
     let declared = port_of(&ready["port"]);
     assert_eq!(port_of(&live["port"]), declared);
 
-    // The args against the real binary (the image's), each mounted path a temp dir.
+    // The args against the real binary, as the pod runs it: the image's binary alone in a
+    // root where each volume is a directory at its mount path, as the pod's user and group,
+    // the Secret's key readable through fsGroup and the Secret's defaultMode only.
     let work = tempfile::Builder::new()
         .prefix("certgate-kit-")
         .tempdir()
         .expect("temp dir");
+    let root = work.path().join("rootfs");
+    let id = |v: &Value, what: &str| v.as_u64().unwrap_or_else(|| panic!("no {what}")) as u32;
+    let (uid, gid, fs_group) = (
+        id(&psc["runAsUser"], "runAsUser"),
+        id(&psc["runAsGroup"], "runAsGroup"),
+        id(&psc["fsGroup"], "fsGroup"),
+    );
+    let volumes = pod["volumes"].as_array().expect("volumes");
     let mounts: BTreeMap<String, PathBuf> = c["volumeMounts"]
         .as_array()
         .expect("mounts")
         .iter()
         .map(|m| {
-            let at = m["mountPath"].as_str().expect("mountPath").to_string();
-            let dir = work.path().join(m["name"].as_str().expect("name"));
+            let at = m["mountPath"].as_str().expect("mountPath");
+            let dir = root.join(at.trim_start_matches('/'));
             std::fs::create_dir_all(&dir).expect("mount dir");
-            (at, dir)
+            (m["name"].as_str().expect("name").to_string(), dir)
         })
         .collect();
-    // What the kit's volumes hold: the ConfigMap's policies, the Secret's key.
     let volume = |name: &str| {
         mounts
-            .iter()
-            .find(|(_, d)| d.ends_with(name))
-            .map(|(_, d)| d.clone())
+            .get(name)
+            .cloned()
             .unwrap_or_else(|| panic!("no mount of the `{name}` volume"))
     };
+    let spec_of = |name: &str| {
+        volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume `{name}`"))
+    };
+    // emptyDir: writable by the pod.
+    assert!(spec_of("tables").get("emptyDir").is_some());
+    std::fs::set_permissions(
+        volume("tables"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod tables");
+    // The ConfigMap's files (0644, the default mode).
     for p in std::fs::read_dir(repo_root().join("deploy/policies")).expect("policies") {
         let p = p.expect("entry").path();
-        std::fs::copy(&p, volume("policies").join(p.file_name().unwrap())).expect("copy");
+        std::fs::copy(&p, volume("policies").join(p.file_name().expect("name"))).expect("copy");
     }
+    // The Secret's key: owned by root, group fsGroup, mode the Secret's defaultMode.
+    let key = volume("signing-key").join("signing.key");
     let o = Command::new(&tools.certgate)
         .arg("keygen")
         .arg("-o")
-        .arg(volume("signing-key").join("signing.key"))
+        .arg(&key)
         .output()
         .expect("keygen");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mode = id(
+        &spec_of("signing-key")["secret"]["defaultMode"],
+        "defaultMode",
+    );
+    std::os::unix::fs::chown(&key, Some(0), Some(fs_group)).expect("chown key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .expect("chmod key");
+    let exe = root.join(BINARY_IN_IMAGE);
+    std::fs::copy(static_certgate(), &exe).expect("copy binary");
     let port = free_port();
     let mut listen_port = None;
     let args: Vec<String> = c["args"]
@@ -533,26 +568,15 @@ fn deploy_kit_runs_the_image_hardened_and_its_args_start_the_real_server() {
         .iter()
         .map(|a| {
             let a = a.as_str().expect("arg");
-            let (flag, value) = match a.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (format!("{f}="), v),
-                _ => (String::new(), a),
-            };
-            if flag == "--listen=" {
+            if let Some(value) = a.strip_prefix("--listen=") {
                 let (ip, p) = value.rsplit_once(':').expect("listen address");
                 assert!(
                     ip.parse::<std::net::IpAddr>().is_ok(),
-                    "listen on an IP: `{value}`"
+                    "listen on an IP (nothing to resolve in the image): `{value}`"
                 );
                 listen_port = Some(p.parse::<u64>().expect("listen port"));
                 // The declared port, moved to a free one of this shared machine.
                 return format!("--listen={ip}:{port}");
-            }
-            for (at, dir) in &mounts {
-                if let Some(rest) = value.strip_prefix(at.as_str()) {
-                    if rest.is_empty() || rest.starts_with('/') {
-                        return format!("{flag}{}{rest}", dir.display());
-                    }
-                }
             }
             a.to_string()
         })
@@ -562,15 +586,21 @@ fn deploy_kit_runs_the_image_hardened_and_its_args_start_the_real_server() {
         Some(declared),
         "--listen is not the probes' port"
     );
+    // As the pod's user and group, with fsGroup as a supplementary group (the kubelet's doing).
     let log = work.path().join("serve.log");
     let mut server = Running(
-        Command::new(static_certgate())
+        Command::new(command("chroot", "install Debian's coreutils"))
+            .arg(format!("--userspec={uid}:{gid}"))
+            .arg(format!("--groups={fs_group}"))
+            .arg(&root)
+            .arg(format!("/{BINARY_IN_IMAGE}"))
             .args(&args)
+            .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
-            .expect("run certgate with the kit's args"),
+            .expect("run certgate with the kit's args (the test runs as root, like CI)"),
     );
     await_ok(&mut server, port, "/livez", &log);
     let ready = await_ok(&mut server, port, "/healthz", &log);
