@@ -27,6 +27,7 @@ export CERTGATE_STATIC_BIN := $(abspath $(STATIC_CERTGATE))
 # prints and deploy/deployment.yaml's image names (e2e/tests/image.rs checks both).
 IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 IMAGE_OUT ?= $(TARGET_DIR)/oci
+export CERTGATE_IMAGE_LAYOUT := $(abspath $(IMAGE_OUT))/server
 
 .PHONY: static-cli
 static-cli: ## a statically linked certgate (target/x86_64-unknown-linux-gnu/release/certgate): runs with no file but itself

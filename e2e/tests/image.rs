@@ -81,6 +81,30 @@ fn package(certgate: &Path, bin: &Path, out: &Path) -> String {
         .to_string()
 }
 
+/// The layout `make image` wrote (`CERTGATE_IMAGE_LAYOUT`, else target/oci/server): its
+/// tag and manifest digest, or a failure that says how to build it.
+fn make_image_layout() -> (String, String) {
+    let dir = std::env::var_os("CERTGATE_IMAGE_LAYOUT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/oci/server"));
+    let index = std::fs::read(dir.join("index.json")).unwrap_or_else(|e| {
+        panic!(
+            "no image layout at {} ($CERTGATE_IMAGE_LAYOUT, {e}): run `make image`",
+            dir.display()
+        )
+    });
+    let index: Value = serde_json::from_slice(&index).expect("index json");
+    let entry = &index["manifests"][0];
+    (
+        entry["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .expect("tag")
+            .to_string(),
+        entry["digest"].as_str().expect("digest").to_string(),
+    )
+}
+
 /// A blob of a layout by digest, checked against its name.
 fn blob(layout: &Path, digest: &str) -> Vec<u8> {
     let hex_part = digest.strip_prefix("sha256:").expect("sha256 digest");
@@ -214,6 +238,12 @@ fn server_image_runs_from_scratch_and_survives_a_registry_round_trip() {
     assert_eq!(digest, package(&tools.certgate, &bin, &b));
     let layout = a.join("server");
     assert_eq!(tree(&layout), tree(&b.join("server")), "layouts differ");
+    // ... and it is the image `make image` wrote from the same binary.
+    assert_eq!(
+        make_image_layout(),
+        (VERSION.to_string(), digest.clone()),
+        "`make image`'s layout is not this binary's image"
+    );
 
     // Read back: index -> manifest -> config -> layer.
     let index: Value =
@@ -447,7 +477,8 @@ fn deploy_kit_runs_the_image_hardened_and_its_args_start_the_real_server() {
     let image = c["image"].as_str().expect("image");
     let (repo, tag) = image.rsplit_once(':').expect("image with a tag");
     assert_eq!(
-        tag, VERSION,
+        tag,
+        make_image_layout().0,
         "deployment.yaml's image tag is not `make image`'s"
     );
     assert!(repo.ends_with("/certgate"), "image repository `{repo}`");
