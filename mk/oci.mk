@@ -16,7 +16,10 @@ oci: filter cli ## the filter as an OCI image layout in target/oci/{compat,artif
 # The feed server's image: `certgate` linked statically (glibc's crt-static, so no libc is
 # needed at run time) and packaged FROM scratch by the same packager. Built for the host's
 # x86_64 target with target-scoped RUSTFLAGS (build scripts and proc macros stay dynamic);
-# Debian's libc6-dev provides the static libc (libc.a).
+# Debian's libc6-dev provides the static libc (libc.a). `serve` listens on an IP and
+# resolves no name today; should it (CRL URLs), glibc 2.34 and later keep the `files` and
+# `dns` lookups inside libc, so a static binary reads the /etc/hosts and /etc/resolv.conf
+# Kubernetes mounts into every container, with no NSS module to load.
 STATIC_TARGET := x86_64-unknown-linux-gnu
 # scripts/apt-install.sh checks executables; the static libc is a library, so its absence is
 # tested here and `-` tells the script something is missing.
