@@ -11,6 +11,11 @@
 //! one tar entry, gzip without name or mtime at a fixed level, JSON with a fixed key order. So
 //! the same module gives the same manifest digest, which is what a WasmPlugin's `sha256`
 //! names for `oci://` URLs. No I/O here: the CLI writes the returned files.
+//!
+//! The same packager writes the feed server's image ([`package_server`]): a `FROM scratch`
+//! image whose one layer holds a statically linked `certgate` and nothing else (no libc, no
+//! `/etc`, no shell), run as user 65532 with `serve /tables --listen 0.0.0.0:8080` as its
+//! default arguments. It is as reproducible as the filter's images.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -35,11 +40,28 @@ pub const PLUGIN_FILE_NAME: &str = "plugin.wasm";
 /// The annotation that names an image layout entry's tag.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
+/// The feed server image's only file, at the root of its file system.
+pub const SERVER_BINARY_PATH: &str = "/certgate";
+/// The user (and group) the feed server image runs as: the conventional "nonroot" id, the
+/// one deploy/deployment.yaml's `runAsUser` names.
+pub const SERVER_USER: &str = "65532:65532";
+/// The feed server image's default arguments (Kubernetes' `args` replace them).
+pub const SERVER_DEFAULT_ARGS: [&str; 4] = ["serve", "/tables", "--listen", "0.0.0.0:8080"];
+/// The port those arguments listen on, declared in the image configuration.
+pub const SERVER_PORT: &str = "8080/tcp";
+/// The label that carries the image's version (the tag it was packaged with).
+pub const VERSION_LABEL: &str = "org.opencontainers.image.version";
+
 /// ustar stores sizes as 11 octal digits.
 const TAR_MAX_SIZE: u64 = 0o77_777_777_777;
 const TAR_BLOCK: usize = 512;
 /// Mode of `plugin.wasm` in the layer: a regular file, readable by all.
 const TAR_FILE_MODE: u32 = 0o644;
+/// Mode of the server binary in its layer: executable by all, writable by none but root.
+const TAR_EXEC_MODE: u32 = 0o755;
+/// ELF program header type of the dynamic loader's path: a binary that has one needs a libc
+/// the scratch image does not have.
+const PT_INTERP: u32 = 3;
 /// A fixed level, because the compressed bytes (and so the digest) depend on it.
 const GZIP_LEVEL: u32 = 9;
 /// The gzip header's OS byte: "unknown", the same on every build machine.
@@ -52,10 +74,12 @@ pub enum Form {
     Compat,
     /// The Wasm artifact: runtime configuration layer plus the raw module layer.
     Artifact,
+    /// The feed server: a `FROM scratch` image of a static `certgate` ([`package_server`]).
+    Server,
 }
 
 impl Form {
-    /// Both forms, in the order they are written and printed.
+    /// Both forms of the filter's image, in the order they are written and printed.
     pub const ALL: [Form; 2] = [Form::Compat, Form::Artifact];
 
     /// The form's name: also its directory under the output folder.
@@ -63,6 +87,7 @@ impl Form {
         match self {
             Form::Compat => "compat",
             Form::Artifact => "artifact",
+            Form::Server => "server",
         }
     }
 }
@@ -80,6 +105,15 @@ pub enum Error {
     /// The tag is not a valid OCI tag.
     #[error("invalid tag `{0}`: use 1 to 128 of `A-Za-z0-9_.-`, not starting with `.` or `-`")]
     BadTag(String),
+    /// Not a 64-bit little-endian ELF executable.
+    #[error("not a 64-bit little-endian ELF executable")]
+    NotElf,
+    /// Not an architecture the image configuration can name.
+    #[error("unsupported ELF machine {0:#x}: use an x86-64 or aarch64 build")]
+    UnsupportedMachine(u16),
+    /// Linked against a dynamic loader that a `FROM scratch` image does not have.
+    #[error("the binary is dynamically linked (it names a program interpreter): build it statically (`make static-cli`)")]
+    NotStatic,
     /// A negative timestamp cannot be a tar mtime.
     #[error("invalid timestamp `{0}`: use seconds since 1970 (SOURCE_DATE_EPOCH)")]
     BadEpoch(i64),
@@ -98,7 +132,7 @@ pub struct Options {
 }
 
 /// One OCI image layout, ready to be written under a directory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// Which form this is.
     pub form: Form,
@@ -130,6 +164,96 @@ impl Blob {
     }
 }
 
+/// Builds the feed server's `FROM scratch` image around `binary`, a statically linked
+/// `certgate` for x86-64 or aarch64 Linux. `opts.tag` is also the image's version label;
+/// `opts.root_ids` is not used.
+pub fn package_server(binary: &[u8], opts: &Options) -> Result<Layout, Error> {
+    let architecture = check_static_elf(binary)?;
+    check_tag(&opts.tag)?;
+    let mtime = u64::try_from(opts.epoch).map_err(|_| Error::BadEpoch(opts.epoch))?;
+    let name = SERVER_BINARY_PATH.trim_start_matches('/');
+    let tar = tar_one_file(name, binary, TAR_EXEC_MODE, mtime)?;
+    let tar_hex = sha256_hex(&tar);
+    let layer = Blob::new(gzip(&tar));
+    let config = Blob::new(json_bytes(&json!({
+        "architecture": architecture,
+        "os": "linux",
+        "created": certgate_compiler::time::rfc3339(opts.epoch),
+        "config": {
+            "User": SERVER_USER,
+            "Entrypoint": [SERVER_BINARY_PATH],
+            "Cmd": SERVER_DEFAULT_ARGS,
+            "ExposedPorts": {SERVER_PORT: {}},
+            "WorkingDir": "/",
+            "Labels": {
+                VERSION_LABEL: opts.tag,
+                "org.opencontainers.image.title": "certgate",
+            },
+        },
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{tar_hex}")]},
+    })));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": config.descriptor(IMAGE_CONFIG_MEDIA_TYPE),
+        "layers": [layer.descriptor(TAR_GZIP_LAYER_MEDIA_TYPE)],
+    });
+    Ok(layout(
+        Form::Server,
+        manifest,
+        vec![config, layer],
+        &opts.tag,
+    ))
+}
+
+/// The image configuration's `architecture` for a static 64-bit little-endian ELF
+/// executable, or why the binary cannot run alone in a scratch image.
+fn check_static_elf(binary: &[u8]) -> Result<&'static str, Error> {
+    if binary.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return Err(Error::NotElf);
+    }
+    let u16_at = |at: usize| {
+        binary
+            .get(at..at.checked_add(2)?)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_le_bytes)
+    };
+    let u64_at = |at: usize| {
+        binary
+            .get(at..at.checked_add(8)?)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let architecture = match u16_at(0x12).ok_or(Error::NotElf)? {
+        0x3e => "amd64",
+        0xb7 => "arm64",
+        other => return Err(Error::UnsupportedMachine(other)),
+    };
+    let phoff = u64_at(0x20)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or(Error::NotElf)?;
+    let phentsize = usize::from(u16_at(0x36).ok_or(Error::NotElf)?);
+    let phnum = usize::from(u16_at(0x38).ok_or(Error::NotElf)?);
+    if phnum == 0 || phentsize < 4 {
+        return Err(Error::NotElf);
+    }
+    for i in 0..phnum {
+        let at = i
+            .checked_mul(phentsize)
+            .and_then(|off| phoff.checked_add(off))
+            .ok_or(Error::NotElf)?;
+        let p_type = binary
+            .get(at..at.checked_add(4).ok_or(Error::NotElf)?)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or(Error::NotElf)?;
+        if p_type == PT_INTERP {
+            return Err(Error::NotStatic);
+        }
+    }
+    Ok(architecture)
+}
+
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(64);
@@ -139,15 +263,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Builds the image layout of `form` for `module`.
+/// Builds the image layout of `form` for `module` (for [`Form::Server`], `module` is the
+/// static `certgate` binary: see [`package_server`]).
 pub fn package(form: Form, module: &[u8], opts: &Options) -> Result<Layout, Error> {
+    if form == Form::Server {
+        return package_server(module, opts);
+    }
     check_module(module)?;
     check_tag(&opts.tag)?;
     let mtime = u64::try_from(opts.epoch).map_err(|_| Error::BadEpoch(opts.epoch))?;
     let mut blobs = Vec::new();
     let manifest = match form {
         Form::Compat => {
-            let tar = tar_one_file(PLUGIN_FILE_NAME, module, mtime)?;
+            let tar = tar_one_file(PLUGIN_FILE_NAME, module, TAR_FILE_MODE, mtime)?;
             let tar_hex = sha256_hex(&tar);
             let layer = Blob::new(gzip(&tar));
             let config = Blob::new(json_bytes(&json!({
@@ -169,6 +297,7 @@ pub fn package(form: Form, module: &[u8], opts: &Options) -> Result<Layout, Erro
             blobs.push(layer);
             manifest
         }
+        Form::Server => return package_server(module, opts),
         Form::Artifact => {
             let config = Blob::new(json_bytes(&json!({
                 "type": "envoy_proxy",
@@ -196,9 +325,15 @@ pub fn package(form: Form, module: &[u8], opts: &Options) -> Result<Layout, Erro
             manifest
         }
     };
+    Ok(layout(form, manifest, blobs, &opts.tag))
+}
+
+/// The layout around `manifest`: `oci-layout`, `index.json` naming the manifest under `tag`,
+/// and every blob (the manifest's included) under `blobs/sha256/`.
+fn layout(form: Form, manifest: serde_json::Value, mut blobs: Vec<Blob>, tag: &str) -> Layout {
     let manifest = Blob::new(json_bytes(&manifest));
     let mut entry = manifest.descriptor(MANIFEST_MEDIA_TYPE);
-    entry["annotations"] = json!({ REF_NAME_ANNOTATION: opts.tag });
+    entry["annotations"] = json!({ REF_NAME_ANNOTATION: tag });
     let index = json!({
         "schemaVersion": 2,
         "mediaType": INDEX_MEDIA_TYPE,
@@ -219,11 +354,11 @@ pub fn package(form: Form, module: &[u8], opts: &Options) -> Result<Layout, Erro
     files.sort_by(|a, b| a.0.cmp(&b.0));
     // The artifact's config is also its first layer: one blob, one file.
     files.dedup_by(|a, b| a.0 == b.0);
-    Ok(Layout {
+    Layout {
         form,
         manifest_digest,
         files,
-    })
+    }
 }
 
 fn check_module(module: &[u8]) -> Result<(), Error> {
@@ -257,7 +392,7 @@ fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
 }
 
 /// A ustar archive of one regular file owned by uid/gid 0, ended by two zero blocks.
-fn tar_one_file(name: &str, data: &[u8], mtime: u64) -> Result<Vec<u8>, Error> {
+fn tar_one_file(name: &str, data: &[u8], mode: u32, mtime: u64) -> Result<Vec<u8>, Error> {
     let size = data.len() as u64;
     if size > TAR_MAX_SIZE {
         return Err(Error::TooLarge(size));
@@ -269,7 +404,7 @@ fn tar_one_file(name: &str, data: &[u8], mtime: u64) -> Result<Vec<u8>, Error> {
         }
     };
     put(0, name.as_bytes());
-    put(100, format!("{TAR_FILE_MODE:07o}\0").as_bytes());
+    put(100, format!("{mode:07o}\0").as_bytes());
     put(108, b"0000000\0"); // uid
     put(116, b"0000000\0"); // gid
     put(124, format!("{size:011o}\0").as_bytes());
@@ -457,5 +592,105 @@ mod tests {
             package(Form::Compat, &module(), &o).unwrap_err(),
             Error::BadEpoch(-1)
         );
+    }
+
+    /// A minimal 64-bit little-endian ELF header with `phnum` program headers of `p_type`.
+    fn elf(machine: u16, p_types: &[u32]) -> Vec<u8> {
+        let mut b = vec![0u8; 64];
+        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[0x12..0x14].copy_from_slice(&machine.to_le_bytes());
+        b[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        b[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        b[0x38..0x3a].copy_from_slice(&(p_types.len() as u16).to_le_bytes());
+        for t in p_types {
+            let mut ph = vec![0u8; 56];
+            ph[..4].copy_from_slice(&t.to_le_bytes());
+            b.extend(ph);
+        }
+        b.extend((0..700u32).map(|i| (i % 253) as u8));
+        b
+    }
+
+    #[test]
+    fn server_image_runs_the_static_binary_as_nonroot_with_serve_args() {
+        // PT_LOAD and PT_DYNAMIC (a static-pie binary has one) but no PT_INTERP.
+        let bin = elf(0x3e, &[1, 2]);
+        let l = package_server(&bin, &opts()).unwrap();
+        assert_eq!(l.form, Form::Server);
+        assert_eq!(l, package(Form::Server, &bin, &opts()).unwrap());
+        assert_eq!(l, package_server(&bin, &opts()).unwrap(), "reproducible");
+        let m = manifest(&l);
+        assert!(m.get("annotations").is_none(), "not a wasm image");
+        let layers = m["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 1, "FROM scratch: one layer, the binary");
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(blob(&l, layers[0]["digest"].as_str().unwrap()))
+            .read_to_end(&mut tar)
+            .unwrap();
+        assert_eq!(&tar[..9], b"certgate\0");
+        assert_eq!(&tar[100..108], b"0000755\0");
+        assert_eq!(&tar[512..512 + bin.len()], bin.as_slice());
+        assert_eq!(
+            tar.len(),
+            512 + bin.len().div_ceil(512) * 512 + 1024,
+            "one entry only"
+        );
+        let c: serde_json::Value =
+            serde_json::from_slice(blob(&l, m["config"]["digest"].as_str().unwrap())).unwrap();
+        assert_eq!(c["architecture"], "amd64");
+        assert_eq!(c["os"], "linux");
+        assert_eq!(c["config"]["User"], "65532:65532");
+        assert_eq!(c["config"]["Entrypoint"], json!(["/certgate"]));
+        assert_eq!(
+            c["config"]["Cmd"],
+            json!(["serve", "/tables", "--listen", "0.0.0.0:8080"])
+        );
+        assert_eq!(c["config"]["Labels"][VERSION_LABEL], "0.1.0");
+        assert!(
+            c["config"].get("Env").is_none(),
+            "no PATH: nothing to look up"
+        );
+        assert_eq!(
+            c["rootfs"]["diff_ids"][0],
+            format!("sha256:{}", sha256_hex(&tar))
+        );
+        let arm = package_server(&elf(0xb7, &[1]), &opts()).unwrap();
+        let c: serde_json::Value = serde_json::from_slice(blob(
+            &arm,
+            manifest(&arm)["config"]["digest"].as_str().unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(c["architecture"], "arm64");
+    }
+
+    #[test]
+    fn server_image_refuses_what_cannot_run_from_scratch() {
+        assert_eq!(
+            package_server(&elf(0x3e, &[1, 3, 2]), &opts()).unwrap_err(),
+            Error::NotStatic
+        );
+        assert_eq!(
+            package_server(&elf(0x28, &[1]), &opts()).unwrap_err(),
+            Error::UnsupportedMachine(0x28)
+        );
+        assert_eq!(
+            package_server(b"\0asm\x01\0\0\0", &opts()).unwrap_err(),
+            Error::NotElf
+        );
+        // Program headers past the end of the file: refused, not read out of bounds.
+        let mut short = elf(0x3e, &[1]);
+        short.truncate(64);
+        assert_eq!(package_server(&short, &opts()).unwrap_err(), Error::NotElf);
+        let mut far = elf(0x3e, &[1]);
+        far[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(package_server(&far, &opts()).unwrap_err(), Error::NotElf);
+        let o = Options {
+            tag: "a:b".into(),
+            ..opts()
+        };
+        assert!(matches!(
+            package_server(&elf(0x3e, &[1]), &o),
+            Err(Error::BadTag(_))
+        ));
     }
 }

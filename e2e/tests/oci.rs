@@ -182,7 +182,7 @@ fn extract_wasm_plugin_binary(gz: &[u8]) -> Result<Vec<u8>, String> {
 // ---- real parts ----------------------------------------------------------------------------
 
 /// A Debian tool, or a failure that says how to install it (never a skip).
-fn debian_tool(name: &str) -> PathBuf {
+pub(crate) fn debian_tool(name: &str) -> PathBuf {
     let candidates = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
@@ -198,14 +198,14 @@ fn debian_tool(name: &str) -> PathBuf {
 
 /// `docker-registry serve` on 127.0.0.1 with its storage in a temporary directory; killed on
 /// drop so no registry outlives the test.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
-    fn start() -> Registry {
+    pub(crate) fn start() -> Registry {
         let bin = debian_tool("docker-registry");
         let dir = tempfile::Builder::new()
             .prefix("certgate-registry-")
@@ -257,12 +257,12 @@ impl Registry {
         registry
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("registry.log")).unwrap_or_default()
     }
 
     /// One plain-HTTP GET (HTTP/1.0, so the body is neither chunked nor kept alive).
-    fn get(&self, path: &str, accept: Option<&str>) -> std::io::Result<Response> {
+    pub(crate) fn get(&self, path: &str, accept: Option<&str>) -> std::io::Result<Response> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(HTTP_TIMEOUT))?;
         let accept = accept
@@ -305,13 +305,13 @@ impl Drop for Registry {
     }
 }
 
-struct Response {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: Vec<u8>,
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -345,7 +345,7 @@ fn package(certgate: &Path, wasm: &Path, out: &Path) -> BTreeMap<String, String>
 }
 
 /// Every file of a layout directory, by relative path.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         for e in std::fs::read_dir(dir).expect("read layout") {
             let p = e.expect("dir entry").path();

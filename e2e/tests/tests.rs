@@ -8,6 +8,7 @@ mod fail_closed;
 mod feed;
 mod feed_memory;
 mod http;
+mod image;
 mod istio;
 mod network;
 mod oci;
