@@ -17,7 +17,7 @@
 use std::fmt::Write as _;
 
 /// Every tag a certgate stat name carries.
-pub const TAGS: [&str; 6] = ["plugin", "action", "reason", "mode", "policy", "result"];
+pub const TAGS: [&str; 5] = ["plugin", "action", "reason", "mode", "policy"];
 
 /// The longest tag value written; longer values are cut (policy and plugin names).
 pub const MAX_VALUE_BYTES: usize = 64;
