@@ -11,6 +11,7 @@ mod http;
 mod istio;
 mod network;
 mod oci;
+mod prometheus;
 mod proxies;
 mod revocation;
 mod server_first;
