@@ -19,7 +19,6 @@ use filter_config::stats::{labelled, MAX_VALUE_BYTES};
 use ruleset::{Action, Decision, Mode, Reason, Table};
 
 use crate::host::Host;
-use crate::peer;
 
 /// The labelled decision counter.
 pub const DECISIONS_TOTAL: &str = "certgate_decisions_total";
@@ -126,8 +125,13 @@ impl Metrics {
     /// The labelled feed counters and the table gauges are defined here too (their
     /// label sets are few and known); the labelled decision counters when first met.
     pub fn define(host: &dyn Host) -> Self {
-        let plugin = peer::string_property(host, &["plugin_name"])
-            .or_else(|| peer::string_property(host, &["plugin_root_id"]))
+        let text = |path: &str| {
+            host.property(&[path])
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| !s.is_empty())
+        };
+        let plugin = text("plugin_name")
+            .or_else(|| text("plugin_root_id"))
             .unwrap_or_else(|| "certgate".to_owned());
         let plugin = plugin.as_str();
         let refusal = |kind: &str, old: &str| {
