@@ -195,47 +195,70 @@ impl Metrics {
     }
 
     /// The labelled decision counter of `decision`'s label set, defined when first met.
+    /// A label set already met is found without allocating.
     fn decision_counter(&self, host: &dyn Host, decision: &Decision<'_>) -> Option<u32> {
-        let policy = self.policy_label(decision.policy.unwrap_or(""));
-        let key = LabelSet {
-            action: decision.action,
-            reason: decision.reason,
-            mode: decision.mode,
-            policy,
+        let policy = decision.policy.unwrap_or("");
+        let policy = policy
+            .char_indices()
+            .nth(MAX_VALUE_BYTES)
+            .and_then(|(end, _)| policy.get(..end))
+            .unwrap_or(policy);
+        let find = |policy: &str| {
+            self.decisions
+                .borrow()
+                .iter()
+                .find(|(k, _)| {
+                    k.action == decision.action
+                        && k.reason == decision.reason
+                        && k.mode == decision.mode
+                        && k.policy == policy
+                })
+                .map(|(_, id)| *id)
         };
-        let mut decisions = self.decisions.borrow_mut();
-        if let Some((_, id)) = decisions.iter().find(|(k, _)| *k == key) {
-            return *id;
+        if let Some(id) = find(policy) {
+            return id;
+        }
+        // A policy past the cap is counted as `_other`.
+        let label = self.policy_label(policy);
+        if let Some(id) = find(&label) {
+            return id;
         }
         let id = define(
             host,
             &self.plugin,
             DECISIONS_TOTAL,
             &[
-                ("action", action_label(key.action)),
-                ("reason", key.reason.code()),
-                ("mode", mode_label(key.mode)),
-                ("policy", &key.policy),
+                ("action", action_label(decision.action)),
+                ("reason", decision.reason.code()),
+                ("mode", mode_label(decision.mode)),
+                ("policy", &label),
             ],
         );
-        decisions.push((key, id));
+        self.decisions.borrow_mut().push((
+            LabelSet {
+                action: decision.action,
+                reason: decision.reason,
+                mode: decision.mode,
+                policy: label,
+            },
+            id,
+        ));
         id
     }
 
-    /// The `policy` label for a policy name: the name (as the stat name carries it)
-    /// for the first [`MAX_POLICY_LABELS`] names met, else [`OTHER_POLICY`].
+    /// The `policy` label for a policy name (already cut to [`MAX_VALUE_BYTES`]): the
+    /// name for the first [`MAX_POLICY_LABELS`] names met, else [`OTHER_POLICY`].
     fn policy_label(&self, policy: &str) -> String {
         if policy.is_empty() {
             return String::new();
         }
-        let cut: String = policy.chars().take(MAX_VALUE_BYTES).collect();
         let mut seen = self.policies.borrow_mut();
-        if seen.contains(&cut) {
-            return cut;
+        if seen.iter().any(|p| p == policy) {
+            return policy.to_owned();
         }
         if seen.len() < MAX_POLICY_LABELS {
-            seen.push(cut.clone());
-            return cut;
+            seen.push(policy.to_owned());
+            return policy.to_owned();
         }
         OTHER_POLICY.to_owned()
     }
