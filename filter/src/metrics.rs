@@ -120,10 +120,9 @@ fn bump_all(host: &dyn Host, ids: &[Option<u32>]) {
 }
 
 impl Metrics {
-    /// Defines every counter, one per deny and allow reason included, so dashboards see
-    /// zeros instead of missing series.
-    /// The labelled feed counters and the table gauges are defined here too (their
-    /// label sets are few and known); the labelled decision counters when first met.
+    /// Defines every unlabelled counter (one per reason included), the labelled feed
+    /// counters and the table gauges, so dashboards see zeros instead of missing series;
+    /// the labelled decision counters are defined when their label set is first met.
     pub fn define(host: &dyn Host) -> Self {
         let text = |path: &str| {
             host.property(&[path])
