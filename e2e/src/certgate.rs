@@ -99,6 +99,18 @@ impl Certgate {
         serde_json::from_str(&text).with_context(|| format!("emit envoy printed non-JSON:\n{text}"))
     }
 
+    /// `certgate emit stats --format json`: the bootstrap's `stats_config`, which turns
+    /// certgate's stat names into labels.
+    pub fn emit_stats(&self) -> Result<Value> {
+        let text = self.run(&[
+            "emit".as_ref(),
+            "stats".as_ref(),
+            "--format".as_ref(),
+            "json".as_ref(),
+        ])?;
+        serde_json::from_str(&text).with_context(|| format!("emit stats printed non-JSON:\n{text}"))
+    }
+
     /// `certgate emit istio ARGS... --format json`: the WasmPlugin, after checking it
     /// against the pinned WasmPlugin CRD ([`check_wasmplugin`]).
     pub fn emit_istio(&self, args: &[&str]) -> Result<Value> {

@@ -428,7 +428,8 @@ impl Envoy {
             .unwrap_or(0)
     }
 
-    /// Every counter and gauge whose name mentions `certgate`, by name.
+    /// Every counter and gauge of the filter (Envoy's `wasmcustom.` namespace) whose name
+    /// mentions `certgate`, by name; not Envoy's own stats of a cluster named certgate-feed.
     pub fn certgate_stats(&self) -> Result<BTreeMap<String, u64>> {
         let (status, body) = self.admin_get("/stats?format=json&filter=certgate")?;
         if status != 200 {
@@ -438,7 +439,9 @@ impl Envoy {
         let mut out = BTreeMap::new();
         for s in v["stats"].as_array().into_iter().flatten() {
             if let (Some(name), Some(value)) = (s["name"].as_str(), s["value"].as_u64()) {
-                out.insert(name.to_string(), value);
+                if name.starts_with("wasmcustom.") {
+                    out.insert(name.to_string(), value);
+                }
             }
         }
         Ok(out)

@@ -112,16 +112,25 @@ impl Expect {
         self
     }
 
-    /// The counters this decision must move by one: outcome and reason.
+    /// The counters this decision must move by one: outcome, reason and the labelled
+    /// decision counter.
     pub fn counters(&self, audit_mode: bool) -> BTreeMap<String, u64> {
         let outcome = match (self.action, audit_mode) {
             ("allow", _) => "allowed",
             (_, false) => "denied",
             (_, true) => "audit_would_deny",
         };
+        let mode = if audit_mode { "audit" } else { "enforce" };
         BTreeMap::from([
             (outcome.to_string(), 1),
             (format!("reason.{}", self.reason), 1),
+            (
+                format!(
+                    "decisions{{action={},mode={mode},reason={}}}",
+                    self.action, self.reason
+                ),
+                1,
+            ),
         ])
     }
 }

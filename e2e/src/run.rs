@@ -92,8 +92,33 @@ impl Run {
     }
 }
 
+/// The short name of a labelled stat (`plugin=.=certgate;.;action=.=deny;.;...;.;
+/// certgate_decisions_total`, as `/stats` lists it): `decisions{action=deny,mode=enforce,
+/// reason=default_deny}`, the tags other than plugin and policy sorted; `None` for a
+/// stat without tags.
+pub fn labelled_short(name: &str) -> Option<String> {
+    let name = name.strip_prefix("wasmcustom.").unwrap_or(name);
+    if !name.contains("=.=") {
+        return None;
+    }
+    let mut parts: Vec<&str> = name.split(";.;").collect();
+    let base = parts.pop()?;
+    let mut tags: Vec<String> = parts
+        .iter()
+        .filter_map(|p| p.split_once("=.="))
+        .filter(|(k, _)| *k != "plugin" && *k != "policy")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    tags.sort();
+    let base = base
+        .trim_start_matches("certgate_")
+        .trim_end_matches("_total");
+    Some(format!("{base}{{{}}}", tags.join(",")))
+}
+
 /// Counter deltas between two `/stats` snapshots, by short name (`allowed`,
-/// `reason.deny_rule`, ...), zero deltas left out.
+/// `reason.deny_rule`, `decisions{action=deny,mode=enforce,reason=deny_rule}`, ...), zero
+/// deltas left out.
 pub fn counter_deltas(
     before: &BTreeMap<String, u64>,
     after: &BTreeMap<String, u64>,
@@ -104,11 +129,15 @@ pub fn counter_deltas(
         if d == 0 {
             continue;
         }
-        let short = match name.rfind("certgate.") {
-            Some(i) => name.get(i + "certgate.".len()..).unwrap_or(name),
-            None => name,
+        let short = match labelled_short(name) {
+            Some(short) => short,
+            None => match name.rfind("certgate.") {
+                Some(i) => name.get(i + "certgate.".len()..).unwrap_or(name),
+                None => name,
+            }
+            .to_string(),
         };
-        *out.entry(short.to_string()).or_insert(0) += d;
+        *out.entry(short).or_insert(0) += d;
     }
     out
 }

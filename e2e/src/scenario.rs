@@ -98,7 +98,16 @@ impl Scenario {
             });
         }
         clusters.extend(extra_clusters);
-        let cfg = bootstrap(&run.pki, &specs, clusters, &dir.join("access.log"));
+        let mut cfg = bootstrap(&run.pki, &specs, clusters, &dir.join("access.log"));
+        // certgate's labelled stats, as an operator configures them: the tag extractors
+        // `certgate emit stats` prints (a run with Envoy only has no CLI and no filter).
+        if run.certgate.bin.is_file() {
+            if let (Some(cfg), Some(stats)) =
+                (cfg.as_object_mut(), run.certgate.emit_stats()?.as_object())
+            {
+                cfg.extend(stats.clone());
+            }
+        }
         let envoy = Envoy::start(&run.tools.envoy, &dir, &cfg).map_err(|e| anyhow!("{e}"))?;
         Ok(Scenario {
             envoy,

@@ -12,6 +12,7 @@ mod image;
 mod istio;
 mod network;
 mod oci;
+mod prometheus;
 mod proxies;
 mod revocation;
 mod server_first;

@@ -25,5 +25,6 @@
 pub mod config;
 pub mod json;
 pub mod lift;
+pub mod stats;
 
 pub use config::{Config, ConfigError, FeedConfig};

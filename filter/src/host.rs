@@ -32,6 +32,10 @@ pub trait Host {
     fn define_counter(&self, name: &str) -> Option<u32>;
     /// Adds one to a counter defined by [`Host::define_counter`].
     fn increment_counter(&self, id: u32);
+    /// Defines (or finds) a gauge; `None` if the host refused.
+    fn define_gauge(&self, name: &str) -> Option<u32>;
+    /// Sets a gauge defined by [`Host::define_gauge`].
+    fn set_gauge(&self, id: u32, value: u64);
     /// Closes the downstream connection of the current (or entered) context.
     fn close_downstream(&self);
     /// Resumes a downstream connection paused in `on_new_connection`.
@@ -104,6 +108,14 @@ impl Host for ProxyHost {
 
     fn increment_counter(&self, id: u32) {
         let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+    }
+
+    fn define_gauge(&self, name: &str) -> Option<u32> {
+        proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Gauge, name).ok()
+    }
+
+    fn set_gauge(&self, id: u32, value: u64) {
+        let _ = proxy_wasm::hostcalls::record_metric(id, value);
     }
 
     fn close_downstream(&self) {
@@ -240,6 +252,9 @@ pub mod fake {
         pub logs: RefCell<Vec<(Level, String)>>,
         pub counters: RefCell<BTreeMap<String, u64>>,
         counter_ids: RefCell<Vec<String>>,
+        /// Gauges by name, and their ids (the index).
+        pub gauges: RefCell<BTreeMap<String, u64>>,
+        gauge_ids: RefCell<Vec<String>>,
         pub closed: RefCell<Vec<u32>>,
         pub resumed: RefCell<Vec<u32>>,
         pub responses: RefCell<Vec<Response>>,
@@ -283,6 +298,22 @@ pub mod fake {
 
         pub fn counter(&self, name: &str) -> u64 {
             self.counters.borrow().get(name).copied().unwrap_or(0)
+        }
+
+        /// The sum of the labelled counters named `name` whose tags include every
+        /// `(tag, value)` of `tags` (`[("reason", "default_deny")]`).
+        pub fn labelled(&self, name: &str, tags: &[(&str, &str)]) -> u64 {
+            self.counters
+                .borrow()
+                .iter()
+                .filter(|(n, _)| {
+                    n.ends_with(&format!(";.;{name}"))
+                        && tags
+                            .iter()
+                            .all(|(t, v)| n.contains(&format!("{t}=.={v};.;")))
+                })
+                .map(|(_, c)| *c)
+                .sum()
         }
 
         pub fn audit(&self, ctx: u32) -> Option<String> {
@@ -351,6 +382,22 @@ pub mod fake {
         fn increment_counter(&self, id: u32) {
             let name = self.counter_ids.borrow()[id as usize].clone();
             *self.counters.borrow_mut().get_mut(&name).unwrap() += 1;
+        }
+        fn define_gauge(&self, name: &str) -> Option<u32> {
+            let mut ids = self.gauge_ids.borrow_mut();
+            let id = match ids.iter().position(|n| n == name) {
+                Some(i) => i,
+                None => {
+                    ids.push(name.to_owned());
+                    self.gauges.borrow_mut().insert(name.to_owned(), 0);
+                    ids.len() - 1
+                }
+            };
+            Some(id as u32)
+        }
+        fn set_gauge(&self, id: u32, value: u64) {
+            let name = self.gauge_ids.borrow()[id as usize].clone();
+            self.gauges.borrow_mut().insert(name, value);
         }
         fn close_downstream(&self) {
             self.closed.borrow_mut().push(self.current.get());

@@ -36,6 +36,9 @@ impl Shared {
         let metrics = Metrics::define(host);
         let decider = Decider::new(config.cert_cache_size, logging);
         let table = Tables::new(&mut config, host)?;
+        if let Some(active) = table.active() {
+            metrics.table_in_force(host, active.engine.table());
+        }
         Ok(Shared {
             connections: Connections::new(table.fed()),
             table,
@@ -71,6 +74,7 @@ impl Shared {
         if installed == Installed::New {
             Metrics::bump(host, self.metrics.feed_updates);
             if let Some(active) = self.table.active() {
+                self.metrics.table_in_force(host, active.engine.table());
                 self.connections
                     .close_denied(host, &active.engine, &self.metrics);
             }

@@ -10,7 +10,7 @@ use ruleset::{Action, AuditLog, Engine, Mode, OnStale, Table};
 
 use crate::config::{Config, ConfigError};
 use crate::host::{Host, Level};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Pair};
 use crate::peer;
 
 /// The two clocks, read together for one check.
@@ -121,7 +121,7 @@ impl Refusal {
         }
     }
 
-    pub fn counter(&self, m: &Metrics) -> Option<u32> {
+    pub fn counter(&self, m: &Metrics) -> Pair {
         match self {
             Refusal::Signature(_) => m.feed_rejected_signature,
             Refusal::Invalid(_) => m.feed_rejected_invalid,

@@ -529,7 +529,124 @@ fn every_counter_is_defined_at_configure() {
     ] {
         assert_eq!(counters.get(name), Some(&0), "{name}");
     }
-    assert_eq!(counters.len(), 12 + ruleset::Reason::ALL.len());
+    // The labelled feed counters (updates, errors, closed, six refusal reasons); the
+    // labelled decision counters come when a decision has their labels.
+    let labelled = counters
+        .keys()
+        .filter(|n| n.starts_with("plugin=.="))
+        .count();
+    assert_eq!(labelled, 9);
+    assert_eq!(counters.len(), 12 + ruleset::Reason::ALL.len() + labelled);
+}
+
+/// `certgate_decisions_total` with its labels in the name, as Envoy's tag extraction
+/// reads them (filter-config/src/stats.rs): one counter per label set met.
+#[test]
+fn decisions_are_counted_with_their_labels() {
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), ""));
+    for (ctx, name, digest) in [(2, WEB, "AA"), (3, EVIL, "BB"), (4, WEB, "AA")] {
+        e.connection(ctx, Some(&cert_pem(name)), digest);
+        let mut f = e.root.network_filter(ctx);
+        e.enter(ctx);
+        f.new_connection();
+        f.downstream_data();
+    }
+    let allow = "plugin=.=certgate;.;action=.=allow;.;reason=.=allow_rule;.;mode=.=enforce;.;policy=.=frontend;.;certgate_decisions_total";
+    let deny = "plugin=.=certgate;.;action=.=deny;.;reason=.=default_deny;.;mode=.=enforce;.;policy=.=;.;certgate_decisions_total";
+    assert_eq!(e.host.counter(allow), 2);
+    assert_eq!(e.host.counter(deny), 1);
+    let defined = e
+        .host
+        .counters
+        .borrow()
+        .keys()
+        .filter(|n| n.ends_with(";.;certgate_decisions_total"))
+        .count();
+    assert_eq!(defined, 2, "only the label sets met are defined");
+    assert_eq!(
+        e.host
+            .labelled("certgate_decisions_total", &[("action", "deny")]),
+        1
+    );
+}
+
+#[test]
+fn audit_mode_is_a_label_and_the_plugin_name_tells_two_plugins_apart() {
+    let host = Rc::new(FakeHost::default());
+    let config = config_json(&table(Mode::Audit, AuditLog::Deny), "");
+    *host.config.borrow_mut() = Some(config.as_bytes().to_vec());
+    host.set(0, "plugin_root_id", "certgate");
+    host.set(0, "plugin_name", "payments gw");
+    host.now.set(WALL_START);
+    host.mono.set(1_000_000_000);
+    let mut root = Root::new(host.clone());
+    assert!(root.configure(config.len()));
+    let e = Env { host, root };
+    e.connection(2, Some(&cert_pem(EVIL)), "BB");
+    let mut f = e.root.network_filter(2);
+    e.enter(2);
+    f.new_connection();
+    f.downstream_data();
+    // The space cannot end up in a label: it becomes `_`.
+    assert_eq!(
+        e.host.counter("plugin=.=payments_gw;.;action=.=deny;.;reason=.=default_deny;.;mode=.=audit;.;policy=.=;.;certgate_decisions_total"),
+        1
+    );
+    assert_eq!(
+        e.host
+            .counter("plugin=.=payments_gw;.;certgate_feed_errors_total"),
+        0
+    );
+}
+
+#[test]
+fn the_policy_label_is_capped() {
+    use crate::metrics::{Metrics, MAX_POLICY_LABELS, OTHER_POLICY};
+    let host = FakeHost::default();
+    let metrics = Metrics::define(&host);
+    let names: Vec<String> = (0..MAX_POLICY_LABELS + 8)
+        .map(|i| format!("p{i}"))
+        .collect();
+    for name in names.iter().chain(names.iter()) {
+        let decision = ruleset::Decision {
+            action: Act::Deny,
+            reason: ruleset::Reason::DenyRule,
+            rule: Some("r"),
+            policy: Some(name),
+            mode: Mode::Enforce,
+            identity: None,
+        };
+        metrics.count(&host, &decision);
+    }
+    let counters = host.counters.borrow();
+    let series: Vec<_> = counters
+        .iter()
+        .filter(|(n, _)| n.ends_with(";.;certgate_decisions_total"))
+        .collect();
+    assert_eq!(series.len(), MAX_POLICY_LABELS + 1);
+    let other = format!("policy=.={OTHER_POLICY};.;");
+    let (_, count) = series.iter().find(|(n, _)| n.contains(&other)).unwrap();
+    assert_eq!(**count, 16, "8 names past the cap, twice each");
+    assert_eq!(
+        host.labelled("certgate_decisions_total", &[("policy", "p0")]),
+        2
+    );
+}
+
+#[test]
+fn the_table_gauges_show_issue_and_expiry() {
+    let mut t = table(Mode::Enforce, AuditLog::Deny);
+    t.expires_at_ms = Some(ISSUED_MS + 86_400_000);
+    let e = env(&config_json(&t, ""));
+    let gauges = e.host.gauges.borrow();
+    assert_eq!(
+        gauges.get("plugin=.=certgate;.;certgate_table_issued_timestamp_seconds"),
+        Some(&(ISSUED_MS / 1000))
+    );
+    assert_eq!(
+        gauges.get("plugin=.=certgate;.;certgate_table_expiry_timestamp_seconds"),
+        Some(&(ISSUED_MS / 1000 + 86_400))
+    );
 }
 
 #[test]
@@ -1076,6 +1193,13 @@ fn fed_tables_are_refused_unless_signed_newer_same_lineage_fresh_and_no_looser()
                 e.host.counter(&format!("certgate.feed_rejected_{k}")),
                 want.get(k).copied().unwrap_or(0),
                 "after case {i} ({kind}): {k}"
+            );
+            assert_eq!(
+                e.host.counter(&format!(
+                    "plugin=.=certgate;.;reason=.={k};.;certgate_feed_refusals_total"
+                )),
+                want.get(k).copied().unwrap_or(0),
+                "labelled, after case {i} ({kind}): {k}"
             );
         }
     }

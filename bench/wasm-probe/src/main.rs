@@ -58,6 +58,10 @@ impl Host for ProbeHost {
         None
     }
     fn increment_counter(&self, _: u32) {}
+    fn define_gauge(&self, _: &str) -> Option<u32> {
+        None
+    }
+    fn set_gauge(&self, _: u32, _: u64) {}
     fn close_downstream(&self) {}
     fn resume_downstream(&self) {}
     fn enter_context(&self, _: u32) -> bool {

@@ -21,7 +21,7 @@ pub const MAX_PLUGIN_CONFIG_BYTES: usize = 1_000_000;
 #[command(
     about = "Print the Envoy filter entry or Istio WasmPlugin that carries a table",
     after_help = "Examples:\n  certgate emit envoy --table table.cgt\n  certgate emit envoy --table table.cgt --http --format json\n  \
-certgate emit istio --table table.cgt --name certgate --namespace payments --selector app=payments --url oci://registry.example/certgate-filter:0.1.0"
+certgate emit stats\n  certgate emit istio --table table.cgt --name certgate --namespace payments --selector app=payments --url oci://registry.example/certgate-filter:0.1.0"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -69,6 +69,24 @@ certgate emit istio --name certgate --namespace payments --url oci://registry.ex
 --feed-public-key signing.key.pub --feed-lineage payments"
     )]
     Istio(Box<IstioArgs>),
+    /// Envoy's bootstrap `stats_config` that turns certgate's stat names into Prometheus labels
+    #[command(
+        after_help = "certgate's counters carry their labels (plugin, action, reason, \
+mode, policy) in the stat name, as Istio's stats do (`reason=.=default_deny;.;`). Merge the printed \
+`stats_config` into the Envoy bootstrap; `/stats/prometheus` then shows \
+`certgate_decisions_total{plugin=\"certgate\",action=\"deny\",reason=\"default_deny\",...}`. \
+In Istio, list the same tags in `meshConfig.defaultConfig.extraStatTags` instead (docs/filter.md).\n\n\
+Exit codes: 0 printed, 2 usage error.\n\n\
+Examples:\n  certgate emit stats\n  certgate emit stats --format json"
+    )]
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatsArgs {
+    /// Output syntax
+    #[arg(long, value_enum, default_value_t = Syntax::Yaml)]
+    format: Syntax,
 }
 
 /// Output syntax.
@@ -152,6 +170,9 @@ struct EnvoyArgs {
     /// Decide before the upstream connection is opened (server-speaks-first protocols)
     #[arg(long)]
     server_first: bool,
+    /// The plugin's name: the `plugin` label of its metrics (give two certgate filters in one Envoy different names)
+    #[arg(long, value_name = "NAME", default_value = "certgate")]
+    plugin_name: String,
 }
 
 /// Which of a pod's listeners Istio gives the plugin (`match[].mode`).
@@ -392,7 +413,23 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     match args.target {
         Target::Envoy(a) => envoy(&a),
         Target::Istio(a) => istio(&a),
+        Target::Stats(a) => {
+            print(&stats_config(), a.format);
+            Ok(EXIT_OK)
+        }
     }
+}
+
+/// The bootstrap's `stats_config`: one tag extractor per label certgate writes.
+fn stats_config() -> Y {
+    let tags = filter_config::stats::stats_tags()
+        .into_iter()
+        .map(|(tag, regex)| map(vec![("tag_name", s(tag)), ("regex", s(regex))]))
+        .collect();
+    map(vec![(
+        "stats_config",
+        map(vec![("stats_tags", Y::List(tags))]),
+    )])
 }
 
 fn envoy(a: &EnvoyArgs) -> anyhow::Result<u8> {
@@ -412,7 +449,8 @@ fn envoy(a: &EnvoyArgs) -> anyhow::Result<u8> {
                 (
                     "config",
                     map(vec![
-                        ("name", s("certgate")),
+                        // The `plugin` label of the filter's metrics.
+                        ("name", s(a.plugin_name.clone())),
                         // The filter picks its front end by root id (docs/filter.md).
                         (
                             "root_id",

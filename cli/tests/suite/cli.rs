@@ -598,6 +598,55 @@ fn emit_envoy_carries_the_table() {
 /// load (its `certCacheSize` maximum is 65536), so the proxy failed closed on every
 /// connection. Emit now refuses it up front and prints nothing.
 #[test]
+fn emit_stats_prints_one_tag_extractor_per_label() {
+    let run = certgate(&["emit", "stats", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = json(&run.stdout);
+    let tags = v["stats_config"]["stats_tags"].as_array().unwrap();
+    let names: Vec<&str> = tags
+        .iter()
+        .map(|t| t["tag_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["plugin", "action", "reason", "mode", "policy"]);
+    // Istio's convention: the first group is cut from the name, the second is the value.
+    assert_eq!(tags[2]["regex"], "(reason=\\.=(.*?);\\.;)");
+    let yaml = certgate(&["emit", "stats"]);
+    assert_eq!(yaml.code, 0, "{}", yaml.stderr);
+    assert!(
+        yaml.stdout.starts_with("stats_config:\n  stats_tags:"),
+        "{}",
+        yaml.stdout
+    );
+}
+
+#[test]
+fn emit_envoy_names_the_plugin_for_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = compile_example("zero-trust", dir.path());
+    let table = t.to_str().unwrap();
+    let named = certgate(&[
+        "emit",
+        "envoy",
+        "--table",
+        table,
+        "--format",
+        "json",
+        "--plugin-name",
+        "edge",
+    ]);
+    assert_eq!(named.code, 0, "{}", named.stderr);
+    assert_eq!(
+        json(&named.stdout)["typed_config"]["config"]["name"],
+        "edge"
+    );
+    let default = certgate(&["emit", "envoy", "--table", table, "--format", "json"]);
+    assert_eq!(
+        json(&default.stdout)["typed_config"]["config"]["name"],
+        "certgate"
+    );
+}
+
+#[test]
 fn emit_refuses_a_cert_cache_the_filter_would_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let t = compile_example("zero-trust", dir.path());
