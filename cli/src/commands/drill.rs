@@ -273,11 +273,10 @@ struct Verdict {
 
 impl Verdict {
     fn exit_code(&self) -> u8 {
-        let target_ok = match (self.admitted_before, self.admitted_after) {
-            (None, _) => true,
-            (Some(true), Some(false)) => true,
-            _ => false,
-        };
+        let target_ok = matches!(
+            (self.admitted_before, self.admitted_after),
+            (None, _) | (Some(true), Some(false))
+        );
         if self.converged && target_ok {
             EXIT_OK
         } else {
