@@ -411,11 +411,13 @@ impl Shared {
         // Taken before the table is read: a table published from here on wakes the poll.
         let mut ticket = self.tables.ticket();
         let served = self.served();
-        self.pollers.polled(
-            status::poller_id(request.headers(), peer),
-            status::held_etag(request.headers(), served.as_ref()),
-            now_ms(),
-        );
+        if status::is_poller(request.headers()) {
+            self.pollers.polled(
+                status::poller_id(request.headers(), peer),
+                status::held_etag(request.headers(), served.as_ref()),
+                now_ms(),
+            );
+        }
         let mut response = http::respond(&request, served.as_ref(), path, now_ms(), &self.metrics);
         let Some(wait) = wait::preferred_wait(request.headers()) else {
             return response;

@@ -2,7 +2,8 @@
 //! can tell how many proxies enforce the newest table and since when.
 //!
 //! A poller is named by the `X-Certgate-Poller` header the filter sends
-//! (`<plugin>/<worker>`), or else by its client address and port. What it holds is the
+//! (`<plugin>/<worker>`), or else by its client address and port; a request that sends
+//! neither that header nor `If-None-Match` is a one-off fetch, not tracked. What it holds is the
 //! `If-None-Match` of its poll: a poller that names the table served holds the newest
 //! table. Entries expire [`POLLER_TTL`] after their last poll (longer than the longest
 //! long-poll, so a held poller never looks gone), and the map holds at most
@@ -69,6 +70,13 @@ struct Inner {
 /// The pollers seen recently and the newest table, shared by every connection.
 #[derive(Debug, Default)]
 pub struct Pollers(Mutex<Inner>);
+
+/// Whether a request of the table is a poller's: it names itself or the table it holds.
+/// A one-off fetch (`curl` of the table) is neither, and is not tracked: it would count
+/// as a poller behind for [`POLLER_TTL`] and hold a drill's convergence up.
+pub fn is_poller(headers: &HeaderMap) -> bool {
+    headers.contains_key(POLLER_HEADER) || headers.contains_key(IF_NONE_MATCH)
+}
 
 /// The poller's name: its header, or its address.
 pub fn poller_id(headers: &HeaderMap, peer: SocketAddr) -> String {
@@ -322,6 +330,13 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_one_off_fetch_is_no_poller() {
+        assert!(!is_poller(&headers(&[])));
+        assert!(is_poller(&headers(&[(POLLER_HEADER, "p/1")])));
+        assert!(is_poller(&headers(&[(IF_NONE_MATCH.as_str(), "\"a\"")])));
     }
 
     #[test]

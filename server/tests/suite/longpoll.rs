@@ -85,8 +85,10 @@ fn held_polls_are_answered_together_when_a_newer_table_lands() {
     let status: serde_json::Value =
         serde_json::from_slice(&get(server.addr, "/status", None).body).unwrap();
     // The held pollers, named by their header, hold the old table; the test's own
-    // probes (named by address, holding none) are pollers too, behind as well.
+    // one-off fetches (no header, no `If-None-Match`) are not pollers.
     assert_eq!(status["pollers"]["newest"], 0);
+    assert_eq!(status["pollers"]["total"], HELD_POLLS);
+    assert_eq!(status["pollers"]["behind"], HELD_POLLS);
     assert_eq!(status["newest"]["etag"], etag(&server));
     assert_eq!(status["tables"][0]["etag"], old.as_str());
     assert_eq!(status["tables"][0]["pollers"], HELD_POLLS);
