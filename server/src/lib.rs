@@ -76,6 +76,10 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// pollers reconnecting at once after a restart must not be refused while the server
 /// catches up. The kernel caps it at `net.core.somaxconn`.
 pub const LISTEN_BACKLOG: i32 = 4096;
+/// The directory scan's period while long polls are held, when `--poll-ms` is longer:
+/// a held poll waits for exactly the table a scan would find, and a scan of unchanged
+/// files costs one `stat` each (no inotify, which misses ConfigMap link swaps).
+pub const QUICK_RESCAN: Duration = Duration::from_millis(100);
 /// Worker threads of the runtime: the feed answers mostly `304`s, two cores suffice.
 pub const WORKER_THREADS: usize = 2;
 
@@ -282,8 +286,14 @@ impl Server {
                 .name("certgate-scan".into())
                 .spawn(move || {
                     let etag = |c: &Current| c.read().ok().and_then(|s| s.clone());
+                    let mut scanned = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(poll);
+                        // Wakes every QUICK_RESCAN so a poll held meanwhile is seen.
+                        std::thread::sleep(poll.min(QUICK_RESCAN));
+                        if tables.held() == 0 && scanned.elapsed() < poll {
+                            continue;
+                        }
+                        scanned = Instant::now();
                         let before = etag(&current).map(|s| s.etag);
                         scanner.scan(&current);
                         if let Some(now) =

@@ -31,7 +31,7 @@ each poller holds (JSON: the newest table, pollers by table, pollers behind).\n\
 Long-poll: a poll of PATH whose If-None-Match names the table served and that sends `Prefer: \
 wait=N` (N at most 60) is held until a newer table is served (200) or N seconds pass (304, with \
 `Preference-Applied: wait=N`); held polls are not cut by --header-timeout-ms and are answered \
-at once on shutdown.\n\n\
+at once on shutdown; while any is held, DIR is re-scanned every 100 ms (or --poll-ms if shorter).\n\n\
 Limits: at most --max-connections connections are served at once (one more is accepted and closed \
 at once); a request head must arrive whole within --header-timeout-ms of the connection's start \
 or of the previous response (this also closes idle keep-alive connections); a response the \

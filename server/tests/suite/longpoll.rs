@@ -119,6 +119,50 @@ fn held_polls_are_answered_together_when_a_newer_table_lands() {
 }
 
 #[test]
+fn while_polls_are_held_the_directory_is_rescanned_quickly() {
+    // A scan interval far above the deadline: only the quick rescan can meet it.
+    const SLOW_SCAN: Duration = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let issued = now_ms();
+    std::fs::write(dir.path().join("a.cgt"), table(issued, None, 1)).unwrap();
+    let server = certgate_server::Server::bind(certgate_server::Config {
+        dir: dir.path().to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        path: "/table.cgt".into(),
+        poll: SLOW_SCAN,
+        limits: Limits::default(),
+    })
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let shutdown = server.shutdown_handle();
+    let running = std::thread::spawn(move || server.run());
+    let current = get(addr, "/table.cgt", None)
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let held = std::thread::spawn(move || {
+        poll(
+            addr,
+            &format!("if-none-match: {current}\r\nprefer: wait=60\r\n"),
+        )
+    });
+    super::common::wait_for("the poll to be held", ANSWER_DEADLINE, || {
+        String::from_utf8(get(addr, "/metrics", None).body)
+            .unwrap()
+            .contains("certgate_feed_polls_held 1\n")
+    });
+    let newer = table(issued + 1, None, 2);
+    std::fs::write(dir.path().join("b.cgt"), &newer).unwrap();
+    let landed = Instant::now();
+    let reply = held.join().unwrap();
+    assert_eq!((reply.status, reply.body), (200, newer));
+    assert!(landed.elapsed() < ANSWER_DEADLINE, "{:?}", landed.elapsed());
+    assert!(landed.elapsed() < SLOW_SCAN);
+    shutdown.trigger();
+    running.join().unwrap().unwrap();
+}
+
+#[test]
 fn a_held_poll_ends_after_its_wait_with_304_and_the_wait_is_capped() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.cgt"), table(now_ms(), None, 1)).unwrap();
