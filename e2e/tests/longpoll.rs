@@ -3,7 +3,7 @@
 //! the feed directory is enforced within a second (the held poll is answered the moment
 //! `certgate serve` notices the file), and the open connection of the revoked
 //! certificate is closed. Then `certgate drill` revokes a canary through the same feed,
-//! reports that every poller (each Envoy worker) converged, and that the canary, admitted
+//! reports that every poller (each of Envoy's VMs: the worker's and the main thread's) converged, and that the canary, admitted
 //! before, is refused.
 
 use std::io::{Read, Write};
