@@ -14,22 +14,31 @@ const HELD_POLLS: usize = 50;
 
 /// One poll on a fresh connection with the extra header lines `extra`, read to the end.
 fn poll(addr: SocketAddr, extra: &str) -> Reply {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    try_poll(addr, extra).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`poll`], or why it got no answer (a connection closed or reset by the limit).
+fn try_poll(addr: SocketAddr, extra: &str) -> Result<Reply, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     write!(
         s,
         "GET /table.cgt HTTP/1.1\r\nhost: feed\r\n{extra}connection: close\r\n\r\n"
     )
-    .unwrap();
+    .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the response");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read the response: {e}"))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no response head")?;
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    Reply {
+    Ok(Reply {
         status: head.split_whitespace().nth(1).unwrap().parse().unwrap(),
         head,
         body: raw[split + 4..].to_vec(),
-    }
+    })
 }
 
 fn etag(server: &Running) -> String {
@@ -211,4 +220,66 @@ fn shutdown_answers_held_polls_at_once() {
     let took = server.stop();
     assert!(took < ANSWER_DEADLINE, "shutdown took {took:?}");
     assert_eq!(held.join().unwrap().status, 304);
+}
+
+/// The adversary holding polls: held polls are connections like any other, so the
+/// connection limit bounds them, and a connection beyond it is closed at once.
+#[test]
+fn held_polls_are_bounded_by_the_connection_limit() {
+    const LIMIT: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let issued = now_ms();
+    std::fs::write(dir.path().join("a.cgt"), table(issued, None, 1)).unwrap();
+    let server = Running::start(
+        dir.path(),
+        Limits {
+            max_connections: LIMIT,
+            ..Limits::default()
+        },
+    );
+    let current = etag(&server);
+    let held: Vec<_> = (0..LIMIT)
+        .map(|_| {
+            let addr = server.addr;
+            let extra = format!("if-none-match: {current}\r\nprefer: wait=60\r\n");
+            // A poll that lost its slot to one of the test's probes tries again.
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                loop {
+                    match try_poll(addr, &extra) {
+                        Ok(r) => return r,
+                        Err(_) if start.elapsed() < ANSWER_DEADLINE => {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    // Every probe is a connection of its own: the limit is full of held polls once a
+    // probe is closed without an answer.
+    super::common::wait_for("the limit to fill with held polls", ANSWER_DEADLINE, || {
+        let mut extra = TcpStream::connect(server.addr).unwrap();
+        extra.set_read_timeout(Some(ANSWER_DEADLINE)).unwrap();
+        let _ = extra.write_all(b"GET /metrics HTTP/1.1\r\nhost: f\r\n\r\n");
+        let mut buf = [0u8; 64];
+        match extra.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    });
+    // A newer table answers every held poll; the server serves again afterwards.
+    let newer = table(issued + 1, None, 2);
+    std::fs::write(dir.path().join("b.cgt"), &newer).unwrap();
+    for h in held {
+        let r = h.join().unwrap();
+        assert_eq!((r.status, r.body), (200, newer.clone()));
+    }
+    super::common::wait_for("a poll after the held ones", ANSWER_DEADLINE, || {
+        std::panic::catch_unwind(|| get(server.addr, "/table.cgt", None).status == 200)
+            .unwrap_or(false)
+    });
+    assert!(server.metric("certgate_feed_connections_closed_early_total{reason=\"limit\"}") >= 1.0);
 }
