@@ -10,6 +10,7 @@ mod feed_memory;
 mod http;
 mod image;
 mod istio;
+mod longpoll;
 mod network;
 mod oci;
 mod prometheus;

@@ -66,8 +66,12 @@ pub struct FeedConfig {
     pub interval_millis: u64,
     /// Time without a good fetch after which the table's `onStale` decides, in milliseconds.
     pub max_stale_millis: u64,
-    /// Timeout of one poll, in milliseconds.
+    /// Timeout of one poll, in milliseconds (a long poll's timeout is this plus its wait).
     pub timeout_millis: u64,
+    /// Long-poll (`feed.longPoll`): each poll asks the server to hold it this long
+    /// (`Prefer: wait=N`, whole seconds) until a newer table is served, and the next poll
+    /// follows the answer at once; `None`: regular polls every `interval`.
+    pub long_poll_millis: Option<u64>,
     /// Ed25519 keys a fed table must be signed with (any one; several for rotation).
     pub public_keys: Vec<[u8; 32]>,
     /// The policy names a fed table must carry, in order (`None`: those of the inline
@@ -85,6 +89,8 @@ pub const MIN_FEED_INTERVAL_MILLIS: u64 = 100;
 pub const MAX_FEED_DURATION_MILLIS: u64 = 86_400_000;
 /// Default `feed.timeout`.
 pub const DEFAULT_FEED_TIMEOUT_MILLIS: u64 = 5_000;
+/// Longest accepted `feed.longPoll`: what `certgate serve` holds a poll at most.
+pub const MAX_LONG_POLL_MILLIS: u64 = 60_000;
 
 /// Why a configuration was refused; `Display` is the log line's detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,6 +309,7 @@ fn parse_feed(value: &Value) -> Result<FeedConfig, ConfigError> {
     let mut interval = None;
     let mut max_stale = None;
     let mut timeout = None;
+    let mut long_poll = None;
     let mut public_keys = Vec::new();
     let mut lineage = None;
     let mut allow_unsigned = false;
@@ -346,6 +353,15 @@ fn parse_feed(value: &Value) -> Result<FeedConfig, ConfigError> {
                 let s = string(value, "feed.timeout", DURATION)?;
                 timeout = Some(parse_duration("feed.timeout", s)?);
             }
+            "longPoll" => {
+                let s = string(value, "feed.longPoll", DURATION)?;
+                let ms = parse_duration("feed.longPoll", s)?;
+                // `Prefer: wait=N` counts whole seconds.
+                if ms > MAX_LONG_POLL_MILLIS || ms.checked_rem(1_000) != Some(0) {
+                    return Err(bad("feed.longPoll", s));
+                }
+                long_poll = Some(ms);
+            }
             "publicKeys" => {
                 for k in strings(value, "feed.publicKeys", "a list of `ed25519:BASE64` keys")? {
                     public_keys.push(
@@ -388,6 +404,20 @@ fn parse_feed(value: &Value) -> Result<FeedConfig, ConfigError> {
             value: format!("{max_stale_millis}ms (at least `feed.interval`)"),
         });
     }
+    let timeout_millis = timeout.unwrap_or(DEFAULT_FEED_TIMEOUT_MILLIS);
+    if let Some(wait) = long_poll {
+        // A held poll confirms the table only when it is answered: a table may not go
+        // stale while its poll is legitimately held.
+        if max_stale_millis < wait.saturating_add(timeout_millis) {
+            return Err(ConfigError::BadValue {
+                key: "feed.maxStale",
+                value: format!(
+                    "{max_stale_millis}ms (at least `feed.longPoll` + `feed.timeout`, {}ms)",
+                    wait.saturating_add(timeout_millis)
+                ),
+            });
+        }
+    }
     if public_keys.is_empty() && !allow_unsigned {
         return Err(missing("feed.publicKeys"));
     }
@@ -401,7 +431,8 @@ fn parse_feed(value: &Value) -> Result<FeedConfig, ConfigError> {
         path: path.ok_or_else(|| missing("feed.path"))?,
         interval_millis,
         max_stale_millis,
-        timeout_millis: timeout.unwrap_or(DEFAULT_FEED_TIMEOUT_MILLIS),
+        timeout_millis,
+        long_poll_millis: long_poll,
     })
 }
 
@@ -469,6 +500,9 @@ impl FeedConfig {
                 "timeout",
                 Value::String(format_duration(self.timeout_millis)),
             ));
+        }
+        if let Some(wait) = self.long_poll_millis {
+            m.push(("longPoll", Value::String(format_duration(wait))));
         }
         if !self.public_keys.is_empty() {
             let keys = self.public_keys.iter().map(ruleset::signature::key_id);
@@ -809,7 +843,10 @@ mod tests {
             millis(1),
             proptest::collection::vec(any::<[u8; 32]>(), 0..3),
             proptest::option::of(proptest::collection::vec(text, 1..4)),
-            any::<(bool, bool)>(),
+            (
+                any::<(bool, bool)>(),
+                proptest::option::of((1..=60u64).prop_map(|s| s * 1_000)),
+            ),
         )
             .prop_map(
                 |(
@@ -818,7 +855,7 @@ mod tests {
                     timeout,
                     keys,
                     lineage,
-                    (unsigned, loosening),
+                    ((unsigned, loosening), long_poll),
                 )| FeedConfig {
                     authority: authority.unwrap_or_else(|| cluster.clone()),
                     cluster,
@@ -826,6 +863,8 @@ mod tests {
                     interval_millis: interval,
                     max_stale_millis: max_stale,
                     timeout_millis: timeout,
+                    long_poll_millis: long_poll
+                        .filter(|wait| max_stale >= wait.saturating_add(timeout)),
                     allow_unsigned: unsigned || keys.is_empty(),
                     public_keys: keys,
                     lineage,
@@ -890,6 +929,7 @@ mod tests {
             interval_millis: 5_000,
             max_stale_millis: 600_000,
             timeout_millis: 1_500,
+            long_poll_millis: Some(30_000),
             public_keys: vec![[1; 32]],
             lineage: Some(vec!["a".into(), "b\"".into()]),
             allow_unsigned: false,
@@ -897,7 +937,7 @@ mod tests {
         });
         assert_eq!(
             c.serialise(),
-            r#"{"table":"AAEC","feed":{"cluster":"certgate-feed","path":"/table.cgt","interval":"5s","maxStale":"10m","authority":"feed.example:8080","timeout":"1500ms","publicKeys":["ed25519:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="],"lineage":["a","b\""],"allowLoosening":true},"mode":"audit","audit":{"log":"deny"},"serverFirst":true,"certCacheSize":16,"logAllDecisions":true}"#
+            r#"{"table":"AAEC","feed":{"cluster":"certgate-feed","path":"/table.cgt","interval":"5s","maxStale":"10m","authority":"feed.example:8080","timeout":"1500ms","longPoll":"30s","publicKeys":["ed25519:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="],"lineage":["a","b\""],"allowLoosening":true},"mode":"audit","audit":{"log":"deny"},"serverFirst":true,"certCacheSize":16,"logAllDecisions":true}"#
         );
         // Defaults are left out; a feed without a table keeps `table` only when the
         // lineage must come from it.
@@ -997,6 +1037,18 @@ mod tests {
             (
                 br#"{"feed":{"cluster":"f","path":"/t","interval":5,"maxStale":"1m"}}"#,
                 "must be a duration string",
+            ),
+            (
+                br#"{"feed":{"cluster":"f","path":"/t","interval":"1s","maxStale":"5m","longPoll":"61s"}}"#,
+                "invalid value `61s` for `feed.longPoll`",
+            ),
+            (
+                br#"{"feed":{"cluster":"f","path":"/t","interval":"1s","maxStale":"5m","longPoll":"1500ms"}}"#,
+                "invalid value `1500ms` for `feed.longPoll`",
+            ),
+            (
+                br#"{"feed":{"cluster":"f","path":"/t","interval":"1s","maxStale":"30s","longPoll":"30s"}}"#,
+                "at least `feed.longPoll` + `feed.timeout`, 35000ms",
             ),
             (
                 br#"{"feed":{"cluster":"f","path":"/t","interval":"0s","maxStale":"1m"}}"#,

@@ -78,7 +78,13 @@ impl Root {
         };
         let loaded = Config::read(size, |start, max| host.plugin_configuration(start, max))
             .and_then(|config| {
-                let feed = config.feed.clone().map(Feed::new);
+                // Worker VMs share their context ids; the moment each was configured
+                // tells them apart (the jitter's seed and the poller's name).
+                let seed = host.now_nanos() ^ host.monotonic_nanos().rotate_left(32);
+                let plugin = peer::string_property(host, &["plugin_name"])
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "certgate".to_owned());
+                let feed = config.feed.clone().map(|f| Feed::new(f, seed, &plugin));
                 Shared::new(config, host).map(|s| (s, feed))
             });
         match loaded {

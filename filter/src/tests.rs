@@ -1617,3 +1617,197 @@ fn without_the_pem_attribute_a_certificate_table_denies_as_unavailable_and_says_
     assert_eq!(first_data(&e, 4), Action::Pause);
     assert_eq!(e.host.counter("certgate.reason.no_peer_cert"), 1);
 }
+
+// ---- long-poll and jitter ----
+
+impl Env {
+    /// Delivers the answer to the latest feed call at monotonic `nanos`, with `headers`.
+    fn answer_at(&mut self, nanos: u64, status: &str, headers: &[(&str, &str)], body: &[u8]) {
+        self.host.mono.set(nanos);
+        self.host.now.set(WALL_START + nanos);
+        let token = self.host.calls.borrow().len() as u32;
+        let mut all = vec![(":status".to_string(), status.as_bytes().to_vec())];
+        all.extend(
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())),
+        );
+        let n = all.len();
+        *self.host.response_headers.borrow_mut() = all;
+        *self.host.response_body.borrow_mut() = Some(body.to_vec());
+        self.enter(0);
+        self.root.http_call_response(token, n, body.len());
+    }
+
+    fn header_of(&self, call: usize, name: &str) -> Option<String> {
+        self.call_headers(call)
+            .into_iter()
+            .find_map(|(k, v)| (k == name).then_some(v))
+    }
+
+    fn call_count(&self) -> usize {
+        self.host.calls.borrow().len()
+    }
+}
+
+fn long_poll_feed() -> String {
+    feed_json(r#","longPoll":"30s","maxStale":"2m""#).replace(r#""maxStale":"20s","#, "")
+}
+
+#[test]
+fn a_long_poll_is_held_by_the_server_and_followed_by_the_next_at_once() {
+    let mut e = env(&config_json(
+        &table(Mode::Enforce, AuditLog::Deny),
+        &long_poll_feed(),
+    ));
+    e.tick_at(2 * SECOND);
+    assert_eq!(e.call_count(), 1);
+    // The first poll names no table: nothing to hold it for.
+    assert_eq!(e.header_of(0, "prefer"), None);
+    // The call's timeout is above the wait.
+    assert_eq!(e.host.calls.borrow()[0].2, 35_000);
+    let poller = e.header_of(0, "x-certgate-poller").expect("poller header");
+    assert!(poller.starts_with("certgate/"), "{poller}");
+    e.answer_at(
+        2 * SECOND,
+        "200",
+        &[("etag", "\"v1\"")],
+        &signed(&table(Mode::Enforce, AuditLog::Deny)),
+    );
+    // Followed at the next tick (every 100 ms), naming the table and asking to be held.
+    assert_eq!(e.host.tick_millis.get(), Some(100));
+    assert_eq!(e.call_count(), 1);
+    e.tick_at(2 * SECOND + 100_000_000);
+    assert_eq!(e.call_count(), 2);
+    assert_eq!(e.header_of(1, "if-none-match").as_deref(), Some("\"v1\""));
+    assert_eq!(e.header_of(1, "prefer").as_deref(), Some("wait=30"));
+    assert_eq!(e.header_of(1, "x-certgate-poller"), Some(poller.clone()));
+    // Held 30 s, then 304: confirmed, and the next poll at once.
+    e.answer_at(
+        32 * SECOND,
+        "304",
+        &[("preference-applied", "wait=30")],
+        b"",
+    );
+    e.tick_at(32 * SECOND + 100_000_000);
+    assert_eq!(e.call_count(), 3);
+    assert_eq!(e.host.counter("certgate.feed_errors"), 0);
+    // A newer table while held: installed and followed at once with its ETag.
+    let (_open, _) = e.admit_network(2, WEB);
+    e.answer_at(
+        33 * SECOND,
+        "200",
+        &[("etag", "\"v2\"")],
+        &signed(&deny_all()),
+    );
+    assert_eq!(e.host.counter("certgate.feed_updates"), 1);
+    assert_eq!(*e.host.closed.borrow(), vec![2]);
+    e.tick_at(33 * SECOND + 100_000_000);
+    assert_eq!(e.call_count(), 4);
+    assert_eq!(e.header_of(3, "if-none-match").as_deref(), Some("\"v2\""));
+    // No tick polls while the long poll is in flight, well past the interval.
+    e.tick_at(50 * SECOND);
+    assert_eq!(e.call_count(), 4);
+}
+
+#[test]
+fn a_long_poll_that_fails_is_refused_or_not_held_backs_off_to_the_interval() {
+    let mut e = env(&config_json(
+        &table(Mode::Enforce, AuditLog::Deny),
+        &long_poll_feed(),
+    ));
+    e.tick_at(2 * SECOND);
+    e.answer_at(
+        2 * SECOND,
+        "200",
+        &[("etag", "\"v1\"")],
+        &signed(&table(Mode::Enforce, AuditLog::Deny)),
+    );
+    e.tick_at(2 * SECOND + 100_000_000);
+    assert_eq!(e.call_count(), 2);
+    // A server without long-poll answers 304 at once: no hot loop.
+    e.answer_at(2 * SECOND + 101_000_000, "304", &[], b"");
+    assert_eq!(e.call_count(), 2);
+    e.tick_at(2 * SECOND + 900_000_000);
+    assert_eq!(e.call_count(), 2);
+    e.tick_at(3 * SECOND + 100_000_000);
+    assert_eq!(e.call_count(), 3);
+    // A failed long poll (reset) waits the interval too.
+    e.answer_at(4 * SECOND, "503", &[], b"");
+    assert_eq!(e.host.counter("certgate.feed_errors"), 1);
+    assert_eq!(e.call_count(), 3);
+    e.tick_at(5 * SECOND);
+    assert_eq!(e.call_count(), 4);
+    // A refused (forged) table would come straight back: the interval again.
+    e.answer_at(
+        5 * SECOND,
+        "200",
+        &[("etag", "\"forged\"")],
+        &signed_by(&deny_all(), FORGER),
+    );
+    assert_eq!(e.host.counter("certgate.feed_rejected_signature"), 1);
+    assert_eq!(e.call_count(), 4);
+    e.tick_at(6 * SECOND + 1);
+    assert_eq!(e.call_count(), 5);
+    assert_eq!(e.header_of(4, "if-none-match").as_deref(), Some("\"v1\""));
+}
+
+#[test]
+fn regular_polls_are_jittered_per_worker_and_never_later_than_the_interval() {
+    // Two workers configured a moment apart poll at different times, each within the
+    // interval; one worker's schedule is the same in every run.
+    let schedule = |configured_at: u64| {
+        let cfg = config_json(
+            &table(Mode::Enforce, AuditLog::Deny),
+            &feed_json(r#","interval":"10s""#).replace(r#""interval":"1s","#, ""),
+        );
+        let host = Rc::new(FakeHost::default());
+        *host.config.borrow_mut() = Some(cfg.as_bytes().to_vec());
+        host.set(0, "plugin_root_id", "certgate");
+        host.now.set(WALL_START + configured_at);
+        host.mono.set(configured_at);
+        let mut root = Root::new(host.clone());
+        assert!(root.configure(cfg.len()));
+        let e = Env { host, root };
+        // Step 10 ms at a time for a minute; note when each poll went out.
+        let mut sent = Vec::new();
+        let mut t = configured_at;
+        while t < configured_at + 60 * SECOND {
+            t += 10_000_000;
+            let before = e.call_count();
+            e.host.mono.set(t);
+            e.host.now.set(WALL_START + t);
+            e.enter(0);
+            e.root.tick();
+            if e.call_count() > before {
+                sent.push(t - configured_at);
+                let mut e2 = Env {
+                    host: e.host.clone(),
+                    root: Root::new(e.host.clone()),
+                };
+                let _ = &mut e2;
+                // Answer with a failure so the next poll is a regular one.
+                *e.host.response_headers.borrow_mut() = vec![(":status".into(), b"503".to_vec())];
+                e.root.http_call_response(e.call_count() as u32, 1, 0);
+            }
+        }
+        (sent, e.header_of(0, "x-certgate-poller").unwrap())
+    };
+    let (a, name_a) = schedule(1_000_000_000);
+    let (a_again, name_a_again) = schedule(1_000_000_000);
+    let (b, name_b) = schedule(1_000_123_457);
+    assert_eq!((&a, &name_a), (&a_again, &name_a_again));
+    assert_ne!(name_a, name_b);
+    assert_ne!(a, b);
+    for s in [&a, &b] {
+        assert!(s.len() >= 6, "{s:?}");
+        for w in s.windows(2) {
+            let gap = w[1] - w[0];
+            // At most the interval (plus one 10 ms step), at least 90 % of it.
+            assert!(
+                (9 * SECOND..=10 * SECOND + 10_000_000).contains(&gap),
+                "{gap}"
+            );
+        }
+    }
+}

@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::served::Served;
 
 /// Paths the server answers itself; `--path` may not be one of them.
-pub const RESERVED_PATHS: [&str; 3] = ["/healthz", "/livez", "/metrics"];
+pub const RESERVED_PATHS: [&str; 4] = ["/healthz", "/livez", "/metrics", "/status"];
 
 /// The answer to `request`, given the table served (if any) at `path` and the time now.
 pub fn respond<B>(
@@ -49,14 +49,7 @@ pub fn respond<B>(
                 ),
             },
         },
-        "/metrics" => {
-            let mut r = text(StatusCode::OK, metrics.render());
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+        "/metrics" => metrics_text(metrics.render()),
         p if p == path => table(request, served),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
@@ -93,6 +86,16 @@ fn table<B>(request: &Request<B>, served: Option<&Served>) -> Response<Full<Byte
             HeaderValue::from_static("application/octet-stream"),
         );
     }
+    r
+}
+
+/// A `/metrics` answer with `body` (Prometheus text format 0.0.4).
+pub fn metrics_text(body: String) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     r
 }
 

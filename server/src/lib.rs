@@ -17,6 +17,9 @@
 //! - on SIGTERM or SIGINT the server stops accepting, lets requests in flight finish and
 //!   closes idle connections, waiting at most [`Limits::shutdown_grace`].
 //!
+//! A poll may ask to be held until a newer table is served (`Prefer: wait=N`, see
+//! [`wait`]); the server records which table each poller holds ([`status`], `/status`).
+//!
 //! The server knows nothing of policies: it serves what is in the directory (see
 //! [`scan`] for which table wins), so it depends on `ruleset` only.
 
@@ -31,6 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{Notify, Semaphore};
@@ -40,6 +44,8 @@ pub mod io;
 pub mod metrics;
 pub mod scan;
 pub mod served;
+pub mod status;
+pub mod wait;
 
 pub use metrics::Metrics;
 pub use scan::{Current, Source};
@@ -70,6 +76,10 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// pollers reconnecting at once after a restart must not be refused while the server
 /// catches up. The kernel caps it at `net.core.somaxconn`.
 pub const LISTEN_BACKLOG: i32 = 4096;
+/// The directory scan's period while long polls are held, when `--poll-ms` is longer:
+/// a held poll waits for exactly the table a scan would find, and a scan of unchanged
+/// files costs one `stat` each (no inotify, which misses ConfigMap link swaps).
+pub const QUICK_RESCAN: Duration = Duration::from_millis(100);
 /// Worker threads of the runtime: the feed answers mostly `304`s, two cores suffice.
 pub const WORKER_THREADS: usize = 2;
 
@@ -169,6 +179,8 @@ pub struct Server {
     scanner: scan::Scanner,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
+    tables: Arc<wait::Tables>,
+    pollers: Arc<status::Pollers>,
 }
 
 impl Server {
@@ -211,6 +223,10 @@ impl Server {
         let current: Current = Arc::new(RwLock::new(None));
         let mut scanner = scan::Scanner::new(config.dir.clone(), Arc::clone(&metrics), source);
         scanner.scan(&current);
+        let pollers = Arc::new(status::Pollers::default());
+        if let Some(served) = current.read().ok().and_then(|s| s.clone()) {
+            pollers.table_served(&served, now_ms());
+        }
         Ok(Server {
             listener,
             config,
@@ -218,6 +234,8 @@ impl Server {
             scanner,
             metrics,
             shutdown: Shutdown::default(),
+            tables: Arc::new(wait::Tables::default()),
+            pollers,
         })
     }
 
@@ -252,6 +270,8 @@ impl Server {
             mut scanner,
             metrics,
             shutdown,
+            tables,
+            pollers,
         } = self;
         // The scanner's blocking file I/O runs on a thread of its own, started now, so
         // it never waits for a runtime thread that resource exhaustion could deny.
@@ -260,17 +280,40 @@ impl Server {
             let current = Arc::clone(&current);
             let stop = Arc::clone(&stop_scanning);
             let poll = config.poll;
+            let tables = Arc::clone(&tables);
+            let pollers = Arc::clone(&pollers);
             std::thread::Builder::new()
                 .name("certgate-scan".into())
                 .spawn(move || {
+                    let etag = |c: &Current| c.read().ok().and_then(|s| s.clone());
+                    let mut scanned = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(poll);
+                        // Wakes every QUICK_RESCAN so a poll held meanwhile is seen.
+                        std::thread::sleep(poll.min(QUICK_RESCAN));
+                        if tables.held() == 0 && scanned.elapsed() < poll {
+                            continue;
+                        }
+                        scanned = Instant::now();
+                        let before = etag(&current).map(|s| s.etag);
                         scanner.scan(&current);
+                        if let Some(now) =
+                            etag(&current).filter(|s| Some(&s.etag) != before.as_ref())
+                        {
+                            pollers.table_served(&now, now_ms());
+                            // Wakes every held long poll at once.
+                            tables.published();
+                        }
                     }
                 })
                 .map_err(Error::Start)?
         };
-        let result = runtime.block_on(serve(listener, config, current, metrics, shutdown));
+        let shared = Shared {
+            current,
+            metrics,
+            tables,
+            pollers,
+        };
+        let result = runtime.block_on(serve(listener, config, shared, shutdown));
         stop_scanning.store(true, Ordering::Relaxed);
         // Tasks still running past the grace period are dropped with the runtime.
         runtime.shutdown_background();
@@ -331,13 +374,96 @@ impl Throttled {
     }
 }
 
+/// What every connection shares.
+#[derive(Debug, Clone)]
+struct Shared {
+    current: Current,
+    metrics: Arc<Metrics>,
+    tables: Arc<wait::Tables>,
+    pollers: Arc<status::Pollers>,
+}
+
+impl Shared {
+    fn served(&self) -> Option<Served> {
+        self.current.read().ok().and_then(|s| s.clone())
+    }
+
+    /// The answer to one request: the routes of [`http::respond`], `/status` and the
+    /// convergence gauges of `/metrics`, and long polls of the table held until a newer
+    /// table is served, their wait passes or the server stops.
+    async fn answer<B>(
+        &self,
+        request: Request<B>,
+        path: &str,
+        peer: SocketAddr,
+    ) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+        let readable = request.method() == Method::GET || request.method() == Method::HEAD;
+        match request.uri().path() {
+            "/status" if readable => {
+                return self.pollers.respond(now_ms(), self.tables.held());
+            }
+            "/metrics" if readable => {
+                let mut body = self.metrics.render();
+                body.push_str(&self.pollers.render_metrics(now_ms(), self.tables.held()));
+                return http::metrics_text(body);
+            }
+            p if p != path || !readable => {
+                return http::respond(
+                    &request,
+                    self.served().as_ref(),
+                    path,
+                    now_ms(),
+                    &self.metrics,
+                );
+            }
+            _ => {}
+        }
+        // Taken before the table is read: a table published from here on wakes the poll.
+        let mut ticket = self.tables.ticket();
+        let served = self.served();
+        if status::is_poller(request.headers()) {
+            self.pollers.polled(
+                status::poller_id(request.headers(), peer),
+                status::held_etag(request.headers(), served.as_ref()),
+                now_ms(),
+            );
+        }
+        let mut response = http::respond(&request, served.as_ref(), path, now_ms(), &self.metrics);
+        let Some(wait) = wait::preferred_wait(request.headers()) else {
+            return response;
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        while response.status() == StatusCode::NOT_MODIFIED {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match ticket.hold(left).await {
+                wait::Woken::Published => {
+                    ticket = self.tables.ticket();
+                    let served = self.served();
+                    response =
+                        http::respond(&request, served.as_ref(), path, now_ms(), &self.metrics);
+                }
+                wait::Woken::TimedOut | wait::Woken::Stopping => break,
+            }
+        }
+        if let Ok(applied) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
+            response
+                .headers_mut()
+                .insert(wait::PREFERENCE_APPLIED, applied);
+        }
+        response
+    }
+}
+
 async fn serve(
     listener: std::net::TcpListener,
     config: Config,
-    current: Current,
-    metrics: Arc<Metrics>,
+    shared: Shared,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
+    let metrics = Arc::clone(&shared.metrics);
     let listener = tokio::net::TcpListener::from_std(listener).map_err(Error::Start)?;
     let limits = config.limits.clone();
     let mut builder = http1::Builder::new();
@@ -362,8 +488,8 @@ async fn serve(
             why = &mut signals => { eprintln!("{why}: shutting down"); break; }
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 metrics.accept_error();
                 accept_errors.log(&e);
@@ -385,22 +511,24 @@ async fn serve(
             Arc::clone(&metrics),
         ));
         let service = {
-            let current = Arc::clone(&current);
-            let metrics = Arc::clone(&metrics);
+            let shared = shared.clone();
             let path = Arc::clone(&path);
-            let requests = AtomicU32::new(0);
+            let requests = Arc::new(AtomicU32::new(0));
             let max_requests = limits.max_requests_per_connection;
             service_fn(move |request| {
-                let served = current.read().ok().and_then(|s| s.clone());
-                let mut response =
-                    http::respond(&request, served.as_ref(), &path, now_ms(), &metrics);
-                metrics.request(response.status().as_u16());
-                if requests.fetch_add(1, Ordering::Relaxed).saturating_add(1) >= max_requests {
-                    response
-                        .headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                let shared = shared.clone();
+                let path = Arc::clone(&path);
+                let requests = Arc::clone(&requests);
+                async move {
+                    let mut response = shared.answer(request, &path, peer).await;
+                    shared.metrics.request(response.status().as_u16());
+                    if requests.fetch_add(1, Ordering::Relaxed).saturating_add(1) >= max_requests {
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(response)
                 }
-                std::future::ready(Ok::<_, Infallible>(response))
             })
         };
         let connection = graceful.watch(builder.serve_connection(io, service));
@@ -414,6 +542,8 @@ async fn serve(
         });
     }
     drop(listener);
+    // Held long polls answer now (`304`), so they do not hold the shutdown up.
+    shared.tables.stop();
     let open = metrics.open_now();
     eprintln!(
         "stopped accepting; waiting up to {} ms for {open} open connections",

@@ -96,7 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 /// The issue time: `--issued-at-ms`, else SOURCE_DATE_EPOCH (seconds), else now; then one
 /// millisecond after the table already at `out` if that one has the same policies and is
 /// not older (monotonic per lineage, even across a clock stepped back).
-fn issue_time(flag: Option<u64>, out: &Path, names: &[String]) -> anyhow::Result<u64> {
+pub(crate) fn issue_time(flag: Option<u64>, out: &Path, names: &[String]) -> anyhow::Result<u64> {
     let base = match flag {
         Some(ms) => ms,
         None => match std::env::var("SOURCE_DATE_EPOCH") {
@@ -125,7 +125,7 @@ fn issue_time(flag: Option<u64>, out: &Path, names: &[String]) -> anyhow::Result
 
 /// Writes `bytes` to a temporary file in `out`'s directory, syncs it and renames it over
 /// `out`: readers (a config pusher, Envoy) never see a partial table.
-fn write_atomically(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -37,7 +37,8 @@ enum Target {
 Exit codes: 0 printed, 2 usage or I/O error (unreadable or corrupt table, or a setting the filter would \
 refuse; the error names the flag).\n\n\
 Examples:\n  certgate emit envoy --table table.cgt\n  certgate emit envoy --table table.cgt --server-first --mode audit\n  \
-certgate emit envoy --table table.cgt --feed-cluster certgate-feed --feed-public-key signing.key.pub --feed-max-stale 10m"
+certgate emit envoy --table table.cgt --feed-cluster certgate-feed --feed-public-key signing.key.pub --feed-max-stale 10m\n  \
+certgate emit envoy --table table.cgt --feed-cluster certgate-feed --feed-public-key signing.key.pub --feed-long-poll 30s"
     )]
     Envoy(Box<EnvoyArgs>),
     /// An Istio `WasmPlugin` (type NETWORK, phase AUTHN, failStrategy FAIL_CLOSE, inbound only)
@@ -124,6 +125,9 @@ struct Config {
     /// Timeout of one feed poll (default 5s)
     #[arg(long, value_name = "DURATION")]
     feed_timeout: Option<String>,
+    /// Long-poll the feed: each poll is held by the server up to this long (whole seconds, at most `60s`) until a newer table is served
+    #[arg(long, value_name = "DURATION")]
+    feed_long_poll: Option<String>,
     /// Pin a feed signing key: `ed25519:BASE64`, or a key file (SPKI PEM from `certgate keygen`); repeat to rotate
     #[arg(long, value_name = "KEY")]
     feed_public_key: Vec<String>,
@@ -275,6 +279,7 @@ fn feed_config(c: &Config, inline: Option<&ruleset::Table>) -> anyhow::Result<Op
             || !c.feed_lineage.is_empty()
             || c.feed_allow_unsigned
             || c.feed_allow_loosening
+            || c.feed_long_poll.is_some()
         {
             bail!("the `--feed-*` options need `--feed-cluster`");
         }
@@ -306,6 +311,16 @@ fn feed_config(c: &Config, inline: Option<&ruleset::Table>) -> anyhow::Result<Op
         timeout_millis: match &c.feed_timeout {
             Some(t) => feed_millis("--feed-timeout", "feed.timeout", t)?,
             None => filter_config::config::DEFAULT_FEED_TIMEOUT_MILLIS,
+        },
+        long_poll_millis: match &c.feed_long_poll {
+            Some(t) => {
+                let ms = feed_millis("--feed-long-poll", "feed.longPoll", t)?;
+                if ms > filter_config::config::MAX_LONG_POLL_MILLIS || ms % 1_000 != 0 {
+                    bail!("`--feed-long-poll {t}` must be whole seconds, at most `60s`");
+                }
+                Some(ms)
+            }
+            None => None,
         },
         public_keys,
         lineage: Some(lineage),

@@ -6,6 +6,7 @@ pub mod check;
 pub mod compile;
 pub mod crl;
 pub mod diff;
+pub mod drill;
 pub mod emit;
 pub mod eval;
 pub mod inspect;

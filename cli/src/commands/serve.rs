@@ -26,7 +26,12 @@ volumes); a link that leaves DIR is skipped. Every file skipped is logged once, 
 are served as they are; the filter verifies their signature.\n\n\
 Other endpoints: GET /healthz answers 200 while a valid, unexpired table is served, else 503 with \
 the reason (readiness); GET /livez answers 200 while the process runs (liveness); GET /metrics \
-gives the counters in Prometheus text format (certgate_feed_*).\n\n\
+gives the counters in Prometheus text format (certgate_feed_*); GET /status tells which table \
+each poller holds (JSON: the newest table, pollers by table, pollers behind).\n\n\
+Long-poll: a poll of PATH whose If-None-Match names the table served and that sends `Prefer: \
+wait=N` (N at most 60) is held until a newer table is served (200) or N seconds pass (304, with \
+`Preference-Applied: wait=N`); held polls are not cut by --header-timeout-ms and are answered \
+at once on shutdown; while any is held, DIR is re-scanned every 100 ms (or --poll-ms if shorter).\n\n\
 Limits: at most --max-connections connections are served at once (one more is accepted and closed \
 at once); a request head must arrive whole within --header-timeout-ms of the connection's start \
 or of the previous response (this also closes idle keep-alive connections); a response the \
@@ -49,7 +54,7 @@ pub struct Args {
     /// Address to listen on (loopback by default; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Request path of the table (not /healthz, /livez or /metrics).
+    /// Request path of the table (not /healthz, /livez, /metrics or /status).
     #[arg(long, default_value = "/table.cgt")]
     pub path: String,
     /// How often DIR is re-scanned, in milliseconds.

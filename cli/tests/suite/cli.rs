@@ -1336,7 +1336,7 @@ fn emit_istio_refuses_tables_too_large_for_kubernetes() {
 #[test]
 fn every_subcommand_has_help_with_examples() {
     for sub in [
-        "compile", "keygen", "check", "inspect", "eval", "cert", "crl", "emit", "package",
+        "compile", "keygen", "check", "inspect", "eval", "cert", "crl", "emit", "package", "drill",
     ] {
         let run = certgate(&[sub, "--help"]);
         assert_eq!(run.code, 0, "{sub}");

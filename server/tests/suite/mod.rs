@@ -1,5 +1,6 @@
 mod attacks;
 mod common;
 mod endpoints;
+mod longpoll;
 mod shutdown;
 mod source;
