@@ -27,6 +27,9 @@ pub const FEED_REJECTED_LOOSENING: &str = "certgate.feed_rejected_loosening";
 pub const FEED_REJECTED_EXPIRED: &str = "certgate.feed_rejected_expired";
 /// Fed tables that do not decode.
 pub const FEED_REJECTED_INVALID: &str = "certgate.feed_rejected_invalid";
+/// Deltas (`226 IM Used`) refused: corrupt, for another base, or not rebuilding the
+/// table their ETag names (the filter then fetches the whole table).
+pub const FEED_REJECTED_DELTA: &str = "certgate.feed_rejected_delta";
 /// Open connections closed because a newer table denies them.
 pub const CLOSED_ON_UPDATE: &str = "certgate.closed_on_update";
 /// Prefix of the per-reason counters: `certgate.reason.<code>`.
@@ -46,6 +49,7 @@ pub struct Metrics {
     pub feed_rejected_loosening: Option<u32>,
     pub feed_rejected_expired: Option<u32>,
     pub feed_rejected_invalid: Option<u32>,
+    pub feed_rejected_delta: Option<u32>,
     pub closed_on_update: Option<u32>,
     reasons: Vec<(Reason, Option<u32>)>,
 }
@@ -66,6 +70,7 @@ impl Metrics {
             feed_rejected_loosening: host.define_counter(FEED_REJECTED_LOOSENING),
             feed_rejected_expired: host.define_counter(FEED_REJECTED_EXPIRED),
             feed_rejected_invalid: host.define_counter(FEED_REJECTED_INVALID),
+            feed_rejected_delta: host.define_counter(FEED_REJECTED_DELTA),
             closed_on_update: host.define_counter(CLOSED_ON_UPDATE),
             reasons: Reason::ALL
                 .iter()

@@ -111,20 +111,26 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// The feed's strong ETag of a table: its SHA-256 in lowercase hex, quoted.
 pub fn etag(bytes: &[u8]) -> String {
+    digest_etag(&sha256(bytes))
+}
+
+/// The ETag of a table whose SHA-256 is `digest`.
+pub fn digest_etag(digest: &[u8; 32]) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(66);
     s.push('"');
-    for b in sha256(bytes) {
+    for b in digest {
         let _ = write!(s, "{b:02x}");
     }
     s.push('"');
     s
 }
 
-/// The base digest a delta names (its first fields), if `delta` starts like one.
-pub fn base_of(delta: &[u8]) -> Option<[u8; 32]> {
+/// The SHA-256 of the table a delta announces, if `delta` starts like one ([`apply`]
+/// checks the result against it).
+pub fn result_of(delta: &[u8]) -> Option<[u8; 32]> {
     let mut r = Reader(delta);
-    r.header().ok().map(|h| h.base)
+    r.header().ok().map(|h| h.result)
 }
 
 /// The layout of a table's bytes: header, the four section payloads, the trailer (empty

@@ -43,6 +43,9 @@ fn one_more_revoked_serial_is_a_small_delta_that_rebuilds_the_signed_table() {
     assert_eq!(etag(&rebuilt), etag(&y));
     assert!(signature::verify(&rebuilt, &[*kp.pk]).is_ok());
     assert_eq!(decode(&rebuilt).unwrap(), decode(&y).unwrap());
+    // A decoded table keeps its bytes, trailer included: the base of the next delta.
+    assert_eq!(decode(&y).unwrap().revocation.table_bytes(), Some(&y[..]));
+    assert_eq!(revoking(0..1, 1).revocation.table_bytes(), None);
 }
 
 #[test]
