@@ -50,5 +50,5 @@ pub fn rebuild(
         .revocation
         .table_bytes()
         .ok_or("the table in force keeps no bytes to apply a delta to")?;
-    apply(base, &delta, max_len).map_err(|e| e.to_string())
+    apply(base, &delta, max_len).map_err(|e| e.reason().to_owned())
 }

@@ -1648,6 +1648,14 @@ fn corrupt_or_misdirected_deltas_are_refused_and_the_whole_table_fetched_next() 
         warns.contains("delta from certgate-feed/table.cgt refused"),
         "{warns}"
     );
+    // Each refusal says why.
+    for why in [
+        "the delta is for another base table",
+        "truncated delta",
+        "not the table its ETag names",
+    ] {
+        assert!(warns.contains(why), "{why} in {warns}");
+    }
 }
 
 /// Someone between the feed and the proxy turns a delta into one that rebuilds a table

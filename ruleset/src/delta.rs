@@ -104,6 +104,25 @@ impl fmt::Display for DeltaError {
 
 impl std::error::Error for DeltaError {}
 
+impl DeltaError {
+    /// What went wrong, without the details [`fmt::Display`] adds (for hosts that keep
+    /// their size down, such as the filter).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DeltaError::Truncated { .. } => "truncated delta",
+            DeltaError::BadMagic => "not a certgate delta",
+            DeltaError::UnsupportedVersion(_) => "unsupported delta version",
+            DeltaError::BadValue { .. } => "invalid value in the delta",
+            DeltaError::WrongBase => "the delta is for another base table",
+            DeltaError::BadBase => "the base is not a table",
+            DeltaError::TooLarge { .. } => "the delta's result exceeds the table size limit",
+            DeltaError::BadKeys { .. } => "the delta's keys do not fit the base",
+            DeltaError::TrailingBytes => "unexpected bytes at the end of the delta",
+            DeltaError::Mismatch => "the delta's result is not the table it announces",
+        }
+    }
+}
+
 /// The SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()

@@ -1,5 +1,6 @@
 //! What each request gets: the routes and their answers, free of sockets so they are
-//! tested directly. The table at its path (strong ETag, `304`, `HEAD`), `/healthz`
+//! tested directly. The table at its path (strong ETag, `304`, `HEAD`, and `226` deltas
+//! for pollers that ask with `A-IM: certgate-delta`, see `delta.rs`), `/healthz`
 //! (ready: a valid, unexpired table is served), `/livez` (the process runs), `/metrics`
 //! (Prometheus text).
 
