@@ -310,3 +310,109 @@ fn feed_delivers_revocations_as_deltas_and_refuses_a_tampered_delta() {
     });
     println!("delta scenario took {:?}", started.elapsed());
 }
+
+/// How long a million-serial table may take to reach the filter on a loaded machine.
+const BIG_TABLE_IN_FORCE_WITHIN: Duration = Duration::from_secs(120);
+
+/// `base` with a million revoked serials plus `extra` more, issued `step` ms after it,
+/// signed with `key`.
+fn million_plus(base: &ruleset::Table, extra: u32, step: u64, key: &Path) -> Vec<u8> {
+    let mut table = base.clone();
+    for i in 0..1_000_000 + extra {
+        let serial = [0x7f, (i >> 16) as u8, (i >> 8) as u8, i as u8, 0x11];
+        table.revocation.add_serial(Some(0x5eed), &serial);
+    }
+    table.normalize();
+    table.issued_at_ms += step;
+    certgate_e2e::feed::sign(ruleset::encode(&table).expect("encode"), key).expect("sign")
+}
+
+/// What applying deltas costs the VM under the real Envoy: a million-serial table comes
+/// whole, then two one-serial revocations come as deltas (the server's `/metrics` counts
+/// the `226`s); each VM's wasm memory is read from Envoy's smaps after each. A delta
+/// needs the table in force (its bytes, kept anyway) and the rebuilt table at once, as a
+/// full fetch needs the table in force and the fetched one: no more.
+#[test]
+fn feed_delta_memory_under_envoy() {
+    let run = run();
+    let dir = run.subdir("delta-memory-tables").expect("dir");
+    let SignedFeed {
+        key,
+        public,
+        v1,
+        server,
+    } = SignedFeed::start(&run, &dir, "delta-memory.yaml", &policy(&run, &[]))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let feed_addr = server.addr;
+    let filter = certgate_e2e::feed::with_feed(
+        emit(&run, &v1, EmitEnvoy::default()),
+        serde_json::json!({"cluster": FEED_CLUSTER, "path": "/table.cgt", "interval": "1s",
+               "maxStale": "600s", "timeout": "60s", "publicKeys": [public]}),
+    )
+    .expect("feed option");
+    let web = rustls_config(&run.pki, run.pki.leaf("web"), TlsPin::Any).expect("web");
+    let base = ruleset::decode(&std::fs::read(&v1).expect("v1")).expect("decode v1");
+
+    runtime().block_on(async {
+        let s = Scenario::start_with_clusters(
+            &run,
+            "delta-memory",
+            vec![Listener::new("tcp", filter, Wire::Echo)],
+            vec![server.cluster()],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let addr = s.envoy.addr("tcp");
+        assert!(admitted(addr, &web).await, "web refused under v1");
+        let mut previous = *s
+            .envoy
+            .wasm_memories()
+            .expect("smaps")
+            .iter()
+            .max()
+            .expect("a VM");
+        println!("wasm memory with the small table: {previous} bytes");
+        for (extra, how) in [(0u32, "whole"), (1, "delta"), (2, "delta")] {
+            let bytes = million_plus(&base, extra, u64::from(extra) + 1, &key);
+            let deltas_before = feed_metric(feed_addr, "certgate_feed_deltas_served_total");
+            std::fs::write(dir.join(format!("m{extra}.cgt")), &bytes).expect("place");
+            let started = Instant::now();
+            let want = format!("{} revoked serials", 1_000_000 + extra + BACKGROUND_SERIALS);
+            while !s.envoy.log_tail(200).contains(&want) {
+                assert!(
+                    started.elapsed() < BIG_TABLE_IN_FORCE_WITHIN,
+                    "{want}: not in force:\n{}",
+                    s.envoy.log_tail(30)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            assert!(admitted(addr, &web).await, "web refused under {want}");
+            let deltas =
+                feed_metric(feed_addr, "certgate_feed_deltas_served_total") - deltas_before;
+            let max = *s
+                .envoy
+                .wasm_memories()
+                .expect("smaps")
+                .iter()
+                .max()
+                .expect("a VM");
+            println!(
+                "MEASURED {want} ({how}): table {} bytes, in force after {:?}, {deltas} deltas \
+                 served, largest VM {:.1} MiB, grew {:.2} bytes per table byte",
+                bytes.len(),
+                started.elapsed(),
+                max as f64 / f64::from(1 << 20),
+                max.saturating_sub(previous) as f64 / bytes.len() as f64
+            );
+            if how == "delta" {
+                assert!(deltas >= 1.0, "{want} did not come as a delta");
+            }
+            // At most the table in force and the new one, and 2 MiB.
+            assert!(
+                max <= previous + bytes.len() as u64 + (2 << 20),
+                "{want}: {max} bytes of VM memory, more than {previous} plus the table and 2 MiB"
+            );
+            previous = max;
+        }
+    });
+}

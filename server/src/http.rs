@@ -110,7 +110,7 @@ fn table<B>(
 
 /// `226 IM Used` with the delta from the table the poller holds (its `If-None-Match`) to
 /// the one served, when it asked for one (`A-IM: certgate-delta`), the server still has
-/// its table and the delta is smaller (RFC 3229; see `delta.rs`).
+/// its table and the delta is at most half the table (RFC 3229; see `delta.rs`).
 fn delta<B>(
     request: &Request<B>,
     served: &Served,

@@ -30,7 +30,7 @@ gives the counters in Prometheus text format (certgate_feed_*).\n\n\
 Deltas: a poll with `A-IM: certgate-delta` whose If-None-Match names one of the last \
 --delta-history tables served gets 226 IM Used with only what changed (the revocation keys \
 added and removed, any other changed section whole; headers IM, Delta-Base, ETag), when that \
-is smaller than the table; otherwise the table (200) or 304 as without it. The poller rebuilds \
+is at most half the table; otherwise the table (200) or 304 as without it. The poller rebuilds \
 the table byte for byte and verifies its signature as a fetched one's.\n\n\
 Limits: at most --max-connections connections are served at once (one more is accepted and closed \
 at once); a request head must arrive whole within --header-timeout-ms of the connection's start \
