@@ -119,3 +119,69 @@ fn no_delta_when_it_would_not_be_much_smaller() {
     );
     assert_eq!((r.status, r.body), (200, y));
 }
+
+/// A server keeping `keep` earlier tables; stopped by dropping the returned handle.
+fn start_keeping(dir: &std::path::Path, keep: usize) -> Running {
+    let server = certgate_server::Server::bind(certgate_server::Config {
+        dir: dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        path: "/table.cgt".into(),
+        poll: super::common::POLL,
+        limits: Limits::default(),
+        delta_history: keep,
+    })
+    .expect("bind");
+    let addr = server.local_addr().expect("address");
+    let shutdown = server.shutdown_handle();
+    Running {
+        addr,
+        shutdown,
+        thread: Some(std::thread::spawn(move || server.run())),
+    }
+}
+
+#[test]
+fn only_the_last_delta_history_tables_are_bases() {
+    for keep in [0, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = now_ms();
+        let tables: Vec<Vec<u8>> = (0..3)
+            .map(|i| table(t0 + i, None, 10_000 + i as u32))
+            .collect();
+        let server = start_keeping(dir.path(), keep);
+        for (i, t) in tables.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("{i}.cgt")), t).unwrap();
+            wait_for("the newer table", ANSWER_DEADLINE, || {
+                poll(server.addr, &[]).header("etag") == Some(etag(t).as_str())
+            });
+        }
+        let status = |held: &[u8]| {
+            let inm = etag(held);
+            poll(
+                server.addr,
+                &[("a-im", "certgate-delta"), ("if-none-match", &inm)],
+            )
+            .status
+        };
+        // The table just before the newest is a base only when one is kept; the one
+        // before it never is (evicted): the whole table then.
+        assert_eq!(
+            status(&tables[1]),
+            if keep == 1 { 226 } else { 200 },
+            "keep {keep}"
+        );
+        assert_eq!(status(&tables[0]), 200, "keep {keep}");
+    }
+    // More than the limit is refused before binding.
+    let dir = tempfile::tempdir().unwrap();
+    let e = certgate_server::Server::bind(certgate_server::Config {
+        dir: dir.path().to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        path: "/table.cgt".into(),
+        poll: super::common::POLL,
+        limits: Limits::default(),
+        delta_history: certgate_server::delta::MAX_DELTA_HISTORY + 1,
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("--delta-history"), "{e}");
+}
