@@ -4,6 +4,7 @@
 mod audit;
 mod baseline;
 mod common;
+mod delta;
 mod fail_closed;
 mod feed;
 mod feed_memory;

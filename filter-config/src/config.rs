@@ -81,6 +81,8 @@ pub struct FeedConfig {
     pub allow_unsigned: bool,
     /// Accept a fed table that loosens `mode`, `defaultAction`, `onStale` or `audit.log`.
     pub allow_loosening: bool,
+    /// Ask the feed for deltas (`A-IM: certgate-delta`) instead of whole tables.
+    pub deltas: bool,
 }
 
 /// Shortest accepted `feed.interval`: a feed is not a busy loop.
@@ -314,6 +316,7 @@ fn parse_feed(value: &Value) -> Result<FeedConfig, ConfigError> {
     let mut lineage = None;
     let mut allow_unsigned = false;
     let mut allow_loosening = false;
+    let mut deltas = true;
     for (key, value) in members {
         let bad = |key: &'static str, v: &str| ConfigError::BadValue {
             key,
@@ -382,6 +385,7 @@ fn parse_feed(value: &Value) -> Result<FeedConfig, ConfigError> {
             }
             "allowUnsigned" => allow_unsigned = boolean(value, "feed.allowUnsigned")?,
             "allowLoosening" => allow_loosening = boolean(value, "feed.allowLoosening")?,
+            "deltas" => deltas = boolean(value, "feed.deltas")?,
             _ => return Err(ConfigError::UnknownKey(format!("feed.{key}"))),
         }
     }
@@ -426,6 +430,7 @@ fn parse_feed(value: &Value) -> Result<FeedConfig, ConfigError> {
         lineage,
         allow_unsigned,
         allow_loosening,
+        deltas,
         authority: authority.unwrap_or_else(|| cluster.clone()),
         cluster,
         path: path.ok_or_else(|| missing("feed.path"))?,
@@ -522,6 +527,9 @@ impl FeedConfig {
         }
         if self.allow_loosening {
             m.push(("allowLoosening", Value::Bool(true)));
+        }
+        if !self.deltas {
+            m.push(("deltas", Value::Bool(false)));
         }
         object(m)
     }
@@ -778,6 +786,7 @@ mod tests {
         assert_eq!(f.public_keys, vec![[1u8; 32], [2u8; 32]]);
         assert_eq!(f.lineage, Some(vec!["a".to_string(), "b".to_string()]));
         assert!(!f.allow_unsigned && !f.allow_loosening);
+        assert!(f.deltas, "deltas are asked for unless turned off");
     }
 
     #[test]
@@ -800,6 +809,10 @@ mod tests {
                 "`feed.allowUnsigned` must be true or false",
             ),
             (r#","allowUnsigned":true"#, "`feed.lineage`"),
+            (
+                r#","allowUnsigned":true,"lineage":["p"],"deltas":"no""#,
+                "`feed.deltas` must be true or false",
+            ),
         ] {
             let json = format!(r#"{{"feed":{{{base}{extra}}}}}"#);
             let e = Config::parse(json.as_bytes()).unwrap_err().to_string();
@@ -810,6 +823,9 @@ mod tests {
         );
         let f = Config::parse(ok.as_bytes()).unwrap().feed.unwrap();
         assert!(f.allow_unsigned && f.allow_loosening && f.public_keys.is_empty());
+        let off =
+            format!(r#"{{"feed":{{{base},"allowUnsigned":true,"lineage":["p"],"deltas":false}}}}"#);
+        assert!(!Config::parse(off.as_bytes()).unwrap().feed.unwrap().deltas);
     }
 
     /// Configurations the parser accepts, from the smallest to every key set; strings
@@ -844,7 +860,7 @@ mod tests {
             proptest::collection::vec(any::<[u8; 32]>(), 0..3),
             proptest::option::of(proptest::collection::vec(text, 1..4)),
             (
-                any::<(bool, bool)>(),
+                any::<(bool, bool, bool)>(),
                 proptest::option::of((1..=60u64).prop_map(|s| s * 1_000)),
             ),
         )
@@ -855,7 +871,7 @@ mod tests {
                     timeout,
                     keys,
                     lineage,
-                    ((unsigned, loosening), long_poll),
+                    ((unsigned, loosening, deltas), long_poll),
                 )| FeedConfig {
                     authority: authority.unwrap_or_else(|| cluster.clone()),
                     cluster,
@@ -869,6 +885,7 @@ mod tests {
                     public_keys: keys,
                     lineage,
                     allow_loosening: loosening,
+                    deltas,
                 },
             );
         (
@@ -934,10 +951,11 @@ mod tests {
             lineage: Some(vec!["a".into(), "b\"".into()]),
             allow_unsigned: false,
             allow_loosening: true,
+            deltas: false,
         });
         assert_eq!(
             c.serialise(),
-            r#"{"table":"AAEC","feed":{"cluster":"certgate-feed","path":"/table.cgt","interval":"5s","maxStale":"10m","authority":"feed.example:8080","timeout":"1500ms","longPoll":"30s","publicKeys":["ed25519:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="],"lineage":["a","b\""],"allowLoosening":true},"mode":"audit","audit":{"log":"deny"},"serverFirst":true,"certCacheSize":16,"logAllDecisions":true}"#
+            r#"{"table":"AAEC","feed":{"cluster":"certgate-feed","path":"/table.cgt","interval":"5s","maxStale":"10m","authority":"feed.example:8080","timeout":"1500ms","longPoll":"30s","publicKeys":["ed25519:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="],"lineage":["a","b\""],"allowLoosening":true,"deltas":false},"mode":"audit","audit":{"log":"deny"},"serverFirst":true,"certCacheSize":16,"logAllDecisions":true}"#
         );
         // Defaults are left out; a feed without a table keeps `table` only when the
         // lineage must come from it.

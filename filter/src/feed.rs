@@ -96,6 +96,12 @@ pub struct Feed {
     /// Why the last fed table was refused: each distinct reason is logged once per
     /// episode (until a good fetch), not at every poll that brings the table back.
     refused: RefCell<Option<String>>,
+    /// Whether the bytes of the table in force are those its ETag names, so a delta
+    /// from that ETag applies to them (`delta.rs`); cleared by a refused delta, so the
+    /// next poll fetches the whole table.
+    delta_base: Cell<bool>,
+    /// Whether the call in flight asked for a delta (`A-IM`).
+    asked_delta: Cell<bool>,
 }
 
 impl Feed {
@@ -112,6 +118,8 @@ impl Feed {
             in_flight: Cell::new(None),
             next_poll_nanos: Cell::new(None),
             refused: RefCell::new(None),
+            delta_base: Cell::new(false),
+            asked_delta: Cell::new(false),
         }
     }
 
@@ -191,6 +199,11 @@ impl Feed {
                 headers.push(("prefer", wait));
             }
         }
+        let ask_delta = self.config.deltas && etag.is_some() && self.delta_base.get();
+        if ask_delta {
+            headers.push(("a-im", ruleset::delta::IM_NAME));
+        }
+        self.asked_delta.set(ask_delta);
         match host.dispatch_http_call(&self.config.cluster, &headers, self.call_timeout_millis()) {
             Some(token) => self.in_flight.set(Some((token, now, etag.is_some()))),
             None => self.fail(
@@ -281,48 +294,83 @@ impl Feed {
                     return Err(format!("table of {body_size} bytes is too large"));
                 }
                 let body = host.http_call_response_body(body_size).unwrap_or_default();
-                match shared.install(host, body) {
-                    Ok(outcome) => {
-                        if outcome == Installed::Unchanged {
-                            shared.table.confirm(host.monotonic_nanos());
-                        }
-                        *self.refused.borrow_mut() = None;
-                        *self.etag.borrow_mut() = host
-                            .http_call_response_header("etag")
-                            .and_then(|e| String::from_utf8(e).ok())
-                            .filter(|e| !e.is_empty());
-                        // Without an ETag the next poll cannot be held: it would bring
-                        // the table straight back.
-                        Ok(if self.etag.borrow().is_some() {
-                            Next::Now
-                        } else {
-                            Next::Interval
-                        })
-                    }
-                    Err(refusal) => {
-                        // Not a transport failure: counted by why, logged once per
-                        // reason until a good fetch; the ETag stays that of the table
-                        // in force, so the refused table keeps coming back (and counted).
-                        Metrics::bump(host, refusal.counter(&shared.metrics));
-                        let why = refusal.to_string();
-                        if self.refused.borrow().as_deref() != Some(why.as_str()) {
-                            host.log(
-                                Level::Warn,
-                                &format!(
-                                    "feed: table from {}{} refused ({}): {refusal}; keeping the table in force",
-                                    self.config.cluster,
-                                    self.config.path,
-                                    refusal.kind()
-                                ),
-                            );
-                            *self.refused.borrow_mut() = Some(why);
-                        }
-                        // The refused table would come straight back: wait the interval.
-                        Ok(Next::Interval)
+                Ok(self.take(host, shared, body))
+            }
+            b"226" if self.asked_delta.get() => {
+                let etag = self.etag.borrow().clone().unwrap_or_default();
+                match crate::delta::rebuild(host, shared, body_size, &etag, MAX_FEED_BYTES) {
+                    Ok(bytes) => Ok(self.take(host, shared, bytes)),
+                    Err(why) => {
+                        // Fail closed: the table in force stays; the next poll asks for
+                        // the whole table (it cannot be a delta again).
+                        self.delta_base.set(false);
+                        Metrics::bump(host, shared.metrics.feed_rejected_delta);
+                        host.log(
+                            Level::Warn,
+                            &format!(
+                                "feed: delta from {}{} refused: {why}; keeping the table in force, fetching the whole table next",
+                                self.config.cluster, self.config.path
+                            ),
+                        );
+                        Ok(Next::Now)
                     }
                 }
             }
             other => Err(format!("status {}", String::from_utf8_lossy(other))),
+        }
+    }
+
+    /// Hands a fetched (or rebuilt) table to the install path, keeps its ETag if it is
+    /// good, and says when to poll next.
+    fn take(&self, host: &dyn Host, shared: &Shared, body: Vec<u8>) -> Next {
+        // After a confirmation the table in force may be other bytes (an inline table
+        // signed differently): deltas only from bytes that are the ETag's.
+        let same_bytes = shared
+            .table
+            .active()
+            .is_some_and(|a| a.engine.table().revocation.table_bytes() == Some(body.as_slice()));
+        match shared.install(host, body) {
+            Ok(outcome) => {
+                self.delta_base.set(outcome == Installed::New || same_bytes);
+                if outcome == Installed::Unchanged {
+                    shared.table.confirm(host.monotonic_nanos());
+                }
+                *self.refused.borrow_mut() = None;
+                *self.etag.borrow_mut() = host
+                    .http_call_response_header("etag")
+                    .and_then(|e| String::from_utf8(e).ok())
+                    .filter(|e| !e.is_empty());
+                // Without an ETag the next poll cannot be held: it would bring the table
+                // straight back.
+                if self.etag.borrow().is_some() {
+                    Next::Now
+                } else {
+                    Next::Interval
+                }
+            }
+            Err(refusal) => {
+                // Not a transport failure: counted by why, logged once per reason until a
+                // good fetch; the ETag stays that of the table in force, so the refused
+                // table keeps coming back (and counted), whole: a refused table may have
+                // come from a delta.
+                self.delta_base.set(false);
+                Metrics::bump(host, refusal.counter(&shared.metrics));
+                let why = refusal.to_string();
+                if self.refused.borrow().as_deref() != Some(why.as_str()) {
+                    host.log(
+                        Level::Warn,
+                        &format!(
+                            "feed: table from {}{} refused ({}): {refusal}; keeping the table in force",
+                            self.config.cluster,
+                            self.config.path,
+                            refusal.kind()
+                        ),
+                    );
+                    *self.refused.borrow_mut() = Some(why);
+                }
+                // The refused table would come straight back: wait the interval.
+                Next::Interval
+            }
         }
     }
 }

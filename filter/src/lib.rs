@@ -22,6 +22,7 @@ pub mod cache;
 pub mod config;
 pub mod connections;
 pub mod decide;
+pub mod delta;
 pub mod feed;
 pub mod host;
 pub mod http;

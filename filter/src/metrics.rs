@@ -61,6 +61,9 @@ pub const FEED_REJECTED_LOOSENING: &str = "certgate.feed_rejected_loosening";
 pub const FEED_REJECTED_EXPIRED: &str = "certgate.feed_rejected_expired";
 /// Fed tables that do not decode.
 pub const FEED_REJECTED_INVALID: &str = "certgate.feed_rejected_invalid";
+/// Deltas (`226 IM Used`) refused: corrupt, for another base, or not rebuilding the
+/// table their ETag names (the filter then fetches the whole table).
+pub const FEED_REJECTED_DELTA: &str = "certgate.feed_rejected_delta";
 /// Open connections closed because a newer table denies them.
 pub const CLOSED_ON_UPDATE: &str = "certgate.closed_on_update";
 /// Prefix of the per-reason counters: `certgate.reason.<code>`.
@@ -84,6 +87,7 @@ pub struct Metrics {
     pub feed_rejected_loosening: Pair,
     pub feed_rejected_expired: Pair,
     pub feed_rejected_invalid: Pair,
+    pub feed_rejected_delta: Pair,
     pub closed_on_update: Pair,
     reasons: Vec<(Reason, Option<u32>)>,
     /// The `plugin` label's value.
@@ -156,6 +160,7 @@ impl Metrics {
             feed_rejected_loosening: refusal("loosening", FEED_REJECTED_LOOSENING),
             feed_rejected_expired: refusal("expired", FEED_REJECTED_EXPIRED),
             feed_rejected_invalid: refusal("invalid", FEED_REJECTED_INVALID),
+            feed_rejected_delta: refusal("delta", FEED_REJECTED_DELTA),
             closed_on_update: Pair(
                 host.define_counter(CLOSED_ON_UPDATE),
                 define(host, plugin, CLOSED_ON_UPDATE_TOTAL, &[]),

@@ -525,18 +525,19 @@ fn every_counter_is_defined_at_configure() {
         "certgate.feed_rejected_loosening",
         "certgate.feed_rejected_expired",
         "certgate.feed_rejected_invalid",
+        "certgate.feed_rejected_delta",
         "certgate.closed_on_update",
     ] {
         assert_eq!(counters.get(name), Some(&0), "{name}");
     }
-    // The labelled feed counters (updates, errors, closed, six refusal reasons); the
+    // The labelled feed counters (updates, errors, closed, seven refusal reasons); the
     // labelled decision counters come when a decision has their labels.
     let labelled = counters
         .keys()
         .filter(|n| n.starts_with("plugin=.="))
         .count();
-    assert_eq!(labelled, 9);
-    assert_eq!(counters.len(), 12 + ruleset::Reason::ALL.len() + labelled);
+    assert_eq!(labelled, 10);
+    assert_eq!(counters.len(), 13 + ruleset::Reason::ALL.len() + labelled);
 }
 
 /// `certgate_decisions_total` with its labels in the name, as Envoy's tag extraction
@@ -1810,4 +1811,219 @@ fn regular_polls_are_jittered_per_worker_and_never_later_than_the_interval() {
             );
         }
     }
+}
+
+// ---- deltas from the feed ----
+
+/// A table of [`table`]'s lineage issued `n` seconds after it, revoking `serials`
+/// serials (enough that a delta is smaller than the table).
+fn revoking(n: u64, serials: u32) -> Table {
+    let mut t = table(Mode::Enforce, AuditLog::Deny);
+    t.issued_at_ms = ISSUED_MS + n * 1000;
+    t.policy_digest = [n as u8; 32];
+    for s in 0..serials {
+        t.revocation.add_serial(Some(7), &s.to_be_bytes());
+    }
+    t.revocation.normalize();
+    t
+}
+
+impl Env {
+    /// Delivers a `226 IM Used` with `delta`, naming `base` and `etag`.
+    fn answer_delta(&mut self, base: &str, etag: &str, delta: &[u8]) {
+        let token = self.host.calls.borrow().len() as u32;
+        let headers: Vec<(String, Vec<u8>)> = [
+            (":status", "226"),
+            ("im", "certgate-delta"),
+            ("delta-base", base),
+            ("etag", etag),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        let n = headers.len();
+        *self.host.response_headers.borrow_mut() = headers;
+        *self.host.response_body.borrow_mut() = Some(delta.to_vec());
+        self.enter(0);
+        self.root.http_call_response(token, n, delta.len());
+    }
+
+    fn asked_delta(&self, call: usize) -> bool {
+        self.call_headers(call)
+            .contains(&("a-im".into(), "certgate-delta".into()))
+    }
+
+    fn serials_in_force(&self) -> usize {
+        let shared = self.root.shared().unwrap();
+        let active = shared.table.active().unwrap();
+        active.engine.table().revocation.serial_count()
+    }
+}
+
+/// The feed without an inline table: the first table comes whole, later ones as deltas
+/// applied to the bytes of the table in force, judged like fetched tables.
+fn fed_env() -> Env {
+    let feed_only = format!("{{{}}}", &feed_json(r#","lineage":["frontend"]"#)[1..]);
+    env(&feed_only)
+}
+
+#[test]
+fn a_delta_is_applied_to_the_table_in_force_and_installed_like_a_fetched_table() {
+    use ruleset::delta::{diff, etag};
+    let mut e = fed_env();
+    let x = signed(&revoking(1, 1000));
+    e.tick_at(2 * SECOND);
+    assert!(!e.asked_delta(0), "nothing to apply a delta to yet");
+    e.answer("200", Some(&etag(&x)), &x);
+    assert_eq!(e.host.counter("certgate.feed_updates"), 1);
+
+    e.tick_at(3 * SECOND + 1);
+    assert!(e.asked_delta(1));
+    assert!(e
+        .call_headers(1)
+        .contains(&("if-none-match".into(), etag(&x))));
+    let y = signed(&revoking(2, 1001));
+    let d = diff(&x, &y).unwrap();
+    assert!(d.len() < 400);
+    e.answer_delta(&etag(&x), &etag(&y), &d);
+    assert_eq!(e.host.counter("certgate.feed_updates"), 2);
+    assert_eq!(e.serials_in_force(), 1001);
+    assert_eq!(e.host.counter("certgate.feed_rejected_delta"), 0);
+    // The next poll names the rebuilt table and asks for a delta again.
+    e.tick_at(4 * SECOND + 2);
+    assert!(e.asked_delta(2));
+    assert!(e
+        .call_headers(2)
+        .contains(&("if-none-match".into(), etag(&y))));
+}
+
+#[test]
+fn corrupt_or_misdirected_deltas_are_refused_and_the_whole_table_fetched_next() {
+    use ruleset::delta::{diff, etag};
+    let mut e = fed_env();
+    let x = signed(&revoking(1, 1000));
+    e.tick_at(2 * SECOND);
+    e.answer("200", Some(&etag(&x)), &x);
+    let y = signed(&revoking(2, 1001));
+    let good = diff(&x, &y).unwrap();
+    let mut poll = 1;
+    let mut at = 3 * SECOND;
+    let mut next = |e: &mut Env| {
+        e.tick_at(at);
+        at += SECOND + 1;
+        poll += 1;
+        poll - 1
+    };
+    // Each bad delta: refused and counted, the table in force stays, the next poll asks
+    // for the whole table, and a good full answer turns deltas on again.
+    let mut corrupt = good.clone();
+    let last = corrupt.len() - 120;
+    corrupt[last] ^= 1;
+    let other_base = diff(&signed(&revoking(1, 999)), &y).unwrap();
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() - 1);
+    let cases: Vec<(&str, Vec<u8>, String)> = vec![
+        ("corrupt", corrupt, etag(&y)),
+        ("another base", other_base, etag(&y)),
+        ("truncated", truncated, etag(&y)),
+        ("wrong etag", good.clone(), etag(&x)),
+        ("garbage", b"not a delta".to_vec(), etag(&y)),
+    ];
+    for (i, (what, delta, tag)) in cases.into_iter().enumerate() {
+        let call = next(&mut e);
+        assert!(e.asked_delta(call), "{what}");
+        e.answer_delta(&etag(&x), &tag, &delta);
+        assert_eq!(
+            e.host.counter("certgate.feed_rejected_delta"),
+            i as u64 + 1,
+            "{what}"
+        );
+        assert_eq!(e.serials_in_force(), 1000, "{what}");
+        assert_eq!(e.host.counter("certgate.feed_updates"), 1, "{what}");
+        let call = next(&mut e);
+        assert!(
+            !e.asked_delta(call),
+            "{what}: the next poll fetches the whole table"
+        );
+        assert!(e
+            .call_headers(call)
+            .contains(&("if-none-match".into(), etag(&x))));
+        // The server still has only x's successor; pretend it answers 304 (x is current):
+        // a confirmation, and deltas stay off until a table is fetched whole.
+        e.answer("304", None, b"");
+        let call = next(&mut e);
+        assert!(!e.asked_delta(call), "{what}");
+        e.answer("200", Some(&etag(&x)), &x);
+        // The table in force again, same bytes: deltas may start from it.
+    }
+    let call = next(&mut e);
+    assert!(e.asked_delta(call));
+    e.answer_delta(&etag(&x), &etag(&y), &good);
+    assert_eq!(e.serials_in_force(), 1001);
+    assert_eq!(e.host.counter("certgate.feed_errors"), 0);
+    let warns = e.host.logged(Level::Warn).join("\n");
+    assert!(
+        warns.contains("delta from certgate-feed/table.cgt refused"),
+        "{warns}"
+    );
+    // Each refusal says why.
+    for why in [
+        "the delta is for another base table",
+        "truncated delta",
+        "not the table its ETag names",
+    ] {
+        assert!(warns.contains(why), "{why} in {warns}");
+    }
+}
+
+/// Someone between the feed and the proxy turns a delta into one that rebuilds a table
+/// of their own (the revocation withdrawn): it applies, but the result is judged like a
+/// fetched table and its signature fails.
+#[test]
+fn a_delta_to_a_forged_table_is_refused_by_its_signature() {
+    use ruleset::delta::{diff, etag};
+    let mut e = fed_env();
+    let x = signed(&revoking(1, 1000));
+    e.tick_at(2 * SECOND);
+    e.answer("200", Some(&etag(&x)), &x);
+    let forged = signed_by(&revoking(2, 10), FORGER);
+    e.tick_at(3 * SECOND + 1);
+    e.answer_delta(&etag(&x), &etag(&forged), &diff(&x, &forged).unwrap());
+    assert_eq!(e.host.counter("certgate.feed_rejected_signature"), 1);
+    assert_eq!(e.host.counter("certgate.feed_rejected_delta"), 0);
+    assert_eq!(e.serials_in_force(), 1000);
+    e.tick_at(4 * SECOND + 2);
+    assert!(
+        !e.asked_delta(2),
+        "after a refused table the next poll is a full fetch"
+    );
+}
+
+#[test]
+fn no_delta_is_asked_for_when_turned_off_or_unasked_for() {
+    use ruleset::delta::{diff, etag};
+    let feed_only = format!(
+        "{{{}}}",
+        &feed_json(r#","lineage":["frontend"],"deltas":false"#)[1..]
+    );
+    let mut e = env(&feed_only);
+    let x = signed(&revoking(1, 1000));
+    e.tick_at(2 * SECOND);
+    e.answer("200", Some(&etag(&x)), &x);
+    e.tick_at(3 * SECOND + 1);
+    assert!(!e.asked_delta(1));
+    // A 226 to a poll that asked for none is a failed poll, not a table.
+    let y = signed(&revoking(2, 1001));
+    e.answer_delta(&etag(&x), &etag(&y), &diff(&x, &y).unwrap());
+    assert_eq!(e.host.counter("certgate.feed_errors"), 1);
+    assert_eq!(e.serials_in_force(), 1000);
+
+    // An inline table confirmed by the feed in other bytes (signed there, unsigned
+    // inline): a delta from the feed's bytes would not apply to these, so none is asked.
+    let mut e = env(&config_json(&table(Mode::Enforce, AuditLog::Deny), &feed()));
+    let served = signed(&table(Mode::Enforce, AuditLog::Deny));
+    e.tick_at(2 * SECOND);
+    e.answer("200", Some(&etag(&served)), &served);
+    e.tick_at(3 * SECOND + 1);
+    assert!(!e.asked_delta(1));
 }

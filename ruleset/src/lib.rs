@@ -27,6 +27,7 @@ mod condition;
 mod decision;
 pub mod decode;
 mod decode_error;
+pub mod delta;
 pub mod encode;
 mod eval;
 mod format;

@@ -451,6 +451,17 @@ impl Revocation {
         }
     }
 
+    /// The bytes of the table these sets were decoded from, as the decoder got them
+    /// (header, body and signature trailer; the keys are read in place there), so a
+    /// host can apply a delta to the table in force without a second copy. `None` for
+    /// sets the compiler built.
+    pub fn table_bytes(&self) -> Option<&[u8]> {
+        match &self.by_issuer.keys {
+            Keys::InTable { table, .. } => Some(table.as_slice()),
+            Keys::Owned(_) => None,
+        }
+    }
+
     /// What a host with a live feed does once the data is stale (default: deny).
     pub fn on_stale(&self) -> OnStale {
         self.on_stale

@@ -5,6 +5,8 @@
 mod certs;
 #[path = "tests/codec.rs"]
 mod codec;
+#[path = "tests/delta.rs"]
+mod delta;
 #[path = "tests/docs.rs"]
 mod docs;
 #[path = "tests/eval.rs"]

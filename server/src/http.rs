@@ -1,11 +1,14 @@
 //! What each request gets: the routes and their answers, free of sockets so they are
-//! tested directly. The table at its path (strong ETag, `304`, `HEAD`), `/healthz`
+//! tested directly. The table at its path (strong ETag, `304`, `HEAD`, and `226` deltas
+//! for pollers that ask with `A-IM: certgate-delta`, see `delta.rs`), `/healthz`
 //! (ready: a valid, unexpired table is served), `/livez` (the process runs), `/metrics`
 //! (Prometheus text).
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use hyper::header::{
+    HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
+};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::metrics::Metrics;
@@ -50,12 +53,16 @@ pub fn respond<B>(
             },
         },
         "/metrics" => metrics_text(metrics.render()),
-        p if p == path => table(request, served),
+        p if p == path => table(request, served, metrics),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
 
-fn table<B>(request: &Request<B>, served: Option<&Served>) -> Response<Full<Bytes>> {
+fn table<B>(
+    request: &Request<B>,
+    served: Option<&Served>,
+    metrics: &Metrics,
+) -> Response<Full<Bytes>> {
     let Some(served) = served else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -68,6 +75,11 @@ fn table<B>(request: &Request<B>, served: Option<&Served>) -> Response<Full<Byte
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|inm| etag_matches(inm, &served.etag));
+    if !matches {
+        if let Some(r) = delta(request, served, metrics) {
+            return r;
+        }
+    }
     let (status, body) = if matches {
         (StatusCode::NOT_MODIFIED, Bytes::new())
     } else {
@@ -99,6 +111,49 @@ pub fn metrics_text(body: String) -> Response<Full<Bytes>> {
     r
 }
 
+/// `226 IM Used` with the delta from the table the poller holds (its `If-None-Match`) to
+/// the one served, when it asked for one (`A-IM: certgate-delta`), the server still has
+/// its table and the delta is at most half the table (RFC 3229; see `delta.rs`).
+fn delta<B>(
+    request: &Request<B>,
+    served: &Served,
+    metrics: &Metrics,
+) -> Option<Response<Full<Bytes>>> {
+    let headers = request.headers();
+    let wanted = headers
+        .get_all(A_IM)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(crate::delta::accepts_delta);
+    if !wanted {
+        return None;
+    }
+    let candidates = headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(str::trim));
+    let (base, body) = served.deltas.for_request(candidates, &served.bytes)?;
+    metrics.delta_served(served.bytes.len().saturating_sub(body.len()));
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = StatusCode::IM_USED;
+    let h = r.headers_mut();
+    h.insert(ETAG, HeaderValue::from_str(&served.etag).ok()?);
+    h.insert(DELTA_BASE, HeaderValue::from_str(&base).ok()?);
+    h.insert(IM, HeaderValue::from_static(ruleset::delta::IM_NAME));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(r)
+}
+
+/// RFC 3229 header names.
+const A_IM: HeaderName = HeaderName::from_static("a-im");
+const IM: HeaderName = HeaderName::from_static("im");
+const DELTA_BASE: HeaderName = HeaderName::from_static("delta-base");
+
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -124,6 +179,7 @@ mod tests {
             etag: "\"abc\"".into(),
             issued_at_ms: 1_000,
             expires_at_ms,
+            deltas: Default::default(),
         }
     }
 

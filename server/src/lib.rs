@@ -39,6 +39,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{Notify, Semaphore};
 
+pub mod delta;
 pub mod http;
 pub mod io;
 pub mod metrics;
@@ -124,6 +125,8 @@ pub struct Config {
     pub poll: Duration,
     /// The limits enforced.
     pub limits: Limits,
+    /// How many earlier tables a poller may get a delta from (`--delta-history`; 0: none).
+    pub delta_history: usize,
 }
 
 /// Why a server could not start or run.
@@ -221,7 +224,15 @@ impl Server {
         let listener = listen(config.listen).map_err(|e| Error::Listen(config.listen, e))?;
         let metrics = Arc::new(Metrics::default());
         let current: Current = Arc::new(RwLock::new(None));
-        let mut scanner = scan::Scanner::new(config.dir.clone(), Arc::clone(&metrics), source);
+        if config.delta_history > delta::MAX_DELTA_HISTORY {
+            return Err(Error::Config(format!(
+                "--delta-history {} is above the limit of {}",
+                config.delta_history,
+                delta::MAX_DELTA_HISTORY
+            )));
+        }
+        let mut scanner = scan::Scanner::new(config.dir.clone(), Arc::clone(&metrics), source)
+            .with_delta_history(config.delta_history);
         scanner.scan(&current);
         let pollers = Arc::new(status::Pollers::default());
         if let Some(served) = current.read().ok().and_then(|s| s.clone()) {

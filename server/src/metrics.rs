@@ -91,7 +91,7 @@ impl EarlyClose {
 }
 
 /// The status codes the feed answers with; anything else is counted as `other`.
-const CODES: [u16; 6] = [200, 304, 404, 405, 503, 0];
+const CODES: [u16; 7] = [200, 226, 304, 404, 405, 503, 0];
 
 /// Every counter and gauge of one server.
 #[derive(Debug, Default)]
@@ -108,6 +108,9 @@ pub struct Metrics {
     issued_ms: AtomicU64,
     expires_ms: AtomicU64,
     table_bytes: AtomicU64,
+    /// Deltas served (`226`) and the bytes they saved against the whole table.
+    deltas_served: AtomicU64,
+    delta_saved_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -120,6 +123,13 @@ impl Metrics {
         if let Some(c) = self.requests.get(i) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A delta was served instead of the table, `saved` bytes smaller.
+    pub fn delta_served(&self, saved: usize) {
+        self.deltas_served.fetch_add(1, Ordering::Relaxed);
+        self.delta_saved_bytes
+            .fetch_add(u64::try_from(saved).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Counts bytes written to clients.
@@ -257,6 +267,18 @@ impl Metrics {
             &[(String::new(), load(&self.sent_bytes).to_string())],
         );
         family(
+            "certgate_feed_deltas_served_total",
+            "counter",
+            "Deltas served (226 IM Used) instead of the whole table.",
+            &[(String::new(), load(&self.deltas_served).to_string())],
+        );
+        family(
+            "certgate_feed_delta_saved_bytes_total",
+            "counter",
+            "Bytes the deltas served saved against sending the whole table.",
+            &[(String::new(), load(&self.delta_saved_bytes).to_string())],
+        );
+        family(
             "certgate_feed_open_connections",
             "gauge",
             "Client connections open now.",
@@ -307,6 +329,7 @@ mod tests {
             etag: "\"x\"".into(),
             issued_at_ms: 1_700_000_000_123,
             expires_at_ms: Some(1_700_000_100_000),
+            deltas: Default::default(),
         });
         let text = m.render();
         for line in [

@@ -64,6 +64,8 @@ pub struct Scanner {
     served_issued_ms: Option<u64>,
     metrics: Arc<Metrics>,
     source: Option<Box<dyn Source>>,
+    /// How many earlier tables a delta may start from (`--delta-history`).
+    delta_history: usize,
 }
 
 impl std::fmt::Debug for dyn Source {
@@ -82,7 +84,14 @@ impl Scanner {
             served_issued_ms: None,
             metrics,
             source,
+            delta_history: crate::delta::DEFAULT_DELTA_HISTORY,
         }
+    }
+
+    /// Keeps `keep` earlier tables for deltas (0: no deltas).
+    pub fn with_delta_history(mut self, keep: usize) -> Scanner {
+        self.delta_history = keep;
+        self
     }
 
     /// Re-scans the directory and, when a strictly newer valid table is there, publishes it.
@@ -316,11 +325,20 @@ impl Scanner {
                     ruleset::signature::key_id(k)
                 )),
         );
+        let deltas = match current.read() {
+            Ok(slot) => crate::delta::Deltas::after(
+                slot.as_ref()
+                    .map(|s| (s.etag.as_str(), &s.bytes, &s.deltas)),
+                self.delta_history,
+            ),
+            Err(_) => crate::delta::Deltas::default(),
+        };
         let served = Served {
             bytes: Bytes::from(bytes),
             etag,
             issued_at_ms: table.issued_at_ms,
             expires_at_ms: table.expires_at_ms,
+            deltas,
         };
         self.metrics.table_published(&served);
         if let Ok(mut slot) = current.write() {

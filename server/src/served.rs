@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 
+use crate::delta::Deltas;
+
 /// The table being served, shared with every connection.
 #[derive(Debug, Clone)]
 pub struct Served {
@@ -14,4 +16,6 @@ pub struct Served {
     pub issued_at_ms: u64,
     /// When the table's data stops being current, Unix milliseconds; `None`: never.
     pub expires_at_ms: Option<u64>,
+    /// The tables served before it, from which a poller may get a delta to it.
+    pub deltas: Deltas,
 }

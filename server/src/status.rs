@@ -301,6 +301,7 @@ mod tests {
             etag: etag.into(),
             issued_at_ms: 7,
             expires_at_ms: None,
+            deltas: Default::default(),
         }
     }
 

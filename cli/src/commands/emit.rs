@@ -140,6 +140,9 @@ struct Config {
     /// Accept a fed table that loosens mode, defaultAction, onStale or audit.log
     #[arg(long)]
     feed_allow_loosening: bool,
+    /// Ask the feed for deltas (RFC 3229 `A-IM: certgate-delta`) instead of whole tables
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    feed_deltas: bool,
     /// Override the table's mode in the filter
     #[arg(long, value_parser = ["enforce", "audit"])]
     mode: Option<String>,
@@ -280,6 +283,7 @@ fn feed_config(c: &Config, inline: Option<&ruleset::Table>) -> anyhow::Result<Op
             || c.feed_allow_unsigned
             || c.feed_allow_loosening
             || c.feed_long_poll.is_some()
+            || !c.feed_deltas
         {
             bail!("the `--feed-*` options need `--feed-cluster`");
         }
@@ -326,6 +330,7 @@ fn feed_config(c: &Config, inline: Option<&ruleset::Table>) -> anyhow::Result<Op
         lineage: Some(lineage),
         allow_unsigned: c.feed_allow_unsigned,
         allow_loosening: c.feed_allow_loosening,
+        deltas: c.feed_deltas,
     }))
 }
 

@@ -32,6 +32,11 @@ Long-poll: a poll of PATH whose If-None-Match names the table served and that se
 wait=N` (N at most 60) is held until a newer table is served (200) or N seconds pass (304, with \
 `Preference-Applied: wait=N`); held polls are not cut by --header-timeout-ms and are answered \
 at once on shutdown; while any is held, DIR is re-scanned every 100 ms (or --poll-ms if shorter).\n\n\
+Deltas: a poll with `A-IM: certgate-delta` whose If-None-Match names one of the last \
+--delta-history tables served gets 226 IM Used with only what changed (the revocation keys \
+added and removed, any other changed section whole; headers IM, Delta-Base, ETag), when that \
+is at most half the table; otherwise the table (200) or 304 as without it. The poller rebuilds \
+the table byte for byte and verifies its signature as a fetched one's.\n\n\
 Limits: at most --max-connections connections are served at once (one more is accepted and closed \
 at once); a request head must arrive whole within --header-timeout-ms of the connection's start \
 or of the previous response (this also closes idle keep-alive connections); a response the \
@@ -77,6 +82,10 @@ pub struct Args {
     /// How long a shutdown waits for requests in flight, in milliseconds.
     #[arg(long, default_value_t = millis(certgate_server::DEFAULT_SHUTDOWN_GRACE), value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_grace_ms: u64,
+    /// Earlier tables kept to answer a poller holding one of them with a delta to the
+    /// newest (`226 IM Used`, RFC 3229); 0 turns deltas off.
+    #[arg(long, value_name = "N", default_value_t = certgate_server::delta::DEFAULT_DELTA_HISTORY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=certgate_server::delta::MAX_DELTA_HISTORY as u64))]
+    pub delta_history: usize,
     /// Also serve tables compiled from the policies in this directory (or file), recompiled
     /// whenever a file under it changes (CRL and revocation files included).
     #[arg(long, value_name = "POLICIES")]
@@ -109,6 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             max_requests_per_connection: args.max_requests_per_connection,
             shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
         },
+        delta_history: args.delta_history,
     };
     let source = match &args.policies {
         None => None,

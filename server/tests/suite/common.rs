@@ -31,6 +31,7 @@ impl Running {
             path: "/table.cgt".into(),
             poll: POLL,
             limits,
+            delta_history: certgate_server::delta::DEFAULT_DELTA_HISTORY,
         })
         .expect("bind");
         let addr = server.local_addr().expect("address");

@@ -230,6 +230,7 @@ fn unusable_configurations_are_refused_before_binding() {
         path: path.into(),
         poll: super::common::POLL,
         limits: Limits::default(),
+        delta_history: certgate_server::delta::DEFAULT_DELTA_HISTORY,
     };
     for (path, want) in [
         ("table.cgt", "--path must start with `/`"),

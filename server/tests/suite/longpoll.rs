@@ -140,6 +140,7 @@ fn while_polls_are_held_the_directory_is_rescanned_quickly() {
         path: "/table.cgt".into(),
         poll: SLOW_SCAN,
         limits: Limits::default(),
+        delta_history: certgate_server::delta::DEFAULT_DELTA_HISTORY,
     })
     .unwrap();
     let addr = server.local_addr().unwrap();

@@ -1,5 +1,6 @@
 mod attacks;
 mod common;
+mod delta;
 mod endpoints;
 mod longpoll;
 mod shutdown;

@@ -36,6 +36,7 @@ fn a_sources_tables_follow_the_same_rules_as_files() {
             path: "/table.cgt".into(),
             poll: POLL,
             limits: Limits::default(),
+            delta_history: certgate_server::delta::DEFAULT_DELTA_HISTORY,
         },
         Some(Box::new(Fed(rx))),
     )
