@@ -56,7 +56,14 @@ pub fn access_log(path: &Path, site: LogSite, source: &str) -> Value {
 fn emitted_access_log(site: LogSite) -> Result<Value> {
     let tools = crate::tools::Tools::locate()?;
     let out = Command::new(&tools.certgate)
-        .args(["emit", "access-log", "--format", "json", "--site", site.flag()])
+        .args([
+            "emit",
+            "access-log",
+            "--format",
+            "json",
+            "--site",
+            site.flag(),
+        ])
         .output()
         .with_context(|| format!("running {}", tools.certgate.display()))?;
     if !out.status.success() {

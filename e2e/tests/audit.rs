@@ -102,7 +102,12 @@ fn audit_mode_lets_everything_through_and_records_would_deny() {
         );
         for d in &decisions {
             assert_eq!(d["event.id"], d["certgate.decision_id"], "{d}");
-            for field in ["@timestamp", "source.port", "destination.ip", "network.transport"] {
+            for field in [
+                "@timestamp",
+                "source.port",
+                "destination.ip",
+                "network.transport",
+            ] {
                 assert!(d.get(field).is_some(), "{field} missing: {d}");
             }
         }
@@ -138,15 +143,39 @@ fn the_ecs_check_refuses_wrong_types_unknown_fields_and_missing_required_ones() 
         r
     };
     let cases = [
-        (with("source.port", json!("40000")), "source.port: a long must be an integer"),
-        (with("source.ip", json!("10.1.2")), "source.ip: an ip must be"),
+        (
+            with("source.port", json!("40000")),
+            "source.port: a long must be an integer",
+        ),
+        (
+            with("source.ip", json!("10.1.2")),
+            "source.ip: an ip must be",
+        ),
         (with("verdict", json!("deny")), "verdict: not an ECS field"),
-        (with("event.kind", json!("decision")), "event.kind: 'decision' is not one of"),
-        (with("event.type", json!("creation")), "event.type: 'creation' is not a type"),
-        (with("@timestamp", json!("06:30")), "@timestamp: a date must be RFC 3339"),
-        (with("ecs.version", json!("8.11.0")), "ecs.version: '8.11.0', but the pinned"),
-        (with("source.port", json!([1, 2])), "source.port: ECS does not make this field an array"),
-        (without("ecs.version"), "ecs.version: required by ECS, missing"),
+        (
+            with("event.kind", json!("decision")),
+            "event.kind: 'decision' is not one of",
+        ),
+        (
+            with("event.type", json!("creation")),
+            "event.type: 'creation' is not a type",
+        ),
+        (
+            with("@timestamp", json!("06:30")),
+            "@timestamp: a date must be RFC 3339",
+        ),
+        (
+            with("ecs.version", json!("8.11.0")),
+            "ecs.version: '8.11.0', but the pinned",
+        ),
+        (
+            with("source.port", json!([1, 2])),
+            "source.port: ECS does not make this field an array",
+        ),
+        (
+            without("ecs.version"),
+            "ecs.version: required by ECS, missing",
+        ),
         (
             with(DECISION_FIELD, json!("{\"tls.client.x509.issuer\":1}")),
             "certgate.decision tls.client.x509.issuer: not an ECS field",

@@ -9,6 +9,7 @@ mod feed;
 mod feed_memory;
 mod http;
 mod istio;
+mod lifecycle;
 mod network;
 mod oci;
 mod proxies;

@@ -195,7 +195,14 @@ pub fn push_timestamp(out: &mut String, nanos: u64) {
     out.push('T');
     two(out, of_day.checked_div(3600).unwrap_or(0));
     out.push(':');
-    two(out, of_day.checked_rem(3600).unwrap_or(0).checked_div(60).unwrap_or(0));
+    two(
+        out,
+        of_day
+            .checked_rem(3600)
+            .unwrap_or(0)
+            .checked_div(60)
+            .unwrap_or(0),
+    );
     out.push(':');
     two(out, of_day.checked_rem(60).unwrap_or(0));
     out.push('.');
@@ -240,11 +247,24 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
             .saturating_add(yoe.checked_div(4).unwrap_or(0))
             .saturating_sub(yoe.checked_div(100).unwrap_or(0)),
     );
-    let mp = doy.saturating_mul(5).saturating_add(2).checked_div(153).unwrap_or(0);
+    let mp = doy
+        .saturating_mul(5)
+        .saturating_add(2)
+        .checked_div(153)
+        .unwrap_or(0);
     let day = doy
-        .saturating_sub(mp.saturating_mul(153).saturating_add(2).checked_div(5).unwrap_or(0))
+        .saturating_sub(
+            mp.saturating_mul(153)
+                .saturating_add(2)
+                .checked_div(5)
+                .unwrap_or(0),
+        )
         .saturating_add(1);
-    let month = if mp < 10 { mp.saturating_add(3) } else { mp.saturating_sub(9) };
+    let month = if mp < 10 {
+        mp.saturating_add(3)
+    } else {
+        mp.saturating_sub(9)
+    };
     let year = yoe
         .saturating_add(era.saturating_mul(400))
         .saturating_add(u64::from(month <= 2));

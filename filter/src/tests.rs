@@ -1502,7 +1502,6 @@ fn without_the_pem_attribute_a_certificate_table_denies_as_unavailable_and_says_
     assert_eq!(e.host.counter("certgate.reason.no_peer_cert"), 1);
 }
 
-
 #[test]
 fn records_carry_the_ecs_fields_and_every_kind_of_san_bounded() {
     let key = rcgen::KeyPair::generate().unwrap();
@@ -1520,7 +1519,9 @@ fn records_carry_the_ecs_fields_and_every_kind_of_san_bounded() {
             .map(|i| rcgen::SanType::DnsName(format!("n{i}.example.org").try_into().unwrap()))
             .collect();
         p.subject_alt_names.push(rcgen::SanType::DnsName(
-            format!("{}.example.org", "a".repeat(1100)).try_into().unwrap(),
+            format!("{}.example.org", "a".repeat(1100))
+                .try_into()
+                .unwrap(),
         ));
         p.self_signed(&key).unwrap().pem()
     };
@@ -1540,7 +1541,6 @@ fn records_carry_the_ecs_fields_and_every_kind_of_san_bounded() {
         r#""source.port":40000"#,
         r#""destination.ip":"10.0.0.1""#,
         r#""destination.port":8443"#,
-        
     ] {
         assert!(record.contains(want), "{want} not in {record}");
     }
@@ -1551,10 +1551,16 @@ fn records_carry_the_ecs_fields_and_every_kind_of_san_bounded() {
         assert!(record.contains(&sans), "{sans} not in {record}");
     }
     let id = decision_id_of(&record);
-    assert!(record.contains(&format!(r#""event.id":"{id}""#)), "{record}");
+    assert!(
+        record.contains(&format!(r#""event.id":"{id}""#)),
+        "{record}"
+    );
     // 41 names, one too long for a keyword: 16 kept, 25 counted.
     let bounded = e.host.audit(3).unwrap();
-    assert!(bounded.contains(r#""certgate.alternative_names_omitted":25"#), "{bounded}");
+    assert!(
+        bounded.contains(r#""certgate.alternative_names_omitted":25"#),
+        "{bounded}"
+    );
     assert!(bounded.contains("n15.example.org") && !bounded.contains("n16.example.org"));
     assert!(bounded.len() < 4096, "{}", bounded.len());
 }

@@ -55,11 +55,17 @@ pub fn ecs_fields(site: Site, label: Option<&str>) -> Vec<(&'static str, Y)> {
         ("source.ip", s("%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%")),
         ("source.port", s("%DOWNSTREAM_REMOTE_PORT%")),
         ("source.bytes", s("%BYTES_RECEIVED%")),
-        ("destination.ip", s("%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%")),
+        (
+            "destination.ip",
+            s("%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%"),
+        ),
         ("destination.port", s("%DOWNSTREAM_LOCAL_PORT%")),
         ("destination.bytes", s("%BYTES_SENT%")),
         ("tls.client.server_name", s("%REQUESTED_SERVER_NAME%")),
-        ("tls.client.x509.serial_number", s("%DOWNSTREAM_PEER_SERIAL%")),
+        (
+            "tls.client.x509.serial_number",
+            s("%DOWNSTREAM_PEER_SERIAL%"),
+        ),
         (
             "tls.client.x509.subject.distinguished_name",
             s("%DOWNSTREAM_PEER_SUBJECT%"),
@@ -68,7 +74,10 @@ pub fn ecs_fields(site: Site, label: Option<&str>) -> Vec<(&'static str, Y)> {
             "tls.client.x509.issuer.distinguished_name",
             s("%DOWNSTREAM_PEER_ISSUER%"),
         ),
-        ("tls.client.hash.sha256", s("%DOWNSTREAM_PEER_FINGERPRINT_256%")),
+        (
+            "tls.client.hash.sha256",
+            s("%DOWNSTREAM_PEER_FINGERPRINT_256%"),
+        ),
         ("error.message", s("%DOWNSTREAM_TRANSPORT_FAILURE_REASON%")),
     ];
     if site == Site::Http {
@@ -85,7 +94,10 @@ pub fn ecs_fields(site: Site, label: Option<&str>) -> Vec<(&'static str, Y)> {
         ("certgate.peer_uri_san", s("%DOWNSTREAM_PEER_URI_SAN%")),
         ("certgate.upstream_host", s("%UPSTREAM_HOST%")),
         ("certgate.response_flags", s("%RESPONSE_FLAGS%")),
-        ("certgate.termination", s("%CONNECTION_TERMINATION_DETAILS%")),
+        (
+            "certgate.termination",
+            s("%CONNECTION_TERMINATION_DETAILS%"),
+        ),
     ]);
     f
 }
