@@ -49,8 +49,8 @@ fn untrusted_leaf(dir: &std::path::Path) -> Leaf {
     }
 }
 
-/// The tcp_proxy line of the connection `ex` made, once Envoy has written it.
-fn line_of(s: &Scenario, ex: &Exchange) -> Value {
+/// The line the `site` logger wrote for the connection `ex` made, once it is there.
+fn line_of(s: &Scenario, site: &str, ex: &Exchange) -> Value {
     let port = ex
         .local_port
         .unwrap_or_else(|| panic!("no local port: {ex:?}"));
@@ -58,7 +58,7 @@ fn line_of(s: &Scenario, ex: &Exchange) -> Value {
     let deadline = Instant::now() + LOG_LINE_DEADLINE;
     loop {
         let found = s.envoy.access_records().into_iter().find(|l| {
-            l["certgate.log_source"] == "life/tcp_proxy"
+            l["certgate.log_source"] == format!("life/{site}").as_str()
                 && l[SOURCE_ADDRESS_FIELD]
                     .as_str()
                     .is_some_and(|a| a.ends_with(&suffix))
@@ -105,9 +105,12 @@ fn the_access_log_records_handshake_failures_decisions_and_closes_as_ecs() {
             let cfg = rustls_config(&run.pki, leaf, certgate_e2e::TlsPin::Any)
                 .unwrap_or_else(|e| panic!("{e:#}"));
             let ex = rustls_exchange(addr, cfg, ping, Want::Bytes(ping.len())).await;
-            let line = line_of(&s, &ex);
-            println!("{what}: {}", serde_json::to_string(&line).unwrap());
-            lines.push((what, ex, line));
+            // The listener's logger and tcp_proxy's both see every connection.
+            for site in ["listener", "tcp_proxy"] {
+                let line = line_of(&s, site, &ex);
+                println!("{what} ({site}): {}", serde_json::to_string(&line).unwrap());
+                lines.push((what, ex.clone(), line));
+            }
         }
         for (what, ex, line) in &lines {
             assert_eq!(line["event.type"], "end", "{what}: {line}");

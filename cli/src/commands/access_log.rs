@@ -2,8 +2,8 @@
 //! lifecycle as ECS JSON, one line per connection (or HTTP request) when it closes:
 //! the handshake failure Envoy saw (`error.message`), the filter's decision record
 //! (`certgate.decision`, the filter-state record as text), and the connection's
-//! duration and bytes. The same entry goes on the listener, on `tcp_proxy` and on the
-//! HTTP connection manager (docs/filter.md#the-connection-lifecycle-in-the-access-log).
+//! duration and bytes. The entry goes on the listener (every connection), on
+//! `tcp_proxy`, or on the HTTP connection manager (every request); see docs/filter.md.
 
 use super::yaml_out::{map, s, Y};
 
@@ -16,9 +16,9 @@ pub const AUDIT_FILTER_STATE: &str = "wasm.certgate.audit";
 /// Where an access logger sits; it names the line's `certgate.log_source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Site {
-    /// `listeners[].access_log`: connections that match no filter chain
+    /// `listeners[].access_log`: every connection the listener accepted
     Listener,
-    /// `tcp_proxy`'s `access_log`: every TCP connection, handshake failures included
+    /// `tcp_proxy`'s `access_log`: every connection of a TCP filter chain
     TcpProxy,
     /// The HTTP connection manager's `access_log`: every HTTP request
     Http,

@@ -21,7 +21,7 @@ pub const MAX_PLUGIN_CONFIG_BYTES: usize = 1_000_000;
 #[command(
     about = "Print the Envoy filter entry or Istio WasmPlugin that carries a table, or the ECS access logger",
     after_help = "Examples:\n  certgate emit envoy --table table.cgt\n  certgate emit envoy --table table.cgt --http --format json\n  \
-certgate emit access-log --site tcp-proxy --path /var/log/envoy/certgate.json\n  \
+certgate emit access-log --path /var/log/envoy/certgate.json\n  \
 certgate emit istio --table table.cgt --name certgate --namespace payments --selector app=payments --url oci://registry.example/certgate-filter:0.1.0"
 )]
 pub struct Args {
@@ -38,11 +38,12 @@ enum Target {
 JSON: one per connection (per request on an HTTP connection manager) when it closes, with the TLS handshake \
 failure Envoy saw (`error.message`: expired or untrusted client certificates never reach the filter), \
 the filter's decision record as text (`certgate.decision`), and the duration and bytes in and out. Put it \
-in `tcp_proxy`'s `access_log` (--site tcp-proxy: every TCP connection, handshake failures included), in the \
-HTTP connection manager's (--site http), and on the listener (--site listener: connections that match no \
-filter chain).\n\n\
+on the listener (`listeners[].access_log`, --site listener: one line for every connection the listener \
+accepted, on TCP and HTTP ports alike, handshake failures and connections closed before any HTTP request \
+included), or in `tcp_proxy`'s `access_log` (--site tcp-proxy) or the HTTP connection manager's (--site \
+http: one line per request, with `http.response.status_code`).\n\n\
 Exit codes: 0 printed, 2 usage error.\n\n\
-Examples:\n  certgate emit access-log --site tcp-proxy\n  \
+Examples:\n  certgate emit access-log\n  \
 certgate emit access-log --site http --path /var/log/envoy/certgate.json --format json"
     )]
     AccessLog(AccessLogArgs),
@@ -153,8 +154,8 @@ struct Config {
 
 #[derive(Debug, clap::Args)]
 struct AccessLogArgs {
-    /// Where the logger sits: `tcp-proxy`, `http` or `listener`
-    #[arg(long, value_enum, value_name = "SITE", default_value = "tcp-proxy")]
+    /// Where the logger sits: `listener` (every connection), `tcp-proxy` or `http` (every request)
+    #[arg(long, value_enum, value_name = "SITE", default_value = "listener")]
     site: super::access_log::Site,
     /// The file Envoy writes the lines to
     #[arg(long, value_name = "PATH", default_value = "/dev/stdout")]
