@@ -180,3 +180,64 @@ fn the_access_log_records_handshake_failures_decisions_and_closes_as_ecs() {
         println!("{summary}");
     });
 }
+
+/// The Istio recipe (docs/istio-access-log.yaml): both objects validate against the CRDs
+/// pinned from istio/api, and the EnvoyFilter carries exactly the logger the CLI prints.
+#[test]
+fn the_istio_recipe_validates_and_carries_the_emitted_logger() {
+    let root = certgate_e2e::tools::repo_root();
+    let python = std::env::var_os("CERTGATE_PYTHON")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| panic!("CERTGATE_PYTHON is not set: run `make venv` (or `make e2e`)"));
+    let text = std::fs::read_to_string(root.join("docs/istio-access-log.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // One JSON file per document, through the venv's PyYAML.
+    let split = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import json,sys,yaml\n\
+             for i,d in enumerate(yaml.safe_load_all(open(sys.argv[1]))):\n    \
+             json.dump(d, open(f'{sys.argv[2]}/{i}.json','w'))",
+        ])
+        .arg(root.join("docs/istio-access-log.yaml"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(split.status.success(), "{split:?}");
+    let doc = |i: usize| -> Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(format!("{i}.json"))).unwrap())
+            .unwrap()
+    };
+    let fixtures = root.join("compiler/tests/fixtures/istio");
+    for (i, kind, crd) in [
+        (0, "EnvoyFilter", "envoyfilter-crd.yaml"),
+        (1, "Telemetry", "telemetry-crd.yaml"),
+    ] {
+        assert_eq!(doc(i)["kind"], kind, "{text}");
+        let out = std::process::Command::new(&python)
+            .arg(root.join("scripts/validate-crd.py"))
+            .arg(fixtures.join(crd))
+            .arg(dir.path().join(format!("{i}.json")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind} does not validate: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let run = run();
+    let emitted = std::process::Command::new(&run.tools.certgate)
+        .args(["emit", "access-log", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(emitted.status.success(), "{emitted:?}");
+    let emitted: Value = serde_json::from_slice(&emitted.stdout).unwrap();
+    let patch = &doc(0)["spec"]["configPatches"][0];
+    assert_eq!(patch["match"]["context"], "SIDECAR_INBOUND");
+    assert_eq!(
+        patch["patch"]["value"]["access_log"][0], emitted,
+        "the recipe's logger is not what `certgate emit access-log` prints"
+    );
+}
