@@ -196,4 +196,20 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn ip_address_sans_are_text_and_other_lengths_are_not_addresses() {
+        assert_eq!(
+            super::ip_text(&[192, 0, 2, 7]).as_deref(),
+            Some("192.0.2.7")
+        );
+        let mut v6 = [0u8; 16];
+        v6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        v6[15] = 7;
+        assert_eq!(super::ip_text(&v6).as_deref(), Some("2001:db8::7"));
+        // A name constraint's address and mask (8 bytes), or garbage: not an address.
+        for bad in [&[][..], &[1, 2, 3], &[10, 0, 0, 0, 255, 0, 0, 0], &[0; 17]] {
+            assert_eq!(super::ip_text(bad), None, "{bad:?}");
+        }
+    }
 }
