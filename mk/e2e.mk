@@ -6,7 +6,7 @@
 E2E_THREADS ?= 2
 
 .PHONY: e2e
-e2e: envoy envoys filter cli oci-tools ## end-to-end tests: real Envoy, real filter, real certificates and clients
+e2e: envoy envoys filter cli oci-tools venv ## end-to-end tests: real Envoy, real filter, real certificates and clients
 	CERTGATE_FILTER_WASM=$(abspath $(FILTER_WASM)) \
 	  cargo test -p certgate-e2e --test tests -- --test-threads $(E2E_THREADS)
 

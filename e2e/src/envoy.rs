@@ -18,29 +18,58 @@ use crate::pki::Pki;
 /// The filter-state key the filter's audit record is read from in access logs.
 pub const AUDIT_FILTER_STATE: &str = "wasm.certgate.audit";
 
-/// The access-log line format: one JSON object per connection (or HTTP request).
-fn access_log(path: &Path, source: &str) -> Value {
-    json!({
-        "name": "envoy.access_loggers.file",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-            "path": path,
-            "log_format": {"json_format": {
-                "source": source,
-                "downstream": "%DOWNSTREAM_REMOTE_ADDRESS%",
-                "audit": format!("%FILTER_STATE({AUDIT_FILTER_STATE}:PLAIN)%"),
-                "upstream_host": "%UPSTREAM_HOST%",
-                "response_code": "%RESPONSE_CODE%",
-                "response_flags": "%RESPONSE_FLAGS%",
-                "bytes_received": "%BYTES_RECEIVED%",
-                "bytes_sent": "%BYTES_SENT%",
-                "tls_version": "%DOWNSTREAM_TLS_VERSION%",
-                "peer_uri_san": "%DOWNSTREAM_PEER_URI_SAN%",
-                "peer_serial": "%DOWNSTREAM_PEER_SERIAL%",
-                "termination": "%CONNECTION_TERMINATION_DETAILS%"
-            }}
+/// Where an access logger sits, as `certgate emit access-log --site` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogSite {
+    Listener,
+    TcpProxy,
+    Http,
+}
+
+impl LogSite {
+    fn flag(self) -> &'static str {
+        match self {
+            LogSite::Listener => "listener",
+            LogSite::TcpProxy => "tcp-proxy",
+            LogSite::Http => "http",
         }
-    })
+    }
+}
+
+/// The access logger `certgate emit access-log --site <site>` prints (ECS JSON, one
+/// line per connection or HTTP request), asked of the CLI once per site and process so
+/// the suite runs the configuration users are given, writing to `path`, its
+/// `certgate.log_source` naming `source` (listener and site).
+pub fn access_log(path: &Path, site: LogSite, source: &str) -> Value {
+    static EMITTED: std::sync::Mutex<BTreeMap<LogSite, Value>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut emitted = EMITTED.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = emitted.entry(site).or_insert_with(|| {
+        emitted_access_log(site).unwrap_or_else(|e| panic!("certgate emit access-log: {e:#}"))
+    });
+    let mut entry = entry.clone();
+    entry["typed_config"]["path"] = json!(path);
+    entry["typed_config"]["log_format"]["json_format"]["certgate.log_source"] = json!(source);
+    entry
+}
+
+fn emitted_access_log(site: LogSite) -> Result<Value> {
+    let tools = crate::tools::Tools::locate()?;
+    let out = Command::new(&tools.certgate)
+        .args([
+            "emit",
+            "access-log",
+            "--format",
+            "json",
+            "--site",
+            site.flag(),
+        ])
+        .output()
+        .with_context(|| format!("running {}", tools.certgate.display()))?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// The `DownstreamTlsContext` every test listener uses: Envoy's certificate, client
@@ -152,7 +181,7 @@ pub fn bootstrap(
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                         "stat_prefix": l.name,
                         "cluster": cluster,
-                        "access_log": [access_log(access_log_path, &format!("{}/tcp_proxy", l.name))]
+                        "access_log": [access_log(access_log_path, LogSite::TcpProxy, &format!("{}/tcp_proxy", l.name))]
                     });
                     merge(&mut tcp, tcp_proxy_extra);
                     let mut f: Vec<Value> = filter.iter().cloned().collect();
@@ -171,7 +200,7 @@ pub fn bootstrap(
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": l.name,
                             "codec_type": "AUTO",
-                            "access_log": [access_log(access_log_path, &format!("{}/http", l.name))],
+                            "access_log": [access_log(access_log_path, LogSite::Http, &format!("{}/http", l.name))],
                             "route_config": {"virtual_hosts": [{
                                 "name": "all", "domains": ["*"],
                                 "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]
@@ -184,7 +213,7 @@ pub fn bootstrap(
             json!({
                 "name": l.name,
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                "access_log": [access_log(access_log_path, &format!("{}/listener", l.name))],
+                "access_log": [access_log(access_log_path, LogSite::Listener, &format!("{}/listener", l.name))],
                 "filter_chains": [{
                     "filters": filters,
                     "transport_socket": downstream_tls(pki, l.client_cert_optional)

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod certgate;
 pub mod client;
+pub mod ecs;
 pub mod envoy;
 pub mod feed;
 pub mod matrix;

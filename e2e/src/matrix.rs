@@ -271,7 +271,7 @@ pub async fn observe(target: &Target<'_>, pki: &Pki, case: &Case) -> Observed {
     if let Some(port) = exchange.local_port {
         let suffix = format!(":{port}");
         audits.retain(|a| {
-            a["_log"]["downstream"]
+            a["_log"][crate::run::SOURCE_ADDRESS_FIELD]
                 .as_str()
                 .is_none_or(|d| d.ends_with(&suffix))
         });

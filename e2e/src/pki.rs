@@ -192,6 +192,15 @@ pub fn standard_leaves() -> Vec<LeafSpec> {
             short,
             0x5E0B,
         ),
+        // Expired half an hour ago (issued an hour ago for 30 minutes): Envoy refuses it in
+        // the handshake, before the filter runs (the lifecycle test).
+        leaf(
+            "expired",
+            vec![spiffe("ns/frontend/sa/web")],
+            LeafKey::EcdsaP256,
+            Duration::minutes(30),
+            0x5E0D,
+        ),
         leaf(
             "foreign",
             vec!["spiffe://evil.example/ns/frontend/sa/web".to_string()],

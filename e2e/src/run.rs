@@ -15,6 +15,12 @@ use crate::envoy::Envoy;
 use crate::pki::{standard_leaves, Pki};
 use crate::tools::{repo_root, Tools};
 
+/// The access-log member holding the filter's decision record, as text
+/// (`certgate emit access-log`).
+pub const DECISION_FIELD: &str = "certgate.decision";
+/// The access-log member holding the client's `ip:port`.
+pub const SOURCE_ADDRESS_FIELD: &str = "source.address";
+
 /// A run: tools, a scratch directory (removed on drop) and the PKI in it.
 #[derive(Debug)]
 pub struct Run {
@@ -149,7 +155,7 @@ pub fn audit_records(records: &[Value], from: usize) -> Vec<Value> {
         .iter()
         .skip(from)
         .filter_map(|r| {
-            let audit = r.get("audit")?.as_str()?;
+            let audit = r.get(DECISION_FIELD)?.as_str()?;
             let mut v: Value = serde_json::from_str(audit).ok()?;
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("_log".into(), r.clone());
@@ -170,7 +176,7 @@ pub fn wait_for_log(envoy: &Envoy, from: usize, ex: Option<&Exchange>) -> Vec<Va
         let new: Vec<Value> = records.iter().skip(from).cloned().collect();
         let found = match want_port {
             Some(p) => new.iter().any(|r| {
-                r["downstream"]
+                r[SOURCE_ADDRESS_FIELD]
                     .as_str()
                     .is_some_and(|d| d.ends_with(&format!(":{p}")))
             }),

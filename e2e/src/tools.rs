@@ -52,6 +52,11 @@ pub fn repo_root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
+/// Where cargo puts the build outputs of this workspace (see [`target_dir`]).
+pub fn build_dir() -> PathBuf {
+    target_dir(&repo_root(), std::env::var_os("CARGO_TARGET_DIR"))
+}
+
 /// Where cargo put the build outputs: `CARGO_TARGET_DIR` when set, else `<root>/target`.
 /// A relative `CARGO_TARGET_DIR` is relative to the workspace root (where `make` runs cargo),
 /// not to the test's working directory (cargo runs tests in the crate's directory).

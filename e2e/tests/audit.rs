@@ -1,9 +1,12 @@
 //! Audit mode, set by `certgate emit envoy --mode audit` or by the policy's own
 //! `mode: audit`: every connection gets through, the would-be denials are recorded and
-//! counted as `audit_would_deny`.
+//! counted as `audit_would_deny`. Every access-log line of the run, and every decision
+//! record in them, conforms to the pinned Elastic Common Schema.
 
 use crate::common::{emit, enforce_table, run, runtime, verdict};
+use certgate_e2e::run::DECISION_FIELD;
 use certgate_e2e::{Case, Client, EmitEnvoy, Expect, Listener, Scenario, TlsPin, Wire};
+use serde_json::{json, Value};
 
 #[test]
 fn audit_mode_lets_everything_through_and_records_would_deny() {
@@ -84,5 +87,104 @@ fn audit_mode_lets_everything_through_and_records_would_deny() {
             &cases,
         )
         .await;
+        // The whole trail of the run against ECS: the access-log lines and the filter's
+        // records in them (the checker parses `certgate.decision` as a record too).
+        let lines = s.envoy.access_records();
+        let decisions: Vec<Value> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l.get(DECISION_FIELD)?.as_str()?).ok())
+            .collect();
+        assert!(
+            decisions.len() >= 2 * cases.len(),
+            "{} decision records for {} connections",
+            decisions.len(),
+            2 * cases.len()
+        );
+        for d in &decisions {
+            assert_eq!(d["event.id"], d["certgate.decision_id"], "{d}");
+            for field in [
+                "@timestamp",
+                "source.port",
+                "destination.ip",
+                "network.transport",
+            ] {
+                assert!(d.get(field).is_some(), "{field} missing: {d}");
+            }
+        }
+        let summary = certgate_e2e::ecs::check(&lines).unwrap_or_else(|e| panic!("{e:#}"));
+        println!("{summary}");
     });
+}
+
+/// The negative control of the ECS check: the records the real run wrote pass it (see
+/// above); these, each wrong in one way, must not.
+#[test]
+fn the_ecs_check_refuses_wrong_types_unknown_fields_and_missing_required_ones() {
+    let good = json!({
+        "@timestamp": "2026-12-06T06:30:42.123Z",
+        "ecs.version": "9.3.0",
+        "event.kind": "event",
+        "event.category": "network",
+        "event.type": "denied",
+        "source.port": 40000,
+        "source.ip": "10.1.2.3",
+        "tls.client.x509.alternative_names": ["spiffe://example.org/a", "a.example.org"],
+        "certgate.anything": {"goes": true}
+    });
+    certgate_e2e::ecs::check(std::slice::from_ref(&good)).unwrap_or_else(|e| panic!("{e:#}"));
+    let with = |k: &str, v: Value| {
+        let mut r = good.clone();
+        r[k] = v;
+        r
+    };
+    let without = |k: &str| {
+        let mut r = good.clone();
+        r.as_object_mut().unwrap().remove(k);
+        r
+    };
+    let cases = [
+        (
+            with("source.port", json!("40000")),
+            "source.port: a long must be an integer",
+        ),
+        (
+            with("source.ip", json!("10.1.2")),
+            "source.ip: an ip must be",
+        ),
+        (with("verdict", json!("deny")), "verdict: not an ECS field"),
+        (
+            with("event.kind", json!("decision")),
+            "event.kind: 'decision' is not one of",
+        ),
+        (
+            with("event.type", json!("creation")),
+            "event.type: 'creation' is not a type",
+        ),
+        (
+            with("@timestamp", json!("06:30")),
+            "@timestamp: a date must be RFC 3339",
+        ),
+        (
+            with("ecs.version", json!("8.11.0")),
+            "ecs.version: '8.11.0', but the pinned",
+        ),
+        (
+            with("source.port", json!([1, 2])),
+            "source.port: ECS does not make this field an array",
+        ),
+        (
+            without("ecs.version"),
+            "ecs.version: required by ECS, missing",
+        ),
+        (
+            with(DECISION_FIELD, json!("{\"tls.client.x509.issuer\":1}")),
+            "certgate.decision tls.client.x509.issuer: not an ECS field",
+        ),
+    ];
+    for (record, want) in cases {
+        match certgate_e2e::ecs::check(std::slice::from_ref(&record)) {
+            Ok(s) => panic!("passed ({s}): {record}"),
+            Err(e) => assert!(format!("{e:#}").contains(want), "{want} not in: {e:#}"),
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod feed_memory;
 mod http;
 mod image;
 mod istio;
+mod lifecycle;
 mod longpoll;
 mod network;
 mod oci;

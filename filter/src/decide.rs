@@ -94,11 +94,12 @@ impl Decider {
         // The decision id names a record and a refusal (the HTTP 403 carries it); an
         // admitted connection without a record needs none, so the connection id is not
         // read and nothing is formatted on that, the most common, path.
+        let mut now = 0;
         let decision_id = if wanted || log_level.is_some() || !admit {
             let seq = self.decisions.get().wrapping_add(1);
             self.decisions.set(seq);
             let connection = peer::int_property(host, peer::CONNECTION_ID).unwrap_or(0);
-            let now = clocks.map_or_else(|| host.now_nanos(), |c| c.wall);
+            now = clocks.map_or_else(|| host.now_nanos(), |c| c.wall);
             // Time first so ids sort by time across workers; the connection id and a
             // per-VM sequence keep them unique within one Envoy process.
             decision_id(now, connection, seq)
@@ -112,6 +113,12 @@ impl Decider {
             let ctx = audit::Context {
                 policy_digest: active.as_deref().map_or("", |a| &a.policy_digest),
                 decision_id: &decision_id,
+                now_nanos: now,
+                // Read for the record only: no decision looks at them.
+                source_port: peer::int_property(host, peer::SOURCE_PORT)
+                    .and_then(|p| u16::try_from(p).ok()),
+                destination_ip: peer::string_property(host, peer::DESTINATION_ADDRESS)
+                    .and_then(|a| peer::parse_ip(&a)),
             };
             let head = match &memo {
                 Some(memo) => json::ObjectWriter::resume(

@@ -24,6 +24,10 @@ pub const MTLS: &[&str] = &["connection", "mtls"];
 pub const CONNECTION_ID: &[&str] = &["connection", "id"];
 pub const DESTINATION_PORT: &[&str] = &["destination", "port"];
 pub const SOURCE_ADDRESS: &[&str] = &["source", "address"];
+/// Read for audit records only.
+pub const SOURCE_PORT: &[&str] = &["source", "port"];
+/// Read for audit records only.
+pub const DESTINATION_ADDRESS: &[&str] = &["destination", "address"];
 
 /// Which connection attributes to read: what the table decides with
 /// ([`ruleset::Table::inputs`]). Every read is a host call that allocates its answer in
@@ -152,7 +156,7 @@ pub fn bool_property(host: &dyn Host, path: &[&str]) -> bool {
 }
 
 /// `source.address` is `ip:port` (`[v6]:port`), or a bare address on some hosts.
-fn parse_ip(address: &str) -> Option<IpAddr> {
+pub fn parse_ip(address: &str) -> Option<IpAddr> {
     address
         .parse::<SocketAddr>()
         .map(|s| s.ip())

@@ -97,6 +97,8 @@ impl Env {
         h.set(ctx, "connection.id", u64::from(ctx).to_le_bytes().to_vec());
         h.set(ctx, "destination.port", 8443u64.to_le_bytes().to_vec());
         h.set(ctx, "source.address", "10.1.2.3:40000");
+        h.set(ctx, "source.port", 40000u64.to_le_bytes().to_vec());
+        h.set(ctx, "destination.address", "10.0.0.1:8443");
     }
 
     fn enter(&self, ctx: u32) {
@@ -340,6 +342,12 @@ fn fresh_record(e: &Env, ctx: u32, pem: &str, decision_id: &str) -> String {
         crate::audit::Context {
             policy_digest: &active.policy_digest,
             decision_id,
+            now_nanos: host.now.get(),
+            source_port: host
+                .get(ctx, "source.port")
+                .map(|v| u16::try_from(u64::from_le_bytes(v.try_into().unwrap())).unwrap()),
+            destination_ip: text("destination.address")
+                .map(|a| a.parse::<std::net::SocketAddr>().unwrap().ip()),
         },
     )
 }
@@ -2026,4 +2034,67 @@ fn no_delta_is_asked_for_when_turned_off_or_unasked_for() {
     e.answer("200", Some(&etag(&served)), &served);
     e.tick_at(3 * SECOND + 1);
     assert!(!e.asked_delta(1));
+}
+
+#[test]
+fn records_carry_the_ecs_fields_and_every_kind_of_san_bounded() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![
+        rcgen::SanType::URI(WEB.try_into().unwrap()),
+        rcgen::SanType::DnsName("web.example.org".try_into().unwrap()),
+        rcgen::SanType::Rfc822Name("ops@example.org".try_into().unwrap()),
+        rcgen::SanType::IpAddress("192.0.2.7".parse().unwrap()),
+        rcgen::SanType::IpAddress("2001:db8::7".parse().unwrap()),
+    ];
+    let many = {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = (0..40)
+            .map(|i| rcgen::SanType::DnsName(format!("n{i}.example.org").try_into().unwrap()))
+            .collect();
+        p.subject_alt_names.push(rcgen::SanType::DnsName(
+            format!("{}.example.org", "a".repeat(1100))
+                .try_into()
+                .unwrap(),
+        ));
+        p.self_signed(&key).unwrap().pem()
+    };
+    let e = env(&config_json(&table(Mode::Enforce, AuditLog::All), ""));
+    // 2026-12-06T06:30:42.123Z
+    e.host.now.set(1_796_538_642_123_456_789);
+    e.connection(2, Some(&params.self_signed(&key).unwrap().pem()), "AA");
+    e.connection(3, Some(&many), "BB");
+    assert_eq!(first_data(&e, 2), Action::Continue);
+    assert_eq!(first_data(&e, 3), Action::Pause);
+    let record = e.host.audit(2).unwrap();
+    crate::json::parse(&record).unwrap();
+    for want in [
+        r#""@timestamp":"2026-12-06T06:30:42.123Z""#,
+        r#""ecs.version":"9.3.0""#,
+        r#""network.transport":"tcp""#,
+        r#""source.port":40000"#,
+        r#""destination.ip":"10.0.0.1""#,
+        r#""destination.port":8443"#,
+    ] {
+        assert!(record.contains(want), "{want} not in {record}");
+    }
+    let sans = format!(
+        r#""tls.client.x509.alternative_names":["{WEB}","web.example.org","ops@example.org","192.0.2.7","2001:db8::7"]"#
+    );
+    {
+        assert!(record.contains(&sans), "{sans} not in {record}");
+    }
+    let id = decision_id_of(&record);
+    assert!(
+        record.contains(&format!(r#""event.id":"{id}""#)),
+        "{record}"
+    );
+    // 41 names, one too long for a keyword: 16 kept, 25 counted.
+    let bounded = e.host.audit(3).unwrap();
+    assert!(
+        bounded.contains(r#""certgate.alternative_names_omitted":25"#),
+        "{bounded}"
+    );
+    assert!(bounded.contains("n15.example.org") && !bounded.contains("n16.example.org"));
+    assert!(bounded.len() < 4096, "{}", bounded.len());
 }

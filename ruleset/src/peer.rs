@@ -60,6 +60,9 @@ pub struct CertFacts {
     pub uri_sans: Vec<String>,
     /// Every DNS subject alternative name, in certificate order.
     pub dns_sans: Vec<String>,
+    /// Every other subject alternative name the record can show as text (email
+    /// addresses, IP addresses), in certificate order; nothing decides on them.
+    pub other_sans: Vec<String>,
     /// SHA-256 over the DER encoding. Not a revocation key: whoever holds the
     /// certificate can re-encode it (an ECDSA `s` becomes `n - s`) and change it.
     pub sha256: [u8; 32],

@@ -319,6 +319,9 @@ fn main() -> Result<(), String> {
             certgate_filter::audit::Context {
                 policy_digest: &active.policy_digest,
                 decision_id: "18bc1d2e3f4a5b6c-1f-2a",
+                now_nanos: 1_796_538_642_123_456_789,
+                source_port: Some(40000),
+                destination_ip: Some(std::net::IpAddr::from([10, 0, 0, 1])),
             },
         )
     });

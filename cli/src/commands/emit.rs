@@ -19,9 +19,9 @@ pub const MAX_PLUGIN_CONFIG_BYTES: usize = 1_000_000;
 /// Emit proxy configuration.
 #[derive(Debug, clap::Args)]
 #[command(
-    about = "Print the Envoy filter entry or Istio WasmPlugin that carries a table",
+    about = "Print the Envoy filter entry or Istio WasmPlugin that carries a table, or the ECS access logger",
     after_help = "Examples:\n  certgate emit envoy --table table.cgt\n  certgate emit envoy --table table.cgt --http --format json\n  \
-certgate emit stats\n  certgate emit istio --table table.cgt --name certgate --namespace payments --selector app=payments --url oci://registry.example/certgate-filter:0.1.0"
+certgate emit stats\n  certgate emit access-log --path /var/log/envoy/certgate.json\n  certgate emit istio --table table.cgt --name certgate --namespace payments --selector app=payments --url oci://registry.example/certgate-filter:0.1.0"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -30,6 +30,22 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Target {
+    /// An Envoy access logger writing the connection lifecycle as ECS JSON
+    #[command(
+        name = "access-log",
+        after_help = "Prints one `access_log` entry (an `envoy.access_loggers.file`) whose lines are ECS \
+JSON: one per connection (per request on an HTTP connection manager) when it closes, with the TLS handshake \
+failure Envoy saw (`error.message`: expired or untrusted client certificates never reach the filter), \
+the filter's decision record as text (`certgate.decision`), and the duration and bytes in and out. Put it \
+on the listener (`listeners[].access_log`, --site listener: one line for every connection the listener \
+accepted, on TCP and HTTP ports alike, handshake failures and connections closed before any HTTP request \
+included), or in `tcp_proxy`'s `access_log` (--site tcp-proxy) or the HTTP connection manager's (--site \
+http: one line per request, with `http.response.status_code`).\n\n\
+Exit codes: 0 printed, 2 usage error.\n\n\
+Examples:\n  certgate emit access-log\n  \
+certgate emit access-log --site http --path /var/log/envoy/certgate.json --format json"
+    )]
+    AccessLog(AccessLogArgs),
     /// An Envoy `envoy.filters.network.wasm` (or `--http`) filter entry
     #[command(
         after_help = "Put the printed entry in a listener's filter chain before `tcp_proxy` (or in \
@@ -155,6 +171,19 @@ struct Config {
     /// Log every decision at info level (costly: about a third more Envoy CPU per connection; for troubleshooting)
     #[arg(long)]
     log_all_decisions: bool,
+    /// Output syntax
+    #[arg(long, value_enum, default_value_t = Syntax::Yaml)]
+    format: Syntax,
+}
+
+#[derive(Debug, clap::Args)]
+struct AccessLogArgs {
+    /// Where the logger sits: `listener` (every connection), `tcp-proxy` or `http` (every request)
+    #[arg(long, value_enum, value_name = "SITE", default_value = "listener")]
+    site: super::access_log::Site,
+    /// The file Envoy writes the lines to
+    #[arg(long, value_name = "PATH", default_value = "/dev/stdout")]
+    path: String,
     /// Output syntax
     #[arg(long, value_enum, default_value_t = Syntax::Yaml)]
     format: Syntax,
@@ -433,6 +462,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     match args.target {
         Target::Envoy(a) => envoy(&a),
         Target::Istio(a) => istio(&a),
+        Target::AccessLog(a) => {
+            let entry = super::access_log::envoy_entry(&a.path, a.site, None);
+            print(&entry, a.format);
+            Ok(EXIT_OK)
+        }
         Target::Stats(a) => {
             print(&stats_config(), a.format);
             Ok(EXIT_OK)

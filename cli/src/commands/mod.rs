@@ -1,6 +1,7 @@
 //! What the subcommands share: reading policy inputs from files and directories, the
 //! file-system CRL loader, reporting diagnostics, reading tables, and the exit codes.
 
+pub mod access_log;
 pub mod cert;
 pub mod check;
 pub mod compile;

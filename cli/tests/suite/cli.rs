@@ -1744,3 +1744,42 @@ fn emit_pins_feed_keys_and_lineage() {
     assert_eq!(fc["feed"]["allowUnsigned"], true);
     assert_eq!(fc["feed"]["allowLoosening"], true);
 }
+
+#[test]
+fn emit_access_log_prints_an_ecs_logger_for_each_site() {
+    // The release the e2e suite checks records against (its header names the tag).
+    let pinned = std::fs::read_to_string(repo_dir().join("e2e/ecs/ecs_flat.yml")).unwrap();
+    let tag = pinned
+        .lines()
+        .find_map(|l| l.strip_prefix("# tag: v"))
+        .unwrap()
+        .to_string();
+    for (site, status) in [("listener", false), ("tcp-proxy", false), ("http", true)] {
+        let run = certgate(&[
+            "emit",
+            "access-log",
+            "--site",
+            site,
+            "--path",
+            "/var/log/certgate.json",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let v = json(&run.stdout);
+        assert_eq!(v["name"], "envoy.access_loggers.file");
+        let c = &v["typed_config"];
+        assert_eq!(c["path"], "/var/log/certgate.json");
+        assert_eq!(c["log_format"]["omit_empty_values"], true);
+        let f = &c["log_format"]["json_format"];
+        assert_eq!(f["ecs.version"], tag.as_str(), "{site}");
+        assert_eq!(f["error.message"], "%DOWNSTREAM_TRANSPORT_FAILURE_REASON%");
+        assert_eq!(
+            f["certgate.decision"],
+            "%FILTER_STATE(wasm.certgate.audit:PLAIN)%"
+        );
+        assert_eq!(f["http.response.status_code"].is_string(), status, "{site}");
+    }
+    let bad = certgate(&["emit", "access-log", "--site", "cluster"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+}

@@ -39,9 +39,11 @@ pub fn certgate_in(dir: &Path, args: &[&str]) -> Run {
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
     };
-    // `emit stats` prints bootstrap stats settings, not a filter configuration.
+    // `emit stats` prints bootstrap stats settings, `emit access-log` an access logger: no
+    // filter configuration.
     if args.first() == Some(&"emit")
         && args.get(1) != Some(&"stats")
+        && args.get(1) != Some(&"access-log")
         && run.code == 0
         && !args.contains(&"--help")
     {

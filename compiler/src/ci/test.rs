@@ -603,6 +603,7 @@ impl TestFileWalker<'_> {
             signature,
             uri_sans,
             dns_sans,
+            other_sans: Vec::new(),
             sha256,
             revocation_keys: ruleset::RevocationKeys::from_digests(
                 derived(b"tbs"),

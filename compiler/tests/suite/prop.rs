@@ -315,6 +315,7 @@ fn facts(p: &GenPeer) -> CertFacts {
         },
         uri_sans: vec![IDENTITIES[p.identity].to_string()],
         dns_sans: vec![],
+        other_sans: Vec::new(),
         sha256: [0x11; 32],
         revocation_keys: ruleset::RevocationKeys::from_digests(
             [0x22; 32],

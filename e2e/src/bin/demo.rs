@@ -1,13 +1,15 @@
 //! `make demo`: compiles the demo policy, starts an echo backend and Envoy with the
 //! certgate filter, runs allowed, denied, revoked and weak-key clients against it, prints
-//! what each saw and what certgate recorded, and stops everything it started.
+//! what each saw and what certgate recorded, and stops everything it started. The whole
+//! access log (ECS JSON, one line per connection, as `certgate emit access-log`
+//! configures it) is kept in `target/demo/access.log` (under `CARGO_TARGET_DIR` when set).
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
 use certgate_e2e::matrix::{mismatches, observe};
-use certgate_e2e::tools::repo_root;
+use certgate_e2e::tools::{build_dir, repo_root};
 use certgate_e2e::{Case, Client, EmitEnvoy, Expect, Listener, Run, Scenario, TlsPin, Wire};
 
 fn main() -> ExitCode {
@@ -139,7 +141,7 @@ fn demo() -> Result<bool> {
             records.push(serde_json::Value::Object(compact));
         }
         println!();
-        println!("audit records from the access log (%FILTER_STATE(wasm.certgate.audit:PLAIN)%), main fields:");
+        println!("audit records from the access log (`certgate.decision`, the filter's record), main fields:");
         for r in &records {
             println!("  {r}");
         }
@@ -151,8 +153,19 @@ fn demo() -> Result<bool> {
             }
         }
         println!();
+        let access_log = scenario.envoy.access_log_path.clone();
         drop(scenario);
         step(t0, "stopped Envoy and the backend");
+        // After Envoy stopped, so every line it buffered is in the file.
+        let kept = build_dir().join("demo");
+        std::fs::create_dir_all(&kept)?;
+        let kept = kept.join("access.log");
+        std::fs::copy(&access_log, &kept)?;
+        let lines = std::fs::read_to_string(&kept)?.lines().count();
+        println!(
+            "the full access log ({lines} ECS JSON lines, one per connection and logger when it closed) is in {}",
+            kept.display()
+        );
         anyhow::Ok(all_as_expected)
     })?;
     if ok {

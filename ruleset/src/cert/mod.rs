@@ -41,6 +41,16 @@ pub fn parse_der(der: &[u8]) -> Result<CertFacts, CertError> {
     parse_der_with_sha256(der, sha256)
 }
 
+/// An IP address SAN as text; a length other than 4 or 16 bytes is not an address.
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(ip.to_string())
+}
+
 /// [`parse_der`] for a host that already knows the certificate's SHA-256 (Envoy's
 /// `connection.sha256_peer_certificate_digest` is the digest of the same DER leaf it
 /// hands over as PEM): hashing again in wasm costs more than parsing the DN.
@@ -62,11 +72,18 @@ pub fn parse_der_with_sha256(der: &[u8], sha256: [u8; 32]) -> Result<CertFacts, 
     }
     let mut uri_sans = Vec::new();
     let mut dns_sans = Vec::new();
+    let mut other_sans = Vec::new();
     if let Some(san) = san::subject_alt_names(&cert)? {
         for name in &san.general_names {
             match name {
                 GeneralName::URI(u) => uri_sans.push((*u).to_owned()),
                 GeneralName::DNSName(d) => dns_sans.push((*d).to_owned()),
+                GeneralName::RFC822Name(e) => other_sans.push((*e).to_owned()),
+                GeneralName::IPAddress(ip) => {
+                    if let Some(ip) = ip_text(ip) {
+                        other_sans.push(ip);
+                    }
+                }
                 _ => {}
             }
         }
@@ -87,6 +104,7 @@ pub fn parse_der_with_sha256(der: &[u8], sha256: [u8; 32]) -> Result<CertFacts, 
         signature: key::signature_info(&cert),
         uri_sans,
         dns_sans,
+        other_sans,
         sha256,
         revocation_keys: RevocationKeys::new(
             cert.tbs_certificate.as_ref(),
@@ -176,6 +194,22 @@ mod tests {
                 matches!(peer_cert_from_pem(bad), PeerCert::Unparsable(_)),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn ip_address_sans_are_text_and_other_lengths_are_not_addresses() {
+        assert_eq!(
+            super::ip_text(&[192, 0, 2, 7]).as_deref(),
+            Some("192.0.2.7")
+        );
+        let mut v6 = [0u8; 16];
+        v6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        v6[15] = 7;
+        assert_eq!(super::ip_text(&v6).as_deref(), Some("2001:db8::7"));
+        // A name constraint's address and mask (8 bytes), or garbage: not an address.
+        for bad in [&[][..], &[1, 2, 3], &[10, 0, 0, 0, 255, 0, 0, 0], &[0; 17]] {
+            assert_eq!(super::ip_text(bad), None, "{bad:?}");
         }
     }
 }

@@ -52,6 +52,7 @@ pub fn facts(spiffe: &[&str]) -> CertFacts {
         },
         uri_sans: spiffe.iter().map(|s| s.to_string()).collect(),
         dns_sans: vec![],
+        other_sans: Vec::new(),
         sha256: [0x11; 32],
         revocation_keys: ruleset::RevocationKeys::from_digests([0x22; 32], [0x33; 32], [0x44; 32]),
         subject_key_id: None,
