@@ -18,6 +18,8 @@ pub struct Args {
     /// Fail (exit 1) on warnings too, for CI
     #[arg(long)]
     pub deny_warnings: bool,
+    #[command(flatten)]
+    pub crl: super::crl_fetch::CrlArgs,
     /// `human`: diagnostics with source snippets on stderr; `json`: the versioned report on stdout; `sarif`: SARIF 2.1.0 on stdout
     #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
     pub format: DiagFormat,
@@ -25,7 +27,7 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let c = super::compile_paths(&args.inputs)?;
+    let c = super::compile_paths_with(&args.inputs, &args.crl)?;
     super::report(&c, args.format, args.deny_warnings);
     Ok(if c.failed(args.deny_warnings) {
         EXIT_FINDINGS

@@ -40,6 +40,8 @@ pub struct Args {
     /// Issue time in Unix milliseconds (default: SOURCE_DATE_EPOCH in seconds, else now)
     #[arg(long, value_name = "MS")]
     pub issued_at_ms: Option<u64>,
+    #[command(flatten)]
+    pub crl: super::crl_fetch::CrlArgs,
     /// Diagnostics format (see `certgate check --help`)
     #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
     pub format: DiagFormat,
@@ -53,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         .as_deref()
         .map(super::keygen::read_private)
         .transpose()?;
-    let mut c = super::compile_paths(&args.inputs)?;
+    let mut c = super::compile_paths_with(&args.inputs, &args.crl)?;
     if let Some(names) = c.table.as_ref().map(|t| t.policy_names.clone()) {
         let issued = issue_time(args.issued_at_ms, &args.output, &names)?;
         c.stamp(issued)
