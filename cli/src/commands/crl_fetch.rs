@@ -279,6 +279,8 @@ pub struct UrlState {
 /// The loader `compile`, `check` and `serve` compile with: files relative to the policy,
 /// URLs through a [`Fetcher`]. With `fetch` unset, URLs get their last good copy only.
 pub struct FetchingLoader<'a> {
+    /// Reads the files the policies name.
+    pub files: &'a dyn Loader,
     pub fetcher: &'a Fetcher,
     pub urls: RefCell<&'a mut HashMap<String, UrlState>>,
     /// Whether URLs that are due are fetched in this compilation.
@@ -291,7 +293,7 @@ pub struct FetchingLoader<'a> {
 
 impl Loader for FetchingLoader<'_> {
     fn load(&self, policy: &Input, path: &str) -> Result<Vec<u8>, String> {
-        super::FsLoader.load(policy, path)
+        self.files.load(policy, path)
     }
 
     fn fetch(&self, _policy: &Input, url: &str) -> Result<Vec<u8>, String> {

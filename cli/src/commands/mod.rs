@@ -162,6 +162,7 @@ pub fn compile_paths_with(
     let fetcher = crl_fetch::Fetcher::new(crl)?;
     let mut urls = std::collections::HashMap::new();
     let loader = crl_fetch::FetchingLoader {
+        files: &FsLoader,
         fetcher: &fetcher,
         urls: std::cell::RefCell::new(&mut urls),
         fetch: true,

@@ -40,13 +40,20 @@ file descriptors) is logged and retried after a back-off. SIGTERM or SIGINT: sto
 finish requests in flight, exit within --shutdown-grace-ms.\n\n\
 With --policies, tables compiled from POLICIES (at start, and whenever a file under it \
 changes; signed with --sign-key) compete with DIR's files under the same rules; a change that \
-does not compile is logged with its diagnostics and the table served stays.\n\n\
+does not compile is logged with its diagnostics and the table served stays. CRLs the policies \
+name by URL (`revocation.crlUrls`) are fetched at start, then before each CRL's nextUpdate or every \
+--crl-refresh seconds, whichever is sooner, with If-None-Match/If-Modified-Since (a 304 changes \
+nothing); a CRL that fails to fetch (status, size over --crl-max-bytes, --crl-timeout-ms) or to \
+verify against `crlIssuers`, or is older than the last good copy, is logged and counted \
+(certgate_feed_crl_fetch_failures_total{reason}) and the last good copy stays (kept across \
+restarts in --crl-cache).\n\n\
 Examples:\n  certgate serve tables/ --listen 127.0.0.1:8080\n  \
 certgate serve tables/ --policies policies/ --sign-key signing.key\n  \
+certgate serve tables/ --policies policies/ --crl-refresh 300 --crl-cache crl-cache/\n  \
 certgate compile policies/ -o tables/payments.cgt   # picked up within --poll-ms\n  \
 curl -s http://127.0.0.1:8080/metrics | grep certgate_feed_table\n\n\
 Exit codes: 0 after a shutdown (signal, or standard input closed with --exit-on-stdin-close); \
-2 when DIR, --path, --listen or --sign-key is unusable."
+2 when DIR, --path, --listen, --sign-key, --crl-ca or --crl-cache is unusable."
 )]
 pub struct Args {
     /// Directory holding compiled tables (`*.cgt`; hidden files are ignored).
@@ -272,6 +279,7 @@ impl Policies {
         fetch: bool,
     ) -> certgate_compiler::Compilation {
         let loader = FetchingLoader {
+            files: &super::FsLoader,
             fetcher: &self.fetcher,
             urls: std::cell::RefCell::new(&mut self.urls),
             fetch,
