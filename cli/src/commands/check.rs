@@ -8,7 +8,8 @@ use super::{DiagFormat, EXIT_FINDINGS, EXIT_OK};
 #[derive(Debug, clap::Args)]
 #[command(
     about = "Check policies and report every error and warning",
-    after_help = "Exit codes: 0 no errors (and no warnings with --deny-warnings), 1 findings, 2 usage or I/O error.\n\n\
+    after_help = "CRLs named by URL (`revocation.crlUrls`) are fetched and verified as `certgate compile` does (see its --help for the --crl-* flags).\n\n\
+Exit codes: 0 no errors (and no warnings with --deny-warnings), 1 findings, 2 usage or I/O error.\n\n\
 Examples:\n  certgate check deploy/payments/\n  certgate check --deny-warnings policies/zero-trust.yaml\n  certgate check --format json deploy/payments/ | jq '.diagnostics[].code'"
 )]
 pub struct Args {

@@ -20,6 +20,11 @@ reproducible builds) and an expiry: the earliest CRL nextUpdate, or the issue ti
 issued at or after that time, the new one is issued one millisecond after it, so a feed never sees \
 two tables of one lineage with the same or a decreasing issue time. With --sign-key the table gets an \
 Ed25519 signature trailer that filters verify against their pinned `feed.publicKeys`.\n\n\
+CRLs named by URL (`revocation.crlUrls`) are fetched once each (at most --crl-max-bytes, within \
+--crl-timeout-ms, no redirects; https trusts --crl-ca or the built-in Mozilla roots) and verified \
+against `crlIssuers` like CRL files; with --crl-cache DIR the requests are conditional and a URL \
+that cannot be fetched falls back to its cached copy (noted on stderr); otherwise it is an error. \
+`certgate serve --policies` refreshes them continuously.\n\n\
 Exit codes: 0 written, 1 policy findings (nothing written), 2 usage or I/O error.\n\n\
 Examples:\n  certgate compile deploy/payments/ -o payments.cgt\n  certgate compile base.yaml payments.yaml -o payments.cgt --deny-warnings\n  \
 certgate compile deploy/payments/ -o payments.cgt --sign-key signing.key"

@@ -353,3 +353,24 @@ pub fn next_due(next_update: Option<i64>, refresh: Option<Duration>, now: i64) -
     Instant::now()
         + wait.max(Duration::from_secs(10).min(refresh.unwrap_or(Duration::from_secs(10))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetched_before_next_update_or_at_the_refresh_whichever_is_sooner() {
+        let now = 1_000_000;
+        let at = |next: Option<i64>, refresh: Option<u64>| {
+            let due = next_due(next, refresh.map(Duration::from_secs), now);
+            due.saturating_duration_since(Instant::now()).as_secs_f64()
+        };
+        // nextUpdate in an hour: 5 minutes before it.
+        assert!((at(Some(now + 3600), None) - 3300.0).abs() < 2.0);
+        // a shorter refresh wins
+        assert!((at(Some(now + 3600), Some(60)) - 60.0).abs() < 2.0);
+        // a CRL already inside its margin is not fetched in a busy loop
+        assert!((at(Some(now + 10), None) - 10.0).abs() < 2.0);
+        assert!((at(Some(now - 10), Some(1)) - 1.0).abs() < 1.0);
+    }
+}

@@ -1,8 +1,8 @@
 //! CRLs named by URL (`revocation.crlUrls`) through `certgate serve --policies`: a CRL
 //! served by a tiny HTTP server in the test is fetched, verified against `crlIssuers`,
 //! compiled and published; an unchanged CRL is answered `304` and changes nothing; a new
-//! CRL is published; a CRL signed by another key, an oversized and a trickled response are
-//! refused, counted and logged, and the table served stays.
+//! CRL is published; a CRL signed by another key, an oversized and a trickled response, and
+//! a replayed older CRL are refused, counted and logged, and the table served stays.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -255,6 +255,18 @@ fn crls_by_url_are_fetched_verified_and_published_and_bad_ones_change_nothing() 
         feed.log.lock().unwrap()
     );
     assert_eq!(get(feed.addr, "/table.cgt", Some(&etag)).0, 304);
+
+    // Replayed: the first CRL again, validly signed but older than the last good copy.
+    *answer.lock().unwrap() = Answer::Crl(crl(&issuer, 1, &[1]), "\"replayed\"".into());
+    until("the replayed CRL counted", &feed, || {
+        failures(&feed, "rollback") >= 1
+    });
+    assert!(
+        feed.logged("older than the last good copy"),
+        "{:?}",
+        feed.log.lock().unwrap()
+    );
+    assert_eq!(get(feed.addr, "/table.cgt", Some(&etag)).0, 304);
     assert_eq!(get(feed.addr, "/healthz", None).0, 200);
-    assert!(seen.lock().unwrap().requests >= 6);
+    assert!(seen.lock().unwrap().requests >= 7);
 }
