@@ -349,6 +349,26 @@ mod tests {
     }
 
     #[test]
+    fn crl_fetch_failures_are_counted_by_the_reason_the_source_gives() {
+        let m = Metrics::default();
+        assert!(m
+            .render()
+            .contains("# TYPE certgate_feed_crl_fetch_failures_total counter"));
+        m.crl_fetch_failed("verify");
+        m.crl_fetch_failed("verify");
+        m.crl_fetch_failed("timeout");
+        let text = m.render();
+        assert!(
+            text.contains("certgate_feed_crl_fetch_failures_total{reason=\"verify\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certgate_feed_crl_fetch_failures_total{reason=\"timeout\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn no_issue_time_before_the_first_table() {
         let text = Metrics::default().render();
         assert!(!text

@@ -243,11 +243,14 @@ impl Policies {
             c = self.compile_once(inputs, false);
         }
         // A copy byte for byte the same as the last good one changes nothing.
+        // (Its validators are kept, so the next request can be answered 304.)
         for u in self.urls.values_mut() {
-            if u.candidate.is_some()
-                && u.candidate.as_ref().map(|c| &c.bytes) == u.good.as_ref().map(|g| &g.bytes)
-            {
-                u.candidate = None;
+            if let (Some(c), Some(g)) = (&u.candidate, &mut u.good) {
+                if c.bytes == g.bytes {
+                    g.etag.clone_from(&c.etag);
+                    g.last_modified.clone_from(&c.last_modified);
+                    u.candidate = None;
+                }
             }
         }
         let fresh = self.urls.values().any(|u| u.candidate.is_some());
