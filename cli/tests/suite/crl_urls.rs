@@ -270,3 +270,99 @@ fn crls_by_url_are_fetched_verified_and_published_and_bad_ones_change_nothing() 
     assert_eq!(get(feed.addr, "/healthz", None).0, 200);
     assert!(seen.lock().unwrap().requests >= 7);
 }
+
+/// Serves `body` over https on 127.0.0.1 with a certificate for that address issued by
+/// `ca`, one request per connection.
+fn https_server(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, body: Vec<u8>) -> SocketAddr {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, ca).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(tcp) = conn else { continue };
+            let conn = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut b) {
+                    Ok(1) => head.push(b[0]),
+                    _ => break,
+                }
+            }
+            let _ = write!(
+                tls,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            )
+            .and_then(|()| tls.write_all(&body))
+            .and_then(|()| tls.flush());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    addr
+}
+
+/// `certgate check` fetches an https CRL URL trusting only `--crl-ca`: verified and
+/// accepted with the CA that issued the server's certificate, refused (not skipped)
+/// without it, since the built-in roots do not know that CA.
+#[test]
+fn check_fetches_https_crls_trusting_crl_ca() {
+    let issuer = ca("CRL Test CA");
+    let tls_ca = ca("Test TLS CA");
+    let addr = https_server(&tls_ca, crl(&issuer, 1, &[1, 2]));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), issuer.pem()).unwrap();
+    std::fs::write(dir.path().join("tls-ca.pem"), tls_ca.pem()).unwrap();
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: certgate.dev/v1alpha1\nkind: MeshTLSPolicy\nmetadata: {{name: https-crl}}\nspec:\n  defaultAction: allow\n  revocation:\n    crlIssuers: [ca.pem]\n    crlUrls: [https://{addr}/ca.crl]\n"
+        ),
+    )
+    .unwrap();
+    let tls_ca_path = dir.path().join("tls-ca.pem");
+    let out = dir.path().join("t.cgt");
+    let run = crate::common::certgate(&[
+        "compile",
+        policy.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--crl-ca",
+        tls_ca_path.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let table = std::fs::read(&out).unwrap();
+    assert!(
+        serials(&table).contains("revocation  2 serials"),
+        "{}",
+        serials(&table)
+    );
+
+    let run = crate::common::certgate(&["check", policy.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("certgate::crl-unreadable"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("cannot fetch CRL"), "{}", run.stderr);
+}
