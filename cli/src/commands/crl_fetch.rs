@@ -274,6 +274,9 @@ pub struct UrlState {
     pub candidate: Option<Copy>,
     /// When to fetch again.
     pub due: Option<Instant>,
+    /// Whether the cache directory was read for this URL (once: a cached copy that is
+    /// refused later is not read back).
+    pub cache_read: bool,
 }
 
 /// The loader `compile`, `check` and `serve` compile with: files relative to the policy,
@@ -299,7 +302,8 @@ impl Loader for FetchingLoader<'_> {
     fn fetch(&self, _policy: &Input, url: &str) -> Result<Vec<u8>, String> {
         let mut urls = self.urls.borrow_mut();
         let state = urls.entry(url.to_string()).or_default();
-        if state.good.is_none() {
+        if !state.cache_read {
+            state.cache_read = true;
             state.good = self.fetcher.cached(url);
         }
         if let Some(c) = &state.candidate {

@@ -253,6 +253,7 @@ impl Policies {
                 }
             }
         }
+        self.forget_refused_copies(&c);
         let fresh = self.urls.values().any(|u| u.candidate.is_some());
         self.schedule(&c);
         if !files_changed && !fresh && c.error_count() == 0 {
@@ -342,6 +343,33 @@ impl Policies {
             }
         }
         out
+    }
+
+    /// A last good copy the compilation refuses (a `--crl-cache` file changed on disk) is
+    /// forgotten, with its validators, so the next fetch is unconditional and cannot be
+    /// answered `304` for it; until then the compilation fails and the table served stays.
+    fn forget_refused_copies(&mut self, c: &certgate_compiler::Compilation) {
+        for p in &c.policies {
+            for r in &p.spec.crl_urls {
+                let Some(u) = self.urls.get_mut(&r.path.value) else {
+                    continue;
+                };
+                if u.candidate.is_some() || u.good.is_none() {
+                    continue;
+                }
+                if c.diagnostics
+                    .iter()
+                    .any(|d| d.is_error() && d.span == Some(r.path.span))
+                {
+                    eprintln!(
+                        "CRL `{}`: the last good copy is refused now; it is fetched again without validators",
+                        r.path.value
+                    );
+                    u.good = None;
+                    u.due = Some(Instant::now());
+                }
+            }
+        }
     }
 
     /// When each URL is fetched next: by its CRL's nextUpdate or `--crl-refresh`.

@@ -269,6 +269,49 @@ fn crls_by_url_are_fetched_verified_and_published_and_bad_ones_change_nothing() 
     assert_eq!(get(feed.addr, "/table.cgt", Some(&etag)).0, 304);
     assert_eq!(get(feed.addr, "/healthz", None).0, 200);
     assert!(seen.lock().unwrap().requests >= 7);
+    drop(feed);
+
+    // A cache file changed on disk (here: to the forged CRL) is refused after a restart,
+    // even though the server answers 304 to its validators: it is forgotten and fetched
+    // again without them.
+    *answer.lock().unwrap() = Answer::Crl(crl(&issuer, 2, &[1, 2]), "\"v2\"".into());
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "crl"))
+        .collect();
+    assert_eq!(cached.len(), 1);
+    std::fs::write(&cached[0], crl(&impostor, 4, &[1, 2, 3, 4])).unwrap();
+    let before = seen.lock().unwrap().not_modified;
+    let feed = Feed::start_with(
+        tempfile::tempdir().unwrap().path(),
+        &[],
+        &[
+            "--policies",
+            policies.path().to_str().unwrap(),
+            "--crl-cache",
+            cache.path().to_str().unwrap(),
+        ],
+    );
+    let mut third = (0, String::new(), Vec::new());
+    until("the table after the tampered cache", &feed, || {
+        third = get(feed.addr, "/table.cgt", None);
+        third.0 == 200
+    });
+    assert!(
+        seen.lock().unwrap().not_modified > before,
+        "the tampered copy's validators were sent"
+    );
+    assert!(
+        feed.logged("the last good copy is refused now"),
+        "{:?}",
+        feed.log.lock().unwrap()
+    );
+    assert!(
+        serials(&third.2).contains("revocation  2 serials"),
+        "{}",
+        serials(&third.2)
+    );
 }
 
 /// Serves `body` over https on 127.0.0.1 with a certificate for that address issued by
