@@ -7,6 +7,8 @@
 mod cli;
 #[path = "suite/common.rs"]
 mod common;
+#[path = "suite/crl_urls.rs"]
+mod crl_urls;
 #[path = "suite/diagnostics.rs"]
 mod diagnostics;
 #[path = "suite/examples.rs"]

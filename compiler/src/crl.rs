@@ -5,6 +5,92 @@ use ruleset::cert::{looks_like_pem, pem_blocks};
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
+/// Why a `crlUrls` entry is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// The scheme is not `http` or `https` (the scheme, lowercased).
+    Scheme(String),
+    /// Not an absolute http(s) URL certgate can fetch (what is wrong).
+    Malformed(&'static str),
+}
+
+/// Checks a `crlUrls` entry: an absolute `http://` or `https://` URL with a host, an optional
+/// port, no credentials, no fragment, no whitespace. Returns the key two entries are
+/// duplicates by (scheme and host lowercased, the rest as written).
+pub fn check_url(url: &str) -> Result<String, UrlError> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(match url.split_once(':') {
+            Some((s, _))
+                if !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+            {
+                UrlError::Scheme(s.to_ascii_lowercase())
+            }
+            _ => UrlError::Malformed("it is not an absolute URL (`http://HOST/PATH`)"),
+        });
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(UrlError::Scheme(scheme));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(UrlError::Malformed(
+            "it contains whitespace or a control character",
+        ));
+    }
+    if url.contains('#') {
+        return Err(UrlError::Malformed("it has a fragment (`#...`)"));
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains('@') {
+        return Err(UrlError::Malformed(
+            "it carries credentials (`user@`), which a policy file must not hold",
+        ));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => match p.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return Err(UrlError::Malformed("its IPv6 host is malformed")),
+            },
+            None => return Err(UrlError::Malformed("its IPv6 host is malformed")),
+        },
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(UrlError::Malformed("it has no host"));
+    }
+    let host_ok = if authority.starts_with('[') {
+        host.chars()
+            .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+    } else {
+        host.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    };
+    if !host_ok {
+        return Err(UrlError::Malformed(
+            "its host is not a DNS name or an IP address",
+        ));
+    }
+    if let Some(p) = port {
+        if !matches!(p.parse::<u16>(), Ok(n) if n > 0) || !p.chars().all(|c| c.is_ascii_digit()) {
+            return Err(UrlError::Malformed(
+                "its port is not a number from 1 to 65535",
+            ));
+        }
+    }
+    Ok(format!(
+        "{scheme}://{}{path}",
+        authority.to_ascii_lowercase()
+    ))
+}
+
 /// What a CRL file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrlInfo {
@@ -284,6 +370,40 @@ fn strip_zeros(serial: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crl_urls_are_absolute_http_urls_without_credentials() {
+        assert_eq!(
+            check_url("HTTP://CA.Example:8080/a.crl"),
+            Ok("http://ca.example:8080/a.crl".into())
+        );
+        assert!(check_url("https://[::1]:443/x?y=1").is_ok());
+        assert_eq!(
+            check_url("ldap://ca/x"),
+            Err(UrlError::Scheme("ldap".into()))
+        );
+        assert_eq!(
+            check_url("file:/etc/crl"),
+            Err(UrlError::Scheme("file".into()))
+        );
+        for bad in [
+            "ca.example/a.crl",
+            "http:///a.crl",
+            "http://user:pw@ca/a.crl",
+            "http://ca:0/a.crl",
+            "http://ca:99999/a.crl",
+            "http://ca:80x/a.crl",
+            "http://ca/a b.crl",
+            "http://ca/a.crl#frag",
+            "http://[::1/a.crl",
+            "http://c%61/a.crl",
+        ] {
+            assert!(
+                matches!(check_url(bad), Err(UrlError::Malformed(_))),
+                "{bad} accepted"
+            );
+        }
+    }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {

@@ -118,6 +118,15 @@ codes! {
     CrlSignature = "certgate::crl-signature", Error;
     /// A `crlIssuers` file cannot be read or holds no X.509 certificate.
     CrlIssuerUnreadable = "certgate::crl-issuer-unreadable", Error;
+    /// A `crlUrls` entry is not an absolute http(s) URL certgate can fetch.
+    InvalidCrlUrl = "certgate::invalid-crl-url", Error;
+    /// A `crlUrls` entry has a scheme other than `http` and `https`.
+    CrlUrlScheme = "certgate::crl-url-scheme", Error;
+    /// The same URL is listed twice in `crlUrls`.
+    DuplicateCrlUrl = "certgate::duplicate-crl-url", Error;
+    /// `crlUrls` without `crlIssuers`: a CRL fetched over the network would be trusted
+    /// unauthenticated.
+    CrlUrlWithoutIssuers = "certgate::crl-url-without-issuers", Error;
     /// Two documents set the same spec setting to different values.
     Conflict = "certgate::conflict", Error;
     /// No policy document was found in the inputs.

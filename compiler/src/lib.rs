@@ -41,6 +41,7 @@ pub use model::Policy;
 pub use parse::{API_VERSION, KIND};
 pub use source::{Input, LineCol, Span, Spanned};
 
+use crl::CrlInfo;
 use diag::Sink;
 use lower::CrlBytes;
 
@@ -50,6 +51,15 @@ pub trait Loader {
     /// The bytes of `path`, which `policy` names relative to its own location. The error is
     /// shown to the user after "cannot read CRL `path`: " (or certificate, public key).
     fn load(&self, policy: &Input, path: &str) -> Result<Vec<u8>, String>;
+
+    /// The bytes of the CRL at `url` (a `spec.revocation.crlUrls` entry that
+    /// [`crl::check_url`] accepted), which `policy` names. The error is shown after
+    /// "cannot fetch CRL `url`: ". The library does no I/O: without a fetching loader a
+    /// URL is an error, never skipped.
+    fn fetch(&self, policy: &Input, url: &str) -> Result<Vec<u8>, String> {
+        let _ = (policy, url);
+        Err("CRLs named by URL are not fetched here".to_string())
+    }
 }
 
 /// A loader for sources without CRLs: every read fails.
@@ -307,6 +317,24 @@ fn load_crls(
                 ),
             }
         }
+        if let (false, true, Some(span)) = (
+            p.spec.crl_urls.is_empty(),
+            p.spec.crl_issuers.is_empty(),
+            p.spec.crl_urls_span,
+        ) {
+            // Refused before anything is fetched: a CRL from the network without a CA to
+            // verify it is whatever the network says.
+            sink.push(
+                Diagnostic::new(
+                    Code::CrlUrlWithoutIssuers,
+                    Some(span),
+                    "`crlUrls` needs `crlIssuers`: a CRL fetched over the network must be verified against the CA that signs it",
+                )
+                .label("no CA to verify these CRLs against")
+                .help("add `crlIssuers: [FILE]` with the certificate of the CA that signs the CRLs"),
+            );
+            p.spec.crl_urls.clear();
+        }
         let verify = !p.spec.crl_issuers.is_empty();
         let issuer_spans: Vec<Span> = p
             .spec
@@ -315,6 +343,12 @@ fn load_crls(
             .filter(|c| !c.certs.is_empty())
             .map(|c| c.path.span)
             .collect();
+        let check = CrlCheck {
+            cas: &cas,
+            verify,
+            issuer_spans: &issuer_spans,
+            now: options.now,
+        };
         for c in &mut p.spec.crls {
             let path = &c.path.value;
             let bytes = match loader.load(input, path) {
@@ -332,68 +366,112 @@ fn load_crls(
                     continue;
                 }
             };
-            let signed = if verify && !cas.is_empty() {
-                crl::verify_signed_by(&bytes, &cas).map_err(|e| e.to_string())
-            } else {
-                Ok(())
-            };
-            match crl::parse(&bytes) {
-                Ok(_) if signed.is_err() => {
-                    let mut d = Diagnostic::new(
-                        Code::CrlSignature,
-                        Some(c.path.span),
-                        format!(
-                            "CRL `{path}` is not signed by a CA of `crlIssuers` ({})",
-                            signed.err().unwrap_or_default()
-                        ),
-                    )
-                    .label("signature does not verify")
-                    .help("fetch the CRL from its issuer again, or add the CA certificate that signs it to `crlIssuers`");
-                    for span in &issuer_spans {
-                        d = d.related(*span, "a CA the CRL was checked against");
-                    }
-                    sink.push(d);
-                }
-                Ok(info) => {
-                    if let Some(next) = info.next_update.filter(|n| *n < options.now) {
-                        sink.push(
-                            Diagnostic::new(
-                                Code::CrlExpired,
-                                Some(c.path.span),
-                                format!("CRL `{path}` is past its nextUpdate `{}`", time::rfc3339(next)),
-                            )
-                            .label("stale")
-                            .help("fetch a fresh CRL from the issuer: revocations after this one are missing"),
-                        );
-                    }
-                    c.crl = Some(info);
-                }
-                Err(e @ (crl::CrlError::UnknownCritical(_)
-                | crl::CrlError::UnknownCriticalEntry { .. }
-                | crl::CrlError::Delta(_)
-                | crl::CrlError::NotIndirect(_)
-                | crl::CrlError::BadCertificateIssuer(_))) => sink.push(
-                    Diagnostic::new(Code::CrlUnsupported, Some(c.path.span), format!("CRL `{path}` is refused: {e}"))
-                        .label("not enforceable as written")
-                        .help(match e {
-                            crl::CrlError::Delta(_) => "give the complete (base) CRL instead: certgate enforces whole CRLs only",
-                            crl::CrlError::NotIndirect(_) | crl::CrlError::BadCertificateIssuer(_) => "an indirect CRL must carry an issuingDistributionPoint with `indirectCRL` set and name each certificate issuer as a directory name; ask its issuer for a conforming CRL",
-                            _ => "RFC 5280 requires refusing a CRL with a critical extension the reader does not understand; ask its issuer for a CRL without it",
-                        }),
-                ),
-                Err(e) => sink.push(
-                    Diagnostic::new(Code::CrlMalformed, Some(c.path.span), format!("CRL `{path}` is malformed: {e}"))
-                        .label("not a CRL")
-                        .help("give a PEM (`-----BEGIN X509 CRL-----`) or DER X.509 CRL; `certgate crl FILE` shows what certgate reads"),
-                ),
-            }
+            c.crl = check.read(&bytes, &c.path, sink);
             out.push(CrlBytes {
                 name: format!("{}#{}", input.relative, path),
                 bytes,
             });
         }
+        for c in &mut p.spec.crl_urls {
+            let url = &c.path.value;
+            let bytes = match loader.fetch(input, url) {
+                Ok(b) => b,
+                Err(e) => {
+                    sink.push(
+                        Diagnostic::new(
+                            Code::CrlUnreadable,
+                            Some(c.path.span),
+                            format!("cannot fetch CRL `{url}`: {e}"),
+                        )
+                        .label("not fetched")
+                        .help("check that the URL serves the CRL; `certgate serve` keeps the last good copy of a URL that fails"),
+                    );
+                    continue;
+                }
+            };
+            c.crl = check.read(&bytes, &c.path, sink);
+            out.push(CrlBytes {
+                name: format!("{}#{}", input.relative, url),
+                bytes,
+            });
+        }
     }
     out
+}
+
+/// How the CRLs of one policy document are checked, whether read from a file or fetched.
+struct CrlCheck<'a> {
+    /// The certificates of `crlIssuers` that could be read.
+    cas: &'a [Vec<u8>],
+    /// Whether the document has `crlIssuers` (then every CRL must verify).
+    verify: bool,
+    /// Where the readable `crlIssuers` are written, for the signature error.
+    issuer_spans: &'a [Span],
+    now: i64,
+}
+
+impl CrlCheck<'_> {
+    /// Verifies and parses one CRL named at `name`; every problem goes to `sink`. `None`
+    /// unless the CRL verified and parsed.
+    fn read(&self, bytes: &[u8], name: &Spanned<String>, sink: &mut Sink) -> Option<CrlInfo> {
+        let signed = if self.verify && !self.cas.is_empty() {
+            crl::verify_signed_by(bytes, self.cas).map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        let path = &name.value;
+        match crl::parse(bytes) {
+            Ok(_) if signed.is_err() => {
+                let mut d = Diagnostic::new(
+                    Code::CrlSignature,
+                    Some(name.span),
+                    format!(
+                        "CRL `{path}` is not signed by a CA of `crlIssuers` ({})",
+                        signed.err().unwrap_or_default()
+                    ),
+                )
+                .label("signature does not verify")
+                .help("fetch the CRL from its issuer again, or add the CA certificate that signs it to `crlIssuers`");
+                for span in self.issuer_spans {
+                    d = d.related(*span, "a CA the CRL was checked against");
+                }
+                sink.push(d);
+            }
+            Ok(info) => {
+                if let Some(next) = info.next_update.filter(|n| *n < self.now) {
+                    sink.push(
+                        Diagnostic::new(
+                            Code::CrlExpired,
+                            Some(name.span),
+                            format!("CRL `{path}` is past its nextUpdate `{}`", time::rfc3339(next)),
+                        )
+                        .label("stale")
+                        .help("fetch a fresh CRL from the issuer: revocations after this one are missing"),
+                    );
+                }
+                return Some(info);
+            }
+            Err(e @ (crl::CrlError::UnknownCritical(_)
+            | crl::CrlError::UnknownCriticalEntry { .. }
+            | crl::CrlError::Delta(_)
+            | crl::CrlError::NotIndirect(_)
+            | crl::CrlError::BadCertificateIssuer(_))) => sink.push(
+                Diagnostic::new(Code::CrlUnsupported, Some(name.span), format!("CRL `{path}` is refused: {e}"))
+                    .label("not enforceable as written")
+                    .help(match e {
+                        crl::CrlError::Delta(_) => "give the complete (base) CRL instead: certgate enforces whole CRLs only",
+                        crl::CrlError::NotIndirect(_) | crl::CrlError::BadCertificateIssuer(_) => "an indirect CRL must carry an issuingDistributionPoint with `indirectCRL` set and name each certificate issuer as a directory name; ask its issuer for a conforming CRL",
+                        _ => "RFC 5280 requires refusing a CRL with a critical extension the reader does not understand; ask its issuer for a CRL without it",
+                    }),
+            ),
+            Err(e) => sink.push(
+                Diagnostic::new(Code::CrlMalformed, Some(name.span), format!("CRL `{path}` is malformed: {e}"))
+                    .label("not a CRL")
+                    .help("give a PEM (`-----BEGIN X509 CRL-----`) or DER X.509 CRL; `certgate crl FILE` shows what certgate reads"),
+            ),
+        }
+        None
+    }
 }
 
 #[cfg(test)]

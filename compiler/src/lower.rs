@@ -86,7 +86,13 @@ pub(crate) fn lower(
         for der in p.spec.issuers.iter().flat_map(|c| c.certs.iter()) {
             revoke_ca(&mut revocation, der);
         }
-        for crl in p.spec.crls.iter().filter_map(|c| c.crl.as_ref()) {
+        for crl in p
+            .spec
+            .crls
+            .iter()
+            .chain(&p.spec.crl_urls)
+            .filter_map(|c| c.crl.as_ref())
+        {
             for (issuer, serial) in crl.entries() {
                 serials.push(RevokedSerial {
                     issuer: Some(issuer),
@@ -110,7 +116,7 @@ pub(crate) fn lower(
     // applies `maxAge`, which counts from the issue time).
     let expires_at_ms = policies
         .iter()
-        .flat_map(|p| &p.spec.crls)
+        .flat_map(|p| p.spec.crls.iter().chain(&p.spec.crl_urls))
         .filter_map(|c| c.crl.as_ref()?.next_update)
         .min()
         .map(|secs| u64::try_from(secs).unwrap_or(0).saturating_mul(1000).max(1));

@@ -41,6 +41,11 @@ pub struct Spec {
     pub forbid_signatures: Vec<Spanned<SigHash>>,
     /// `spec.revocation.crls`.
     pub crls: Vec<CrlRef>,
+    /// `spec.revocation.crlUrls`: CRLs fetched over HTTP(S) by the caller's loader; `path`
+    /// holds the URL. Only well-formed, distinct URLs are kept (the others were reported).
+    pub crl_urls: Vec<CrlRef>,
+    /// Span of the `crlUrls` key, for "a URL needs `crlIssuers`".
+    pub crl_urls_span: Option<Span>,
     /// `spec.revocation.crlIssuers`: CA certificates every CRL of this document must be
     /// signed by (one of them).
     pub crl_issuers: Vec<CaRef>,
@@ -68,7 +73,7 @@ pub struct Spec {
 /// A CRL named by a policy, with its contents once read.
 #[derive(Debug, Clone)]
 pub struct CrlRef {
-    /// The path as written (relative to the policy file).
+    /// The path as written (relative to the policy file), or the URL of `crlUrls`.
     pub path: Spanned<String>,
     /// The parsed CRL; `None` if it could not be read or parsed (an error was reported).
     pub crl: Option<CrlInfo>,

@@ -38,6 +38,7 @@ const PEER_FIELDS: &[&str] = &[
 const KEYS_FIELDS: &[&str] = &["rsaMinBits", "ecdsaCurves", "ed25519"];
 const REVOCATION_FIELDS: &[&str] = &[
     "crls",
+    "crlUrls",
     "crlIssuers",
     "caCertificates",
     "serials",
@@ -610,6 +611,10 @@ impl<'a> Walker<'a> {
                 }
             }
         }
+        if let Some(n) = f.get("crlUrls") {
+            spec.crl_urls_span = Some(Self::key_span(&f, "crlUrls").unwrap_or(n.span));
+            self.crl_urls(n, spec);
+        }
         if let Some(n) = f.get("onStale") {
             spec.on_stale = self.word(
                 n,
@@ -680,6 +685,62 @@ impl<'a> Walker<'a> {
                 "`sha256Fingerprints` no longer revokes anything: the holder of a certificate can re-encode it (an ECDSA signature's `s` as `n - s`) and get a valid copy with another SHA-256".into(),
             )
             .help = Some("revoke the certificate itself with `revocation.certificates: [FILE]` (every encoding of it is caught), or its key with `revocation.publicKeys: [FILE or SPKI SHA-256]`; `certgate cert FILE` prints both keys".into());
+        }
+    }
+
+    /// `spec.revocation.crlUrls`: each URL checked here, so a malformed one is never fetched;
+    /// the CRLs themselves are fetched later, through the loader.
+    fn crl_urls(&mut self, node: &Node, spec: &mut Spec) {
+        let mut seen: Vec<(String, Span)> = Vec::new();
+        for item in self
+            .list(node, "`spec.revocation.crlUrls`")
+            .unwrap_or_default()
+        {
+            let Some(url) = self.string(item, "a CRL URL") else {
+                continue;
+            };
+            match crate::crl::check_url(&url.value) {
+                Err(crate::crl::UrlError::Scheme(scheme)) => {
+                    let d = Diagnostic::new(
+                        Code::CrlUrlScheme,
+                        Some(url.span),
+                        format!("CRL URL `{}` has the unsupported scheme `{scheme}`", url.value),
+                    )
+                    .label("not http or https")
+                    .help("give an `http://` or `https://` URL of the CRL (its issuer's CRL distribution point); a CRL on disk goes in `crls`");
+                    self.report(d);
+                }
+                Err(crate::crl::UrlError::Malformed(why)) => {
+                    let d = Diagnostic::new(
+                        Code::InvalidCrlUrl,
+                        Some(url.span),
+                        format!("CRL URL `{}` is malformed: {why}", url.value),
+                    )
+                    .label("not a fetchable URL")
+                    .help("write an absolute URL such as `http://ca.example/intermediate.crl`, with no credentials, fragment or spaces");
+                    self.report(d);
+                }
+                Ok(key) => {
+                    if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+                        let first = *first;
+                        let d = Diagnostic::new(
+                            Code::DuplicateCrlUrl,
+                            Some(url.span),
+                            format!("CRL URL `{}` is listed twice", url.value),
+                        )
+                        .label("duplicate")
+                        .related(first, "first listed here")
+                        .help("remove one of the two entries");
+                        self.report(d);
+                        continue;
+                    }
+                    seen.push((key, url.span));
+                    spec.crl_urls.push(CrlRef {
+                        path: url,
+                        crl: None,
+                    });
+                }
+            }
         }
     }
 

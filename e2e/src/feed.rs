@@ -101,10 +101,21 @@ pub struct FeedServer {
 impl FeedServer {
     /// Starts `certgate serve dir --listen listen` and waits for its address line.
     pub fn start(certgate: &Path, dir: &Path, listen: SocketAddr) -> Result<FeedServer> {
+        FeedServer::start_with(certgate, dir, listen, &[])
+    }
+
+    /// [`FeedServer::start`] with more flags (e.g. `--policies`).
+    pub fn start_with(
+        certgate: &Path,
+        dir: &Path,
+        listen: SocketAddr,
+        extra: &[&str],
+    ) -> Result<FeedServer> {
         let mut child = Command::new(certgate)
             .arg("serve")
             .arg(dir)
             .args(["--listen", &listen.to_string(), "--poll-ms", "100"])
+            .args(extra)
             .arg("--exit-on-stdin-close")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

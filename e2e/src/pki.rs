@@ -371,6 +371,40 @@ fn dn(cn: &str) -> DistinguishedName {
     dn
 }
 
+impl Pki {
+    /// A new CRL (DER) of the intermediate CA, signed with its key, revoking the leaves
+    /// named `revoked`, issued `age` ago (for CRLs that change during a test).
+    pub fn intermediate_crl(&self, revoked: &[&str], age: Duration, number: u8) -> Result<Vec<u8>> {
+        let key = KeyPair::from_pem(&std::fs::read_to_string(self.dir.join("intermediate.key"))?)?;
+        let now = OffsetDateTime::now_utc();
+        // Same name and key as the intermediate certificate: that is what a CRL verifies by.
+        let issuer = rcgen::Issuer::new(
+            ca_params("certgate e2e intermediate CA", now, Duration::days(30)),
+            key,
+        );
+        let crl = CertificateRevocationListParams {
+            this_update: now - age,
+            next_update: now + Duration::days(1),
+            crl_number: SerialNumber::from_slice(&[number]),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|name| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&serial_bytes(
+                        self.leaf(name).spec.serial,
+                    )),
+                    revocation_time: now - age,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)?;
+        Ok(crl.der().to_vec())
+    }
+}
+
 fn ca_params(cn: &str, now: OffsetDateTime, lifetime: Duration) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name = dn(cn);

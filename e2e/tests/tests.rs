@@ -4,6 +4,7 @@
 mod audit;
 mod baseline;
 mod common;
+mod crl_urls;
 mod delta;
 mod fail_closed;
 mod feed;

@@ -111,6 +111,8 @@ pub struct Metrics {
     /// Deltas served (`226`) and the bytes they saved against the whole table.
     deltas_served: AtomicU64,
     delta_saved_bytes: AtomicU64,
+    /// CRL fetches of the source that failed, by reason (labels come from the source).
+    crl_fetch_failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -164,6 +166,14 @@ impl Metrics {
     /// `accept` failed (e.g. out of file descriptors).
     pub fn accept_error(&self) {
         self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A CRL fetch of the source failed, for `reason`.
+    pub fn crl_fetch_failed(&self, reason: &'static str) {
+        if let Ok(mut m) = self.crl_fetch_failures.lock() {
+            let n = m.entry(reason).or_insert(0);
+            *n = n.saturating_add(1);
+        }
     }
 
     /// A table was refused, for `why`.
@@ -241,6 +251,21 @@ impl Metrics {
             "counter",
             "Files in the directory refused, by reason (each counted once per change).",
             &refused,
+        );
+        let crl: Vec<(String, String)> = self
+            .crl_fetch_failures
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), n.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        family(
+            "certgate_feed_crl_fetch_failures_total",
+            "counter",
+            "CRLs named by URL that failed to fetch or verify, by reason (the last good copy stays).",
+            &crl,
         );
         let requests: Vec<(String, String)> = CODES
             .iter()
@@ -344,6 +369,26 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn crl_fetch_failures_are_counted_by_the_reason_the_source_gives() {
+        let m = Metrics::default();
+        assert!(m
+            .render()
+            .contains("# TYPE certgate_feed_crl_fetch_failures_total counter"));
+        m.crl_fetch_failed("verify");
+        m.crl_fetch_failed("verify");
+        m.crl_fetch_failed("timeout");
+        let text = m.render();
+        assert!(
+            text.contains("certgate_feed_crl_fetch_failures_total{reason=\"verify\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certgate_feed_crl_fetch_failures_total{reason=\"timeout\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub trait Source: Send {
     /// changed since the last call, or why producing one failed (logged; the table served
     /// stays).
     fn poll(&mut self) -> Option<Result<Vec<u8>, String>>;
+    /// The CRL fetches that failed since the last call, by reason (a short snake_case
+    /// word), counted in `certgate_feed_crl_fetch_failures_total{reason}`; the source logs
+    /// them itself.
+    fn crl_fetch_failures(&mut self) -> Vec<&'static str> {
+        Vec::new()
+    }
 }
 
 /// The slot the scanner writes and requests read.
@@ -105,7 +111,11 @@ impl Scanner {
         let Some(source) = self.source.as_mut() else {
             return;
         };
-        let Some(produced) = source.poll() else {
+        let produced = source.poll();
+        for reason in source.crl_fetch_failures() {
+            self.metrics.crl_fetch_failed(reason);
+        }
+        let Some(produced) = produced else {
             return;
         };
         let name = source.name();

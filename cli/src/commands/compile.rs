@@ -20,6 +20,11 @@ reproducible builds) and an expiry: the earliest CRL nextUpdate, or the issue ti
 issued at or after that time, the new one is issued one millisecond after it, so a feed never sees \
 two tables of one lineage with the same or a decreasing issue time. With --sign-key the table gets an \
 Ed25519 signature trailer that filters verify against their pinned `feed.publicKeys`.\n\n\
+CRLs named by URL (`revocation.crlUrls`) are fetched once each (at most --crl-max-bytes, within \
+--crl-timeout-ms, no redirects; https trusts --crl-ca or the built-in Mozilla roots) and verified \
+against `crlIssuers` like CRL files; with --crl-cache DIR the requests are conditional and a URL \
+that cannot be fetched falls back to its cached copy (noted on stderr); otherwise it is an error. \
+`certgate serve --policies` refreshes them continuously.\n\n\
 Exit codes: 0 written, 1 policy findings (nothing written), 2 usage or I/O error.\n\n\
 Examples:\n  certgate compile deploy/payments/ -o payments.cgt\n  certgate compile base.yaml payments.yaml -o payments.cgt --deny-warnings\n  \
 certgate compile deploy/payments/ -o payments.cgt --sign-key signing.key"
@@ -40,6 +45,8 @@ pub struct Args {
     /// Issue time in Unix milliseconds (default: SOURCE_DATE_EPOCH in seconds, else now)
     #[arg(long, value_name = "MS")]
     pub issued_at_ms: Option<u64>,
+    #[command(flatten)]
+    pub crl: super::crl_fetch::CrlArgs,
     /// Diagnostics format (see `certgate check --help`)
     #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
     pub format: DiagFormat,
@@ -53,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         .as_deref()
         .map(super::keygen::read_private)
         .transpose()?;
-    let mut c = super::compile_paths(&args.inputs)?;
+    let mut c = super::compile_paths_with(&args.inputs, &args.crl)?;
     if let Some(names) = c.table.as_ref().map(|t| t.policy_names.clone()) {
         let issued = issue_time(args.issued_at_ms, &args.output, &names)?;
         c.stamp(issued)

@@ -6,6 +6,7 @@ pub mod cert;
 pub mod check;
 pub mod compile;
 pub mod crl;
+pub mod crl_fetch;
 pub mod diff;
 pub mod drill;
 pub mod emit;
@@ -145,14 +146,48 @@ pub fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Compiles the inputs named on the command line.
+/// Compiles the inputs named on the command line; CRLs named by URL are fetched with the
+/// default limits and no cache.
 pub fn compile_paths(paths: &[PathBuf]) -> anyhow::Result<Compilation> {
+    compile_paths_with(paths, &crl_fetch::CrlArgs::default())
+}
+
+/// Compiles the inputs named on the command line, fetching CRLs named by URL once each as
+/// `crl` says. A fetch that fails falls back to the copy in `--crl-cache` (with a note on
+/// stderr) or, without one, is an error diagnostic; after a compilation without errors
+/// the fetched copies are stored in the cache.
+pub fn compile_paths_with(
+    paths: &[PathBuf],
+    crl: &crl_fetch::CrlArgs,
+) -> anyhow::Result<Compilation> {
     let inputs = read_inputs(paths)?;
-    Ok(certgate_compiler::compile(
-        inputs,
-        &FsLoader,
-        &Options { now: now() },
-    ))
+    let fetcher = crl_fetch::Fetcher::new(crl)?;
+    let mut urls = std::collections::HashMap::new();
+    let loader = crl_fetch::FetchingLoader {
+        files: &FsLoader,
+        fetcher: &fetcher,
+        urls: std::cell::RefCell::new(&mut urls),
+        fetch: true,
+        failures: std::cell::RefCell::new(Vec::new()),
+        refresh: None,
+    };
+    let c = certgate_compiler::compile(inputs, &loader, &Options { now: now() });
+    let failures = loader.failures.into_inner();
+    for (url, _, why) in &failures {
+        if urls.get(url).is_some_and(|u| u.good.is_some()) {
+            eprintln!("note: cannot fetch CRL `{url}` ({why}); the copy in --crl-cache was used");
+        }
+    }
+    if c.error_count() == 0 {
+        for (url, state) in &urls {
+            if let Some(copy) = &state.candidate {
+                fetcher
+                    .store(url, copy)
+                    .with_context(|| format!("cannot store CRL `{url}` in --crl-cache"))?;
+            }
+        }
+    }
+    Ok(c)
 }
 
 /// Prints diagnostics: human on stderr, JSON and SARIF on stdout.

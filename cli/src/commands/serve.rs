@@ -7,7 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::time::Instant;
+
 use certgate_server::{Config, Limits, Server, Source};
+
+use super::crl_fetch::{next_due, Failure, Fetcher, FetchingLoader, UrlState, RETRY_AFTER_FAILURE};
 
 use super::DiagFormat;
 
@@ -45,13 +50,20 @@ file descriptors) is logged and retried after a back-off. SIGTERM or SIGINT: sto
 finish requests in flight, exit within --shutdown-grace-ms.\n\n\
 With --policies, tables compiled from POLICIES (at start, and whenever a file under it \
 changes; signed with --sign-key) compete with DIR's files under the same rules; a change that \
-does not compile is logged with its diagnostics and the table served stays.\n\n\
+does not compile is logged with its diagnostics and the table served stays. CRLs the policies \
+name by URL (`revocation.crlUrls`) are fetched at start, then before each CRL's nextUpdate or every \
+--crl-refresh seconds, whichever is sooner, with If-None-Match/If-Modified-Since (a 304 changes \
+nothing); a CRL that fails to fetch (status, size over --crl-max-bytes, --crl-timeout-ms) or to \
+verify against `crlIssuers`, or is older than the last good copy, is logged and counted \
+(certgate_feed_crl_fetch_failures_total{reason}) and the last good copy stays (kept across \
+restarts in --crl-cache).\n\n\
 Examples:\n  certgate serve tables/ --listen 127.0.0.1:8080\n  \
 certgate serve tables/ --policies policies/ --sign-key signing.key\n  \
+certgate serve tables/ --policies policies/ --crl-refresh 300 --crl-cache crl-cache/\n  \
 certgate compile policies/ -o tables/payments.cgt   # picked up within --poll-ms\n  \
 curl -s http://127.0.0.1:8080/metrics | grep certgate_feed_table\n\n\
 Exit codes: 0 after a shutdown (signal, or standard input closed with --exit-on-stdin-close); \
-2 when DIR, --path, --listen or --sign-key is unusable."
+2 when DIR, --path, --listen, --sign-key, --crl-ca or --crl-cache is unusable."
 )]
 pub struct Args {
     /// Directory holding compiled tables (`*.cgt`; hidden files are ignored).
@@ -96,6 +108,12 @@ pub struct Args {
     /// Refuse to serve a compilation of --policies that has warnings.
     #[arg(long, requires = "policies")]
     pub deny_warnings: bool,
+    /// Fetch each CRL named by URL (`revocation.crlUrls`) at least this often, in seconds;
+    /// it is fetched anyway before its nextUpdate.
+    #[arg(long, value_name = "SECONDS", requires = "policies", value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub crl_refresh: Option<u64>,
+    #[command(flatten)]
+    pub crl: super::crl_fetch::CrlArgs,
     /// Exit when standard input reaches end of file (for supervisors and tests that hold a pipe).
     #[arg(long)]
     pub exit_on_stdin_close: bool,
@@ -135,6 +153,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 deny_warnings: args.deny_warnings,
                 seen: None,
                 last_issued_ms: 0,
+                fetcher: Fetcher::new(&args.crl)?,
+                urls: HashMap::new(),
+                refresh: args.crl_refresh.map(Duration::from_secs),
+                failed: Vec::new(),
             });
             Some(source)
         }
@@ -173,6 +195,14 @@ struct Policies {
     /// The issue time of the last table compiled: the next is later even if the clock
     /// stepped back, so the server never refuses it as a rollback.
     last_issued_ms: u64,
+    /// Fetches the CRLs named by URL.
+    fetcher: Fetcher,
+    /// Each CRL URL's last good copy and when it is fetched next.
+    urls: HashMap<String, UrlState>,
+    /// `--crl-refresh`.
+    refresh: Option<Duration>,
+    /// Fetch failures not yet counted by the server.
+    failed: Vec<&'static str>,
 }
 
 impl Source for Policies {
@@ -185,18 +215,200 @@ impl Source for Policies {
             Ok(files) => files,
             Err(e) => return Some(Err(format!("cannot read them: {e}"))),
         };
-        if self.seen.as_ref() == Some(&files) {
+        let now = Instant::now();
+        let due = self.urls.values().any(|u| u.due.is_some_and(|d| d <= now));
+        let changed = self.seen.as_ref() != Some(&files);
+        if !changed && !due {
             return None;
         }
         self.seen = Some(files);
-        Some(self.compile())
+        self.compile(changed)
+    }
+
+    fn crl_fetch_failures(&mut self) -> Vec<&'static str> {
+        std::mem::take(&mut self.failed)
     }
 }
 
 impl Policies {
-    fn compile(&mut self) -> Result<Vec<u8>, String> {
-        let mut c =
-            super::compile_paths(std::slice::from_ref(&self.dir)).map_err(|e| format!("{e:#}"))?;
+    /// One compilation with the CRL URLs fetched as they are due: fetched copies that do
+    /// not verify (or are older than the last good copy) are dropped, counted and logged,
+    /// and the policies compiled again with the last good copies, so a table is only ever
+    /// compiled from a complete, verified set. `None` when nothing changed: the files are
+    /// the same and every URL answered `304` (or sent the same bytes).
+    fn compile(&mut self, files_changed: bool) -> Option<Result<Vec<u8>, String>> {
+        let inputs = match super::read_inputs(std::slice::from_ref(&self.dir)) {
+            Ok(i) => i,
+            Err(e) => return Some(Err(format!("{e:#}"))),
+        };
+        let mut c = self.compile_once(inputs.clone(), true);
+        let bad = self.refused_candidates(&c);
+        if !bad.is_empty() {
+            let retry = Instant::now() + self.retry();
+            for (url, kind, why) in bad {
+                eprintln!(
+                    "CRL `{url}`: the copy fetched is refused ({why}); the last good copy stays"
+                );
+                self.failed.push(kind.label());
+                if let Some(u) = self.urls.get_mut(&url) {
+                    u.candidate = None;
+                    u.due = Some(retry);
+                }
+            }
+            c = self.compile_once(inputs, false);
+        }
+        // A copy byte for byte the same as the last good one changes nothing.
+        // (Its validators are kept, so the next request can be answered 304.)
+        for u in self.urls.values_mut() {
+            if let (Some(c), Some(g)) = (&u.candidate, &mut u.good) {
+                if c.bytes == g.bytes {
+                    g.etag.clone_from(&c.etag);
+                    g.last_modified.clone_from(&c.last_modified);
+                    u.candidate = None;
+                }
+            }
+        }
+        self.forget_refused_copies(&c);
+        let fresh = self.urls.values().any(|u| u.candidate.is_some());
+        self.schedule(&c);
+        if !files_changed && !fresh && c.error_count() == 0 {
+            return None;
+        }
+        let out = self.publish(c);
+        let promote = out.is_ok();
+        for (url, u) in &mut self.urls {
+            if let Some(copy) = u.candidate.take().filter(|_| promote) {
+                if let Err(e) = self.fetcher.store(url, &copy) {
+                    eprintln!("CRL `{url}`: cannot store it in --crl-cache: {e}");
+                }
+                u.good = Some(copy);
+            }
+        }
+        Some(out)
+    }
+
+    fn retry(&self) -> Duration {
+        self.refresh
+            .map_or(RETRY_AFTER_FAILURE, |r| r.min(RETRY_AFTER_FAILURE))
+    }
+
+    fn compile_once(
+        &mut self,
+        inputs: Vec<certgate_compiler::Input>,
+        fetch: bool,
+    ) -> certgate_compiler::Compilation {
+        let loader = FetchingLoader {
+            files: &super::FsLoader,
+            fetcher: &self.fetcher,
+            urls: std::cell::RefCell::new(&mut self.urls),
+            fetch,
+            failures: std::cell::RefCell::new(Vec::new()),
+            refresh: self.refresh,
+        };
+        let c = certgate_compiler::compile(
+            inputs,
+            &loader,
+            &certgate_compiler::Options { now: super::now() },
+        );
+        for (url, kind, why) in loader.failures.into_inner() {
+            eprintln!("CRL `{url}`: cannot fetch it ({why}); the last good copy stays");
+            self.failed.push(kind.label());
+        }
+        c
+    }
+
+    /// The fetched copies the compilation refused (an error at the URL's entry), and the
+    /// ones older than the last good copy (a replayed CRL, validly signed but stale).
+    fn refused_candidates(
+        &self,
+        c: &certgate_compiler::Compilation,
+    ) -> Vec<(String, Failure, String)> {
+        let mut out = Vec::new();
+        for p in &c.policies {
+            for r in &p.spec.crl_urls {
+                let url = &r.path.value;
+                let Some(u) = self.urls.get(url) else {
+                    continue;
+                };
+                let Some(cand) = &u.candidate else { continue };
+                if out.iter().any(|(o, _, _)| o == url) {
+                    continue;
+                }
+                if let Some(d) = c
+                    .diagnostics
+                    .iter()
+                    .find(|d| d.is_error() && d.span == Some(r.path.span))
+                {
+                    out.push((url.clone(), Failure::Verify, d.message.clone()));
+                    continue;
+                }
+                let this = |b: &[u8]| certgate_compiler::crl::parse(b).ok().map(|i| i.this_update);
+                if let (Some(new), Some(old)) = (
+                    this(&cand.bytes),
+                    u.good.as_ref().and_then(|g| this(&g.bytes)),
+                ) {
+                    if new < old {
+                        out.push((
+                            url.clone(),
+                            Failure::Rollback,
+                            "its thisUpdate is older than the last good copy's".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A last good copy the compilation refuses (a `--crl-cache` file changed on disk) is
+    /// forgotten, with its validators, so the next fetch is unconditional and cannot be
+    /// answered `304` for it; until then the compilation fails and the table served stays.
+    fn forget_refused_copies(&mut self, c: &certgate_compiler::Compilation) {
+        for p in &c.policies {
+            for r in &p.spec.crl_urls {
+                let Some(u) = self.urls.get_mut(&r.path.value) else {
+                    continue;
+                };
+                if u.candidate.is_some() || u.good.is_none() {
+                    continue;
+                }
+                if c.diagnostics
+                    .iter()
+                    .any(|d| d.is_error() && d.span == Some(r.path.span))
+                {
+                    eprintln!(
+                        "CRL `{}`: the last good copy is refused now; it is fetched again without validators",
+                        r.path.value
+                    );
+                    u.good = None;
+                    u.due = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// When each URL is fetched next: by its CRL's nextUpdate or `--crl-refresh`.
+    fn schedule(&mut self, c: &certgate_compiler::Compilation) {
+        let now = super::now();
+        for p in &c.policies {
+            for r in &p.spec.crl_urls {
+                if let Some(u) = self.urls.get_mut(&r.path.value) {
+                    if u.due.is_none() {
+                        let next = r.crl.as_ref().and_then(|i| i.next_update);
+                        u.due = Some(next_due(next, self.refresh, now));
+                    }
+                }
+            }
+        }
+        let retry = Instant::now() + self.retry();
+        for u in self.urls.values_mut() {
+            if u.due.is_none() {
+                u.due = Some(retry);
+            }
+        }
+    }
+
+    fn publish(&mut self, mut c: certgate_compiler::Compilation) -> Result<Vec<u8>, String> {
         if c.table.is_some() {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

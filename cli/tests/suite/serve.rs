@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 use crate::common::{certgate, repo_dir};
 
 /// One request on a fresh connection: status, ETag, body.
-fn get(addr: SocketAddr, path: &str, if_none_match: Option<&str>) -> (u16, String, Vec<u8>) {
+pub(crate) fn get(
+    addr: SocketAddr,
+    path: &str,
+    if_none_match: Option<&str>,
+) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(DEADLINE)).unwrap();
     let inm = if_none_match.map_or(String::new(), |e| format!("if-none-match: {e}\r\n"));
@@ -145,11 +149,11 @@ fn serves_the_newest_valid_table_with_etags() {
 
 /// A `certgate serve` child (optionally under `prlimit` with `limits`), its log collected
 /// on a thread so it never blocks on a full pipe.
-struct Feed {
+pub(crate) struct Feed {
     child: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
-    addr: SocketAddr,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Feed {
@@ -157,7 +161,7 @@ impl Feed {
         Feed::start_with(dir, prlimit, &[])
     }
 
-    fn start_with(dir: &std::path::Path, prlimit: &[&str], extra: &[&str]) -> Feed {
+    pub(crate) fn start_with(dir: &std::path::Path, prlimit: &[&str], extra: &[&str]) -> Feed {
         let mut command = if prlimit.is_empty() {
             Command::new(env!("CARGO_BIN_EXE_certgate"))
         } else {
@@ -202,7 +206,7 @@ impl Feed {
         }
     }
 
-    fn logged(&self, needle: &str) -> bool {
+    pub(crate) fn logged(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
@@ -232,7 +236,7 @@ impl Drop for Feed {
 }
 
 /// How long a request or an exit may take on a loaded machine.
-const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 fn compiled_dir() -> (tempfile::TempDir, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
@@ -386,7 +390,7 @@ fn serves_tables_compiled_from_policies_as_they_change() {
 }
 
 /// `certgate inspect` of table bytes.
-fn certgate_compiler_decode(bytes: &[u8]) -> String {
+pub(crate) fn certgate_compiler_decode(bytes: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.cgt");
     std::fs::write(&path, bytes).unwrap();
