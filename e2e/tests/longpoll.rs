@@ -2,7 +2,8 @@
 //! --feed-long-poll`) and a 30 s `interval`, a revocation `certgate compile` writes into
 //! the feed directory is enforced within a second (the held poll is answered the moment
 //! `certgate serve` notices the file), and the open connection of the revoked
-//! certificate is closed. Then `certgate drill` revokes a canary through the same feed,
+//! certificate is closed; the held poll is answered with a delta (`226 IM Used`), which
+//! the filter rebuilds into the signed table. Then `certgate drill` revokes a canary through the same feed,
 //! reports that every poller (each of Envoy's VMs: the worker's and the main thread's) converged, and that the canary, admitted
 //! before, is refused.
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use certgate_e2e::client::{rustls_config, rustls_exchange};
 use certgate_e2e::feed::{feed_policy, SignedFeed, FEED_CLUSTER};
+use certgate_e2e::pki::INTERMEDIATE_DN;
 use certgate_e2e::{EmitEnvoy, Listener, Scenario, TlsPin, Want, Wire};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -75,6 +77,32 @@ fn feed_get(addr: SocketAddr, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Serials revoked in every table besides web's (no test certificate has them): a fleet's
+/// table is never tiny, and the server sends a delta only when it is at most half the
+/// table, so a one-serial revocation travels as a delta here as it would in the field.
+const FILLER_SERIALS: u32 = 200;
+
+/// [`feed_policy`] with [`FILLER_SERIALS`] more revoked serials.
+fn fleet_policy(run: &certgate_e2e::Run, name: &str, revoke_web: bool) -> String {
+    let filler: Vec<String> = (0..FILLER_SERIALS)
+        .map(|i| format!("{{serial: \"7E{i:06X}\", issuer: \"{INTERMEDIATE_DN}\"}}"))
+        .collect();
+    let policy = feed_policy(run, name, revoke_web);
+    if revoke_web {
+        policy.replacen(
+            "    serials: [",
+            &format!("    serials: [{}, ", filler.join(", ")),
+            1,
+        )
+    } else {
+        policy.replacen(
+            "  rules:\n",
+            &format!("    serials: [{}]\n  rules:\n", filler.join(", ")),
+            1,
+        )
+    }
+}
+
 fn metric(addr: SocketAddr, sample: &str) -> f64 {
     feed_get(addr, "/metrics")
         .lines()
@@ -95,7 +123,7 @@ fn long_poll_enforces_a_compiled_revocation_within_a_second_and_drill_converges(
         &run,
         &feed_dir,
         "longpoll.yaml",
-        &feed_policy(&run, "e2e-longpoll", false),
+        &fleet_policy(&run, "e2e-longpoll", false),
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
     let key_path = key.to_str().expect("key path").to_owned();
@@ -168,7 +196,7 @@ fn long_poll_enforces_a_compiled_revocation_within_a_second_and_drill_converges(
 
         // Revoke web: `certgate compile` writes the table straight into the feed directory.
         let policy = run.pki.dir.join("longpoll.yaml");
-        std::fs::write(&policy, feed_policy(&run, "e2e-longpoll", true)).expect("policy");
+        std::fs::write(&policy, fleet_policy(&run, "e2e-longpoll", true)).expect("policy");
         let compiled = Instant::now();
         run.certgate
             .compile_with(
@@ -198,6 +226,13 @@ fn long_poll_enforces_a_compiled_revocation_within_a_second_and_drill_converges(
             "web's open connection survived the revocation"
         );
         assert!(envoy.certgate_counter("closed_on_update") >= 1);
+        // The held poll was answered with the change only: a delta (`226 IM Used`), which
+        // the filter rebuilt into the signed table it enforces.
+        assert!(
+            metric(feed, "certgate_feed_requests_total{code=\"226\"}") >= 1.0,
+            "no delta was served:\n{}",
+            feed_get(feed, "/metrics")
+        );
         // The feed was polled by long polls, not by the interval: no poll failed.
         assert_eq!(
             envoy.certgate_counter("feed_errors"),
