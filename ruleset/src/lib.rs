@@ -56,7 +56,7 @@ pub use model::{
     Action, AuditLog, Cidr, CidrError, Constraints, Curve, Inputs, KeyPolicy, Mode, PortRange,
     Rule, SigHash, Table, TlsVersion,
 };
-pub use pattern::{Pattern, Segment};
+pub use pattern::{Pattern, Segment, ANY_SEGMENT};
 pub use peer::{CertFacts, KeyInfo, Peer, PeerCert, RevocationKeys, SigInfo, Vouched};
 pub use peer_builder::{PeerBuilder, PeerError};
 pub use revocation::{OnStale, Revocation, Revoked, RevokedSerial};

@@ -5,6 +5,9 @@ use std::fmt;
 
 use crate::spiffe::{self, SpiffeError};
 
+/// The path segment [`Pattern::example`] puts where a pattern has a wildcard.
+pub const ANY_SEGMENT: &str = "_any";
+
 /// One segment of a [`Pattern`]'s path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Segment {
@@ -67,6 +70,20 @@ impl Pattern {
     /// The path segments.
     pub fn segments(&self) -> &[Segment] {
         &self.segments
+    }
+
+    /// A SPIFFE ID the pattern matches: its literal segments, and [`ANY_SEGMENT`] where it
+    /// has a wildcard. For tools that probe rules (`certgate diff`).
+    pub fn example(&self) -> String {
+        let mut id = format!("spiffe://{}", self.trust_domain);
+        for seg in &self.segments {
+            id.push('/');
+            id.push_str(match seg {
+                Segment::Literal(l) => l,
+                Segment::One | Segment::Rest => ANY_SEGMENT,
+            });
+        }
+        id
     }
 
     /// Whether the pattern names exactly one SPIFFE ID.
@@ -210,6 +227,20 @@ mod tests {
         assert!(!c("/a/**", "/a"));
         assert!(!c("/a/b", "/a/*"));
         assert!(!p("spiffe://y/a").is_covered_by(&p("spiffe://x/a")));
+    }
+
+    #[test]
+    fn an_example_is_matched_by_its_pattern() {
+        for s in [
+            "spiffe://td",
+            "spiffe://td/a/b",
+            "spiffe://td/a/*/b",
+            "spiffe://td/ns/**",
+        ] {
+            let pattern = p(s);
+            assert!(pattern.matches(&pattern.example()), "{s}");
+        }
+        assert_eq!(p("spiffe://td/a/*/**").example(), "spiffe://td/a/_any/_any");
     }
 
     #[test]

@@ -28,6 +28,15 @@ pub fn matches(pattern: &str, sni: &str) -> bool {
     }
 }
 
+/// A server name `pattern` matches: the name itself, or for `*.suffix` one label in
+/// front of the suffix. For tools that probe rules (`certgate diff`).
+pub fn example(pattern: &str) -> String {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => format!("x-any.{suffix}"),
+        None => pattern.to_owned(),
+    }
+}
+
 /// Whether pattern `a` matches every server name pattern `b` matches (sound, used to
 /// find rules that can never decide). `*.x` matches one label in front of `x`: it covers
 /// `l.x` but not `*.x`'s supersets. Patterns are lowercase ([`is_valid_pattern`]).
@@ -67,6 +76,13 @@ mod tests {
         assert!(!matches("*.svc", ".svc"));
         assert!(matches("exact.example", "Exact.Example"));
         assert!(!matches("exact.example", "x.exact.example"));
+    }
+
+    #[test]
+    fn an_example_is_matched_by_its_pattern() {
+        for p in ["a.example", "*.svc.cluster.local", "*.x"] {
+            assert!(matches(p, &example(p)), "{p}");
+        }
     }
 
     #[test]

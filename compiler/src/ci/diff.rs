@@ -15,9 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ruleset::{
-    Action, AuditLog, Engine, KeyPolicy, Mode, Pattern, Peer, Segment, Table, TlsVersion,
-};
+use ruleset::{Action, AuditLog, Engine, KeyPolicy, Mode, Peer, Table, TlsVersion, ANY_SEGMENT};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
@@ -29,9 +27,6 @@ pub const VERSION: u32 = 1;
 /// Probing stops after this many evaluations per table (a table with thousands of rules);
 /// the diff then says it is incomplete.
 pub const MAX_PROBES: usize = 500_000;
-
-/// Stand-in for a wildcard segment: an identity no exact principal names.
-const ANY_SEGMENT: &str = "_any";
 
 /// The revocation entries a policy side writes, for a diff by value: keyed by what they
 /// revoke, shown as written.
@@ -254,18 +249,6 @@ pub struct Diff {
     pub truncated: bool,
 }
 
-fn representative(p: &Pattern) -> String {
-    let mut s = format!("spiffe://{}", p.trust_domain());
-    for seg in p.segments() {
-        s.push('/');
-        s.push_str(match seg {
-            Segment::Literal(l) => l,
-            Segment::One | Segment::Rest => ANY_SEGMENT,
-        });
-    }
-    s
-}
-
 /// Elementary port intervals: every rule's port ranges either contain all of one or none.
 /// The intervals no range touches share one label, `other` (or `any` when no rule names a
 /// port).
@@ -329,10 +312,7 @@ fn sni_probes(tables: &[&Table]) -> Vec<(String, Option<String>)> {
     let mut out: Vec<(String, Option<String>)> = names
         .into_iter()
         .map(|n| {
-            let probe = match n.strip_prefix("*.") {
-                Some(suffix) => format!("x-any.{suffix}"),
-                None => n.clone(),
-            };
+            let probe = ruleset::sni::example(&n);
             (n, Some(probe))
         })
         .collect();
@@ -381,7 +361,7 @@ fn subjects(tables: &[&Table]) -> Vec<(String, String)> {
     }
     let mut out: Vec<(String, String)> = patterns
         .iter()
-        .map(|p| (p.to_string(), representative(p)))
+        .map(|p| (p.to_string(), p.example()))
         .collect();
     for d in domains {
         out.push((
