@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use certgate_e2e::tools::{repo_root, Tools};
+use certgate_e2e::tools::{build_dir, repo_root, Tools};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -48,7 +48,7 @@ fn static_certgate() -> PathBuf {
     let bin = std::env::var_os("CERTGATE_STATIC_BIN")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/x86_64-unknown-linux-gnu/release/certgate"));
+        .unwrap_or_else(|| build_dir().join("x86_64-unknown-linux-gnu/release/certgate"));
     assert!(
         bin.is_file(),
         "static certgate not found at {} ($CERTGATE_STATIC_BIN): run `make image`",
@@ -81,13 +81,13 @@ fn package(certgate: &Path, bin: &Path, out: &Path) -> String {
         .to_string()
 }
 
-/// The layout `make image` wrote (`CERTGATE_IMAGE_LAYOUT`, else target/oci/server): its
+/// The layout `make image` wrote (`CERTGATE_IMAGE_LAYOUT`, else `oci/server` in the build directory): its
 /// tag and manifest digest, or a failure that says how to build it.
 fn make_image_layout() -> (String, String) {
     let dir = std::env::var_os("CERTGATE_IMAGE_LAYOUT")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/oci/server"));
+        .unwrap_or_else(|| build_dir().join("oci/server"));
     let index = std::fs::read(dir.join("index.json")).unwrap_or_else(|e| {
         panic!(
             "no image layout at {} ($CERTGATE_IMAGE_LAYOUT, {e}): run `make image`",
