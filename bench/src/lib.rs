@@ -4,7 +4,8 @@
 //! parts (Envoy process, load generators, the feed servers, `/proc` readings, report and
 //! chart).
 //!
-//! Nothing here is product code; it only builds inputs for `ruleset` and drives Envoy.
+//! Nothing here is product code; it only builds inputs for `ruleset` and drives Envoy, `certgate
+//! serve` and nginx.
 
 pub mod chart;
 pub mod envoy;

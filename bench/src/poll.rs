@@ -139,8 +139,8 @@ pub async fn fetch(
 ) -> Result<(u16, Option<String>, usize)> {
     let mut conn = Conn::connect(addr).await?;
     conn.stream.write_all(&request(addr, path, etag)).await?;
-    // Read to the end of the head, then reuse `exchange`'s framing by hand: the ETag is
-    // the one header this needs that `Answer` does not carry.
+    // Framed here rather than by `exchange`: this needs the ETag, which `Answer` does not
+    // carry, and reads a whole table.
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     let deadline = Instant::now() + POLL_TIMEOUT;
@@ -484,6 +484,32 @@ mod tests {
         let h = long_head(addr, "/table.cgt", 300);
         assert_eq!(h.len(), 300);
         assert!(h.ends_with(b"\r\n\r\n"));
+    }
+
+    /// Nothing listens: every poll of the window fails as a connect failure, none is
+    /// counted answered, and those before the window count as warm-up failures.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_poller_counts_refused_connections_as_failed_polls() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let start = Instant::now();
+        let period = Duration::from_millis(100);
+        let schedule = Schedule {
+            first: start,
+            period,
+            window_start: start + period * 2,
+            end: start + period * 7,
+        };
+        let t = poller(addr, request(addr, "/t", "\"x\"").into(), schedule).await;
+        // A loaded machine may skip a tick (counted late), never lose one.
+        assert_eq!(t.sent + t.late, 5);
+        assert!(t.sent >= 1);
+        assert_eq!(t.answered, 0);
+        assert_eq!(t.failed[Failure::Connect as usize], t.sent);
+        assert_eq!(t.failures(), t.sent);
+        assert!((1..=2).contains(&t.warmup_failed));
+        assert!(t.first_failure.unwrap().starts_with("connect"));
     }
 
     /// A server that answers a 304, then a 200 with a body and `Connection: close`:
