@@ -24,11 +24,11 @@ use clap::Parser;
 use rustix::process::{Resource, Rlimit};
 use tokio::time::Instant;
 
-/// certgate serve's worker threads (`certgate_server::WORKER_THREADS`); nginx gets as
-/// many worker processes unless `--nginx-workers` says otherwise.
-const SERVER_THREADS: usize = 2;
+/// certgate serve's worker threads; nginx gets as many worker processes unless
+/// `--nginx-workers` says otherwise.
+const SERVER_THREADS: usize = certgate_server::WORKER_THREADS;
 /// certgate serve's default `--max-connections`, raised only when a phase needs more.
-const CERTGATE_DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const CERTGATE_DEFAULT_MAX_CONNECTIONS: usize = certgate_server::DEFAULT_MAX_CONNECTIONS;
 /// Connections above a phase's clients that the servers allow (the harness's own probes,
 /// a poller reconnecting while its old connection is still being torn down).
 const CONNECTION_HEADROOM: usize = 1_000;
@@ -40,10 +40,10 @@ const FD_OVERHEAD: usize = 256;
 const ATTACK_LEAD: Duration = Duration::from_secs(2);
 /// Keep-alive idle and request-head deadline of both servers (certgate's default
 /// `--header-timeout-ms`; nginx is configured to match).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = certgate_server::DEFAULT_HEADER_TIMEOUT;
 /// Requests per connection of both servers (certgate's default
 /// `--max-requests-per-connection`; nginx is configured to match).
-const MAX_REQUESTS: u32 = 10_000;
+const MAX_REQUESTS: u32 = certgate_server::DEFAULT_MAX_REQUESTS_PER_CONNECTION;
 /// Issue 15's goals for 10,000 pollers.
 const GOAL_POLLERS: usize = 10_000;
 const GOAL_P99_MS: f64 = 50.0;
@@ -131,7 +131,7 @@ struct Cli {
     /// Worker threads of the harness's runtime
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     client_threads: u64,
-    /// nginx worker processes [default: certgate serve's worker threads, 2]
+    /// nginx worker processes [default: certgate serve's worker threads]
     #[arg(long, value_name = "N", default_value_t = SERVER_THREADS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     nginx_workers: usize,
     /// Also write DIR/feed.md (the tables)
@@ -972,7 +972,7 @@ async fn run(args: Args) -> Result<()> {
             feedserver::nginx_version(bin).unwrap_or_else(|| "unknown".into()),
             args.nginx_workers,
             HEADER_TIMEOUT.as_secs(),
-            MAX_REQUESTS,
+            thousands(u64::from(MAX_REQUESTS)),
             if rustix::process::geteuid().is_root() {
                 "`nobody`"
             } else {
@@ -1007,7 +1007,7 @@ async fn run(args: Args) -> Result<()> {
             String::new()
         } else {
             format!(
-                " except `--max-connections {}` (the default, {}, leaves no room for the harness's probes)",
+                " except `--max-connections {}` (the default, {}, would leave no room for a poller reconnecting while the server still holds its old connection)",
                 max_conns.iter().max().copied().unwrap_or_default(),
                 thousands(CERTGATE_DEFAULT_MAX_CONNECTIONS as u64)
             )
