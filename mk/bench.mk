@@ -14,7 +14,7 @@ BENCH_ENVOY_FLAGS ?=
 BENCH_PROFILE ?= 1.5
 
 .PHONY: bench
-bench: bench-micro bench-envoy bench-feed ## all three benchmarks (about 15 minutes); tables printed and written to docs/bench/
+bench: bench-micro bench-envoy bench-feed ## all three benchmarks (about 12 minutes with a warm build cache); tables printed and written to docs/bench/
 
 .PHONY: bench-micro
 bench-micro: ## criterion benchmarks of evaluate/decode/parse and the 1M-serial revocation goals
