@@ -920,7 +920,8 @@ async fn run(args: Args) -> Result<()> {
             });
         }
     }
-    if args.attack_pollers > 0 {
+    // Without attackers an attack phase would only repeat a steady one.
+    if args.attack_pollers > 0 && args.idle + args.slow > 0 {
         for &kind in &kinds {
             specs.push(PhaseSpec {
                 kind,
