@@ -1,5 +1,6 @@
-# Benchmarks (bench/): criterion micro benchmarks of the engine and the Envoy harness that
-# compares certgate with no filter, a no-op wasm filter and native RBAC. Included by the
+# Benchmarks (bench/): criterion micro benchmarks of the engine, the Envoy harness that
+# compares certgate with no filter, a no-op wasm filter and native RBAC, and the feed load
+# test that runs `certgate serve` beside nginx under a fleet's pollers. Included by the
 # root Makefile; results land in docs/bench/ (docs/benchmarks.md explains them).
 NOOP_WASM := $(TARGET_DIR)/wasm32-wasip1/wasm-release/certgate_noop_filter.wasm
 export CERTGATE_NOOP_WASM := $(abspath $(NOOP_WASM))
@@ -13,7 +14,7 @@ BENCH_ENVOY_FLAGS ?=
 BENCH_PROFILE ?= 1.5
 
 .PHONY: bench
-bench: bench-micro bench-envoy ## both benchmarks (about 10 minutes); tables printed and written to docs/bench/
+bench: bench-micro bench-envoy bench-feed ## all three benchmarks (about 12 minutes with a warm build cache); tables printed and written to docs/bench/
 
 .PHONY: bench-micro
 bench-micro: ## criterion benchmarks of evaluate/decode/parse and the 1M-serial revocation goals
@@ -39,4 +40,29 @@ bench-envoy: envoy filter noop-filter ## Envoy CPU/connection and conn/s: certga
 	@rm -f $(BENCH_PID); \
 	trap 'test -s $(BENCH_PID) && kill $$(cat $(BENCH_PID)) 2>/dev/null; rm -f $(BENCH_PID)' EXIT; \
 	$(TARGET_DIR)/release/bench-envoy --out $(BENCH_DOCS) --pid-file $(BENCH_PID) --profile $(BENCH_PROFILE) $(BENCH_ENVOY_FLAGS); \
+	status=$$?; exit $$status  # not the last command, so bash cannot exec it and skip the trap
+
+# The feed load test's baseline: Debian's nginx serving the same table as a static file.
+# The harness runs it unprivileged with a generated configuration in a scratch directory;
+# it never touches the system service (where a Debian install starts one, it is left as is).
+NGINX := /usr/sbin/nginx
+export CERTGATE_NGINX := $(NGINX)
+# The release build of the CLI: a debug server would measure the build, not the server.
+CERTGATE_RELEASE := $(TARGET_DIR)/release/certgate
+# The servers' pids while the harness runs, so the recipe can kill them if the harness dies.
+BENCH_FEED_PID := $(TARGET_DIR)/bench-feed.pid
+# Extra harness flags, e.g. BENCH_FEED_FLAGS="--pollers 1000 --seconds 5".
+BENCH_FEED_FLAGS ?=
+
+.PHONY: nginx
+nginx: ## Debian's nginx, the baseline of the feed load test (installed as root when missing)
+	@scripts/apt-install.sh --no-install-recommends $(NGINX) nginx
+
+.PHONY: bench-feed
+bench-feed: nginx ## `certgate serve` under 1,000/5,000/10,000 keep-alive pollers and an idle-connection attack, beside nginx (about 4 minutes)
+	cargo build --release -p certgate-cli --bin certgate
+	cargo build --release -p certgate-bench --bin bench-feed
+	@rm -f $(BENCH_FEED_PID); \
+	trap 'test -s $(BENCH_FEED_PID) && kill $$(cat $(BENCH_FEED_PID)) 2>/dev/null; rm -f $(BENCH_FEED_PID)' EXIT; \
+	$(TARGET_DIR)/release/bench-feed --certgate $(CERTGATE_RELEASE) --out $(BENCH_DOCS) --pid-file $(BENCH_FEED_PID) $(BENCH_FEED_FLAGS); \
 	status=$$?; exit $$status  # not the last command, so bash cannot exec it and skip the trap
