@@ -32,6 +32,11 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_TABLE: usize = 256 * 1024 * 1024;
 /// Pause before a poller whose poll failed tries again on a new connection.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long a plain poller waits for a whole answer: it never gives up on a table still
+/// streaming in (starting over would only add bytes); the phase's own deadline stops it.
+const PLAIN_ANSWER_TIMEOUT: Duration = Duration::from_secs(3_600);
+/// Read size of a poller (10,000 of them hold one buffer each).
+const CHUNK: usize = 16 * 1024;
 
 /// The tables the pollers know, by ETag, and the deltas already checked.
 #[derive(Debug, Default)]
@@ -105,7 +110,8 @@ pub enum Mode {
 pub struct Outcome {
     /// When it held the newer table (`None`: not by the deadline).
     pub converged_at: Option<Instant>,
-    /// Response bytes (heads and bodies) read after the revocation began.
+    /// Response bytes (heads and bodies) read after the revocation began, counted as they
+    /// arrive (a response cut off counts what was read of it).
     pub bytes_after: u64,
     /// Response bytes read in all.
     pub bytes_total: u64,
@@ -123,8 +129,6 @@ struct Response {
     etag: Option<String>,
     /// Body bytes, unless streamed against a known table.
     body: Vec<u8>,
-    /// Head and body bytes read.
-    bytes: u64,
     /// The body matched the known table of its ETag as it streamed.
     matched_known: bool,
     close: bool,
@@ -135,12 +139,15 @@ struct Response {
 async fn read_response(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-    tables: &Tables,
+    shared: &Shared,
+    out: &mut Outcome,
 ) -> Result<Response> {
+    let tables = &shared.tables;
     buf.clear();
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; CHUNK];
     loop {
         let n = stream.read(&mut chunk).await?;
+        out.count(n, &shared.revoking);
         if n == 0 {
             bail!("connection closed before a whole response head");
         }
@@ -191,6 +198,7 @@ async fn read_response(
         while have < length {
             let want = (length - have).min(chunk.len());
             let n = stream.read(&mut chunk[..want]).await?;
+            out.count(n, &shared.revoking);
             if n == 0 {
                 bail!(
                     "connection closed with {} body bytes to come",
@@ -212,7 +220,6 @@ async fn read_response(
             status,
             etag,
             body,
-            bytes: (head_len + length) as u64,
             matched_known: matched == Some(true),
             close,
         });
@@ -285,7 +292,7 @@ async fn poll_until_converged(
     let mut counted = false;
     let answer_timeout = match mode {
         Mode::LongPollDelta { wait } => wait + Duration::from_secs(10),
-        Mode::Plain { period } => period + Duration::from_secs(10),
+        Mode::Plain { .. } => PLAIN_ANSWER_TIMEOUT,
     };
     loop {
         if let Mode::Plain { period } = mode {
@@ -316,11 +323,9 @@ async fn poll_until_converged(
             counted = true;
             shared.started.fetch_add(1, Ordering::Relaxed);
         }
-        let read = tokio::time::timeout(
-            answer_timeout,
-            read_response(stream, &mut buf, &shared.tables),
-        )
-        .await;
+        let read =
+            tokio::time::timeout(answer_timeout, read_response(stream, &mut buf, shared, out))
+                .await;
         let r = match read {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -335,10 +340,6 @@ async fn poll_until_converged(
                 continue;
             }
         };
-        out.bytes_total += r.bytes;
-        if shared.revoking.load(Ordering::Acquire) {
-            out.bytes_after += r.bytes;
-        }
         if r.close {
             conn = None;
         }
@@ -374,6 +375,15 @@ async fn poll_until_converged(
                 fail(out, format!("status {s}"));
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
+        }
+    }
+}
+
+impl Outcome {
+    fn count(&mut self, n: usize, revoking: &AtomicBool) {
+        self.bytes_total += n as u64;
+        if revoking.load(Ordering::Acquire) {
+            self.bytes_after += n as u64;
         }
     }
 }

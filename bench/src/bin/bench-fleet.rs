@@ -122,7 +122,7 @@ struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     scan_ms: u64,
     /// Seconds after the new table landed by which a poller must hold it
-    #[arg(long, value_name = "S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
+    #[arg(long, value_name = "S", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=600))]
     timeout: u64,
     /// Worker threads of the pollers' runtime
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
@@ -156,6 +156,7 @@ struct Phase {
     peak_rss: u64,
     table_len: usize,
     new_len: usize,
+    timeout: Duration,
 }
 
 impl Phase {
@@ -500,6 +501,7 @@ impl Run {
             peak_rss,
             table_len: s.base.len(),
             new_len,
+            timeout: Duration::from_secs(self.cli.timeout),
         })
     }
 }
@@ -527,7 +529,11 @@ fn thousands(n: u64) -> String {
 }
 
 fn mb(b: f64) -> String {
-    format!("{:.1} MB", b / 1e6)
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else {
+        format!("{:.1} MB", b / 1e6)
+    }
 }
 
 fn bytes(b: f64) -> String {
@@ -616,7 +622,22 @@ fn markdown(phases: &[Phase], header: &str) -> String {
         })
         .collect();
     md.push_str(&parts.join(". "));
-    md.push_str(".\n\n## Goals (issue 16)\n\n| goal | measured | |\n|---|---|---|\n");
+    md.push_str(".\n");
+    for p in phases.iter().filter(|p| p.converged < p.pollers) {
+        md.push_str(&format!(
+            "\n{}: {} of {} pollers did not hold the new table {} s after it landed (`--timeout`); \
+their bytes above are what they had read by then. All {} pollers downloading the whole new \
+table once would read {} × {} B = {} (arithmetic, not measured).\n",
+            p.name,
+            thousands((p.pollers - p.converged) as u64),
+            thousands(p.pollers as u64),
+            p.timeout.as_secs(),
+            thousands(p.pollers as u64),
+            thousands(p.new_len as u64),
+            mb(p.pollers as f64 * p.new_len as f64),
+        ));
+    }
+    md.push_str("\n## Goals (issue 16)\n\n| goal | measured | |\n|---|---|---|\n");
     if let Some(lp) = phases.iter().find(|p| p.name == "long-poll") {
         let all = lp.converged == lp.pollers;
         md.push_str(&format!(
@@ -655,10 +676,12 @@ async fn run(cli: Cli) -> Result<()> {
     let bin = cli.certgate.clone().context("no certgate binary")?;
     let fd_soft = raise_fd_limit();
     let most = cli.pollers.max(cli.baseline_pollers.unwrap_or(cli.pollers));
-    if fd_soft < (most + FD_OVERHEAD) as u64 * 2 {
+    // Each process (the pollers' and the server, which inherits the limit) holds one end
+    // of every connection.
+    if fd_soft < (most + CONNECTION_HEADROOM + FD_OVERHEAD) as u64 {
         eprintln!(
-            "bench-fleet: {most} pollers need about {} open files (pollers and server on one machine) but the limit is {fd_soft} (raise `ulimit -Hn`)",
-            (most + FD_OVERHEAD) * 2
+            "bench-fleet: {most} pollers need about {} open files per process but the limit is {fd_soft} (raise `ulimit -Hn`)",
+            most + CONNECTION_HEADROOM + FD_OVERHEAD
         );
         std::process::exit(2);
     }
