@@ -508,4 +508,73 @@ mod tests {
         assert_eq!(shared.converged.load(Ordering::Relaxed), 1);
         assert_eq!(shared.tables.get(&good_etag).as_deref(), Some(&good[..]));
     }
+
+    /// A `226` whose delta was tampered with (one byte of the added key flipped) is
+    /// refused; the genuine delta that follows converges the poller, and a second poller
+    /// receiving the same delta is checked against the memo, not trusted blindly.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_tampered_delta_is_refused_and_the_genuine_one_converges() {
+        let rules = crate::tables::rules(3, crate::tables::RuleKind::Exact).unwrap();
+        let old = ruleset::encode(&crate::tables::table(rules.clone(), 50, &[]).unwrap()).unwrap();
+        let new =
+            ruleset::encode(&crate::tables::table(rules, 50, &[vec![0x7f; 15]]).unwrap()).unwrap();
+        let delta = ruleset::delta::diff(&old, &new).unwrap();
+        let mut forged = delta.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 0x01;
+        let (old_etag, new_etag) = (ruleset::delta::etag(&old), ruleset::delta::etag(&new));
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let e = new_etag.clone();
+        tokio::spawn(async move {
+            for bodies in [vec![forged, delta.clone()], vec![delta]] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut b = [0u8; 2048];
+                for body in bodies {
+                    let n = s.read(&mut b).await.unwrap();
+                    assert!(String::from_utf8_lossy(&b[..n]).contains("A-IM: certgate-delta\r\n"));
+                    let head = format!(
+                        "HTTP/1.1 226 IM Used\r\nETag: {e}\r\nIM: certgate-delta\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    s.write_all(head.as_bytes()).await.unwrap();
+                    s.write_all(&body).await.unwrap();
+                }
+            }
+        });
+        let shared = Arc::new(Shared {
+            addr,
+            path: "/t".into(),
+            tables: Tables::default(),
+            revoking: AtomicBool::new(true),
+            started: AtomicU64::new(0),
+            converged: AtomicU64::new(0),
+        });
+        assert_eq!(shared.tables.add(old.into()), old_etag);
+        let mode = Mode::LongPollDelta {
+            wait: Duration::from_secs(1),
+        };
+        for (id, failures) in [("a", 1), ("b", 0)] {
+            let (_stop, stop) = tokio::sync::watch::channel(false);
+            let out = tokio::time::timeout(
+                Duration::from_secs(5),
+                poller(
+                    shared.clone(),
+                    id.into(),
+                    old_etag.clone(),
+                    mode,
+                    Instant::now(),
+                    stop,
+                ),
+            )
+            .await
+            .unwrap();
+            assert!(out.converged_at.is_some(), "{id}: {:?}", out.first_failure);
+            assert_eq!(out.failures, failures, "{id}: {:?}", out.first_failure);
+            assert_eq!(out.answers[1], 1 + failures);
+        }
+        assert_eq!(shared.converged.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.tables.get(&new_etag).as_deref(), Some(&new[..]));
+    }
 }

@@ -633,6 +633,7 @@ table once would read {} × {} B = {} (arithmetic, not measured).\n",
             thousands(p.pollers as u64),
             p.timeout.as_secs(),
             thousands(p.pollers as u64),
+            thousands(p.pollers as u64),
             thousands(p.new_len as u64),
             mb(p.pollers as f64 * p.new_len as f64),
         ));
