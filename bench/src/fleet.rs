@@ -38,13 +38,16 @@ const PLAIN_ANSWER_TIMEOUT: Duration = Duration::from_secs(3_600);
 /// Read size of a poller (10,000 of them hold one buffer each).
 const CHUNK: usize = 16 * 1024;
 
+/// A delta's base ETag and result ETag.
+type EtagPair = (String, String);
+
 /// The tables the pollers know, by ETag, and the deltas already checked.
 #[derive(Debug, Default)]
 pub struct Tables {
     /// Verified tables: ETag -> bytes (one shared copy each).
     full: std::sync::Mutex<HashMap<String, Arc<[u8]>>>,
     /// Checked deltas: (base ETag, result ETag) -> the delta's bytes.
-    deltas: Mutex<HashMap<(String, String), Arc<[u8]>>>,
+    deltas: Mutex<HashMap<EtagPair, Arc<[u8]>>>,
 }
 
 impl Tables {
