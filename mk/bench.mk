@@ -1,6 +1,7 @@
 # Benchmarks (bench/): criterion micro benchmarks of the engine, the Envoy harness that
 # compares certgate with no filter, a no-op wasm filter and native RBAC, and the feed load
-# test that runs `certgate serve` beside nginx under a fleet's pollers. Included by the
+# test that runs `certgate serve` beside nginx under a fleet's pollers, and the fleet
+# simulation (a revocation reaching 10,000 long-polling pollers as a delta). Included by the
 # root Makefile; results land in docs/bench/ (docs/benchmarks.md explains them).
 NOOP_WASM := $(TARGET_DIR)/wasm32-wasip1/wasm-release/certgate_noop_filter.wasm
 export CERTGATE_NOOP_WASM := $(abspath $(NOOP_WASM))
@@ -14,7 +15,7 @@ BENCH_ENVOY_FLAGS ?=
 BENCH_PROFILE ?= 1.5
 
 .PHONY: bench
-bench: bench-micro bench-envoy bench-feed ## all three benchmarks (about 12 minutes with a warm build cache); tables printed and written to docs/bench/
+bench: bench-micro bench-envoy bench-feed bench-fleet ## all four benchmarks (about 14 minutes with a warm build cache); tables printed and written to docs/bench/
 
 .PHONY: bench-micro
 bench-micro: ## criterion benchmarks of evaluate/decode/parse and the 1M-serial revocation goals
@@ -65,4 +66,18 @@ bench-feed: nginx ## `certgate serve` under 1,000/5,000/10,000 keep-alive poller
 	@rm -f $(BENCH_FEED_PID); \
 	trap 'test -s $(BENCH_FEED_PID) && kill $$(cat $(BENCH_FEED_PID)) 2>/dev/null; rm -f $(BENCH_FEED_PID)' EXIT; \
 	$(TARGET_DIR)/release/bench-feed --certgate $(CERTGATE_RELEASE) --out $(BENCH_DOCS) --pid-file $(BENCH_FEED_PID) $(BENCH_FEED_FLAGS); \
+	status=$$?; exit $$status  # not the last command, so bash cannot exec it and skip the trap
+
+# The fleet simulation's server pid while it runs, so the recipe can kill it if the harness dies.
+BENCH_FLEET_PID := $(TARGET_DIR)/bench-fleet.pid
+# Extra harness flags, e.g. BENCH_FLEET_FLAGS="--pollers 1000 --serials 100000".
+BENCH_FLEET_FLAGS ?=
+
+.PHONY: bench-fleet
+bench-fleet: ## fleet simulation: 10,000 long-polling pollers get a one-serial revocation of a 1M-serial table as a delta, beside plain 5 s polling (about 2 minutes)
+	cargo build --release -p certgate-cli --bin certgate
+	cargo build --release -p certgate-bench --bin bench-fleet
+	@rm -f $(BENCH_FLEET_PID); \
+	trap 'test -s $(BENCH_FLEET_PID) && kill $$(cat $(BENCH_FLEET_PID)) 2>/dev/null; rm -f $(BENCH_FLEET_PID)' EXIT; \
+	$(TARGET_DIR)/release/bench-fleet --certgate $(CERTGATE_RELEASE) --out $(BENCH_DOCS) --pid-file $(BENCH_FLEET_PID) $(BENCH_FLEET_FLAGS); \
 	status=$$?; exit $$status  # not the last command, so bash cannot exec it and skip the trap

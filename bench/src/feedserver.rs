@@ -114,6 +114,17 @@ fn tail(path: &Path) -> String {
 /// Starts `certgate serve DIR` on a free loopback port, at most `max_connections`
 /// connections, logging into `log`, and waits for its address line.
 pub fn certgate(bin: &Path, dir: &Path, max_connections: usize, log: &Path) -> Result<Server> {
+    certgate_with(bin, dir, max_connections, log, &[])
+}
+
+/// [`certgate`] with further `certgate serve` flags (the fleet simulation's scan interval).
+pub fn certgate_with(
+    bin: &Path,
+    dir: &Path,
+    max_connections: usize,
+    log: &Path,
+    extra: &[String],
+) -> Result<Server> {
     let err = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut child = Command::new(bin)
         .arg("serve")
@@ -121,6 +132,7 @@ pub fn certgate(bin: &Path, dir: &Path, max_connections: usize, log: &Path) -> R
         .args(["--listen", "127.0.0.1:0", "--path", TABLE_PATH])
         .args(["--max-connections", &max_connections.to_string()])
         .arg("--exit-on-stdin-close")
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(err)
