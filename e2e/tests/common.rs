@@ -1,10 +1,19 @@
 //! Shared by the scenario modules: a run, a runtime, the matrix rows, and a verdict that
 //! prints every case's line and fails with all mismatches at once.
 
+use certgate_e2e::client::rustls_exchange;
 use certgate_e2e::matrix::run_cases;
+use certgate_e2e::Want;
 use certgate_e2e::{Case, Client, EmitEnvoy, Expect, Run, Target, TlsPin};
+use rustls::ClientConfig;
 use serde_json::Value;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// A run with every tool, or a failure that says how to build the missing ones.
 pub fn run() -> Run {
@@ -133,4 +142,43 @@ pub fn enforce_cases() -> Vec<Case> {
         )
         .with(Client::Openssl(TlsPin::Tls13)),
     ]
+}
+
+/// What the echo backends get and send back.
+pub const PING: &[u8] = b"ping\n";
+
+/// Whether a TLS client with `config` gets its ping echoed through `addr` (admitted), or
+/// not (refused).
+pub async fn admitted(addr: SocketAddr, config: &Arc<ClientConfig>) -> bool {
+    rustls_exchange(addr, Arc::clone(config), PING, Want::Bytes(PING.len()))
+        .await
+        .got(PING)
+}
+
+/// Whether an open connection still echoes a ping within 2 s (a closed one does not).
+pub async fn echoes(tls: &mut TlsStream<TcpStream>) -> bool {
+    if tls.write_all(PING).await.is_err() || tls.flush().await.is_err() {
+        return false;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < PING.len() {
+        match tokio::time::timeout(Duration::from_secs(2), tls.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return false,
+        }
+    }
+    got == PING
+}
+
+/// How long `check` took to hold, polled every 50 ms, or `None` if it did not within `limit`.
+pub async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() <= limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }

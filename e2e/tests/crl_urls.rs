@@ -9,15 +9,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use certgate_e2e::client::{rustls_config, rustls_exchange};
+use certgate_e2e::client::rustls_config;
 use certgate_e2e::feed::{with_feed, FeedServer, FEED_CLUSTER};
-use certgate_e2e::{EmitEnvoy, Listener, Run, Scenario, TlsPin, Want, Wire};
-use rustls::ClientConfig;
+use certgate_e2e::{EmitEnvoy, Listener, Run, Scenario, TlsPin, Wire};
 use serde_json::json;
 
-use crate::common::{emit, run, runtime};
+use crate::common::{admitted, emit, run, runtime};
 
-const PING: &[u8] = b"ping\n";
 /// From replacing the CRL to Envoy refusing the newly revoked client: a `--crl-refresh`
 /// of 1 s, the feed's 100 ms scan, the filter's 1 s poll, with room for a loaded machine.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
@@ -53,12 +51,6 @@ fn intermediate_crl(run: &Run, revoked: &[&str], age: time::Duration, number: u8
     run.pki
         .intermediate_crl(revoked, age, number)
         .unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-async fn admitted(addr: SocketAddr, config: &Arc<ClientConfig>) -> bool {
-    rustls_exchange(addr, Arc::clone(config), PING, Want::Bytes(PING.len()))
-        .await
-        .got(PING)
 }
 
 #[test]

@@ -12,18 +12,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certgate_e2e::client::{rustls_config, rustls_exchange};
+use certgate_e2e::client::rustls_config;
 use certgate_e2e::feed::{SignedFeed, FEED_CLUSTER};
 use certgate_e2e::pki::INTERMEDIATE_DN;
-use certgate_e2e::{EmitEnvoy, Listener, Run, Scenario, TlsPin, Want, Wire};
+use certgate_e2e::{EmitEnvoy, Listener, Run, Scenario, TlsPin, Wire};
 use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
-use crate::common::{emit, run, runtime};
+use crate::common::{admitted, emit, run, runtime, within, PING};
 
-const PING: &[u8] = b"ping\n";
 /// How long a new table may take to be enforced: a few 1 s polls, generous for a loaded
 /// machine.
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -50,24 +48,6 @@ fn policy(run: &Run, revoked: &[&str]) -> String {
         run.pki.leaf("web").spiffe_id(),
         run.pki.leaf("checkout").spiffe_id()
     )
-}
-
-async fn admitted(addr: SocketAddr, config: &Arc<ClientConfig>) -> bool {
-    rustls_exchange(addr, Arc::clone(config), PING, Want::Bytes(PING.len()))
-        .await
-        .got(PING)
-}
-
-/// Polls `check` every 50 ms until it holds or `limit` passes; the time it took.
-async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() <= limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
 }
 
 /// One sample of the feed server's `/metrics`.

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certgate_e2e::client::{rustls_config, rustls_exchange};
+use certgate_e2e::client::rustls_config;
 use certgate_e2e::feed::{
     feed_policy, sign, with_feed, FeedServer, FixedFeed, SignedFeed, FEED_CLUSTER,
 };
@@ -24,11 +24,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::common::{emit, run, runtime};
+use crate::common::{admitted, echoes, emit, run, runtime, within};
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const MAX_STALE: Duration = Duration::from_secs(4);
-const PING: &[u8] = b"ping\n";
 /// How long a refused table may take to be fetched and counted: a few polls, generous
 /// for a loaded machine.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(10);
@@ -58,13 +57,6 @@ fn feed_flags(max_stale: &str, public: &str) -> Vec<String> {
     .iter()
     .map(|f| f.to_string())
     .collect()
-}
-
-/// A new connection as `leaf`: whether its ping came back.
-async fn admitted(addr: SocketAddr, config: &Arc<ClientConfig>) -> bool {
-    rustls_exchange(addr, Arc::clone(config), PING, Want::Bytes(PING.len()))
-        .await
-        .got(PING)
 }
 
 /// A connection that stays open: handshake and one echoed ping.
@@ -119,34 +111,6 @@ async fn connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> TlsStream<TcpS
         .connect(name, tcp)
         .await
         .expect("handshake")
-}
-
-/// Whether the connection still echoes a ping (false: closed or reset).
-async fn echoes(tls: &mut TlsStream<TcpStream>) -> bool {
-    if tls.write_all(PING).await.is_err() || tls.flush().await.is_err() {
-        return false;
-    }
-    let mut got = Vec::new();
-    let mut buf = [0u8; 64];
-    while got.len() < PING.len() {
-        match tokio::time::timeout(Duration::from_secs(2), tls.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
-            _ => return false,
-        }
-    }
-    got == PING
-}
-
-/// Polls `check` every 50 ms until it holds or `limit` passes; the time it took.
-async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() <= limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
 }
 
 #[test]

@@ -12,17 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certgate_e2e::client::{rustls_config, rustls_exchange};
+use certgate_e2e::client::rustls_config;
 use certgate_e2e::feed::{feed_policy, SignedFeed, FEED_CLUSTER};
 use certgate_e2e::pki::INTERMEDIATE_DN;
-use certgate_e2e::{EmitEnvoy, Listener, Scenario, TlsPin, Want, Wire};
+use certgate_e2e::{EmitEnvoy, Listener, Scenario, TlsPin, Wire};
 use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::common::{emit, run, runtime};
+use crate::common::{admitted, echoes, emit, run, runtime};
 
 /// The regular interval: far longer than the enforcement deadline, so only the long poll
 /// can meet it.
@@ -37,29 +35,6 @@ const ENFORCED_WITHIN: Duration = Duration::from_secs(1);
 const FIRST_HOLD: Duration = Duration::from_secs(20);
 /// `certgate drill --timeout`.
 const DRILL_TIMEOUT: &str = "30s";
-const PING: &[u8] = b"ping\n";
-
-async fn admitted(addr: SocketAddr, config: &Arc<ClientConfig>) -> bool {
-    rustls_exchange(addr, Arc::clone(config), PING, Want::Bytes(PING.len()))
-        .await
-        .got(PING)
-}
-
-/// Whether the connection still echoes a ping (false: closed or reset).
-async fn echoes(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) -> bool {
-    if tls.write_all(PING).await.is_err() || tls.flush().await.is_err() {
-        return false;
-    }
-    let mut got = Vec::new();
-    let mut buf = [0u8; 64];
-    while got.len() < PING.len() {
-        match tokio::time::timeout(Duration::from_secs(2), tls.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
-            _ => return false,
-        }
-    }
-    got == PING
-}
 
 /// `GET path` on the feed server, the body as text.
 fn feed_get(addr: SocketAddr, path: &str) -> String {
