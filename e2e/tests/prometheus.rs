@@ -262,7 +262,7 @@ fn prometheus_scrapes_labelled_decisions_and_runs_every_dashboard_query() {
         let refusals = prom
             .query(r#"certgate_feed_refusals_total{plugin="edge"}"#)
             .unwrap_or_else(|e| panic!("{e:#}"));
-        assert_eq!(refusals.len(), 6, "{refusals:?}");
+        assert_eq!(refusals.len(), 7, "{refusals:?}");
         assert!(refusals.iter().all(|r| r["value"][1] == "0"), "{refusals:?}");
         prom.wait_for(
             r#"certgate_table_issued_timestamp_seconds{plugin="edge"} - on() floor(certgate_feed_table_issued_timestamp_seconds)"#,

@@ -125,6 +125,23 @@ impl Reply {
     }
 }
 
+/// The status of one `GET path` on a fresh connection, or `None` when the connection is
+/// refused, reset or answers nothing whole (a server that is closing connections over its
+/// limit may reset one opened in that moment; a caller waits for a poll to succeed).
+pub fn try_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(ANSWER_DEADLINE)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: feed\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let head = String::from_utf8_lossy(&raw);
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// One request on a fresh connection (`connection: close`), read to the end.
 pub fn request(addr: SocketAddr, method: &str, path: &str, if_none_match: Option<&str>) -> Reply {
     let mut s = TcpStream::connect(addr).expect("connect");
